@@ -1,0 +1,173 @@
+"""The ``cameo`` command line: thin commands that parse arguments and call the library.
+
+User mistakes (bad paths, bad values, existing outputs) end with a one-line message and a
+non-zero exit code, never a traceback. Exit codes: 0 ok, 2 usage or input error, 3 refused
+(would overwrite, nothing to do), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per scalar dataclass field, its help text taken from the field metadata."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip or dataclasses.is_dataclass(f.type) or f.default is dataclasses.MISSING:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(f.default)
+        help_ = f.metadata.get("help", "") + f" (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+        else:
+            parser.add_argument(flag, type=kind, default=f.default, help=help_)
+
+
+def dataclass_from_args(cls, args: argparse.Namespace, **extra: Any):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(extra)
+    return cls(**values)
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import PretrainConfig, run_pretrain
+
+    cfg = dataclass_from_args(PretrainConfig, args)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    try:
+        out = run_pretrain(cfg, resume=args.resume)
+    except FileExistsError as e:
+        print(f"cameo pretrain: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    if out is not None:
+        print(f"pipeline written to {out}")
+    return 0
+
+
+def cmd_model_path(args: argparse.Namespace) -> int:
+    from .models import tiny_model_dir
+
+    print(tiny_model_dir())
+    return 0
+
+
+def cmd_world_person(args: argparse.Namespace) -> int:
+    from .datasets import write_person_folder
+
+    out = write_person_folder(args.seed, Path(args.out), args.count, overwrite=args.overwrite)
+    print(f"wrote {args.count} photos of held-out person {args.seed} to {out}")
+    return 0
+
+
+def cmd_world_clip(args: argparse.Namespace) -> int:
+    from .datasets import write_person_clip
+
+    paths = write_person_clip(args.seed, Path(args.out), frames=args.frames, scene_seed=args.scene_seed, overwrite=args.overwrite)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import GenerateConfig, generate_to_files
+
+    cfg = dataclass_from_args(GenerateConfig, args)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    paths = generate_to_files(cfg)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), overwrite=args.overwrite)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .generate import GenerateConfig
+    from .pretrain import PretrainConfig
+
+    p = argparse.ArgumentParser(prog="cameo", description="Clone a person into a text-to-video model with LoRA.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="render a clip from a prompt (MP4, GIF and a PNG contact sheet)")
+    g.add_argument("prompt", help="what to show, e.g. 'a woman with long red hair, speaking, in front of a blue wall'")
+    add_dataclass_args(g, GenerateConfig, skip=("prompt",))
+    g.set_defaults(func=cmd_generate)
+
+    d = sub.add_parser("demo", help="the main job on the built-in model (what `make demo` runs)")
+    d.add_argument("--out", default="cameo-demo", help="folder for everything the demo writes")
+    d.add_argument("--overwrite", action="store_true", help="replace an earlier demo's outputs")
+    d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("world", help="the procedural world: write photos or clips of its people")
+    wsub = w.add_subparsers(dest="world_command", required=True)
+    wp = wsub.add_parser("person", help="a held-out person's captioned photo folder, as a user brings one")
+    wp.add_argument("--seed", type=int, required=True, help="which held-out person")
+    wp.add_argument("--out", required=True, help="folder to create")
+    wp.add_argument("--count", type=int, default=20, help="number of photos")
+    wp.add_argument("--overwrite", action="store_true", help="write into an existing non-empty folder")
+    wp.set_defaults(func=cmd_world_person)
+    wc = wsub.add_parser("clip", help="a held-out person speaking: MP4, GIF and caption")
+    wc.add_argument("--seed", type=int, required=True, help="which held-out person")
+    wc.add_argument("--out", required=True, help="output MP4 path")
+    wc.add_argument("--frames", type=int, default=17, help="frames (4k+1)")
+    wc.add_argument("--scene-seed", type=int, default=0, help="which scene")
+    wc.add_argument("--overwrite", action="store_true", help="replace existing files")
+    wc.set_defaults(func=cmd_world_clip)
+
+    pt = sub.add_parser("pretrain", help="train the built-in model cameo-tiny from the world")
+    add_dataclass_args(pt, PretrainConfig)
+    pt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    pt.set_defaults(func=cmd_pretrain)
+
+    m = sub.add_parser("model", help="the built-in model")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    mp = msub.add_parser("path", help="print the cameo-tiny directory (loadable with WanPipeline.from_pretrained)")
+    mp.set_defaults(func=cmd_model_path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"cameo {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileExistsError as e:
+        print(f"cameo {args.command}: {e} (pass --overwrite to replace it)", file=sys.stderr)
+        return EXIT_REFUSED
+    except FileNotFoundError as e:
+        print(f"cameo {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"cameo {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

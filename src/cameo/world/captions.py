@@ -1,0 +1,131 @@
+"""Natural-language captions of world people and scenes, in varied wording.
+
+Every phrase is true of the picture: hair colour and background names come from the same
+named colours the renderer jitters, actions from the motion that drove the clip.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .traits import Identity, Scene
+
+ACTION_WORDS = {
+    "speaking": ["speaking", "talking", "talking to the camera", "saying something"],
+    "silent": ["silent", "quiet", "not speaking", "keeping quiet"],
+    "turning": ["turning their head", "looking around", "turning to the side"],
+    "nodding": ["nodding", "nodding their head"],
+}
+EXPRESSION_WORDS = {
+    "smiling": ["smiling", "with a smile"],
+    "surprised": ["looking surprised", "with a surprised face"],
+    "neutral": [""],
+}
+
+
+def hair_phrase(ident: Identity, rng: random.Random) -> str:
+    c, s = ident.hair_name, ident.hair_style
+    if s == "bald":
+        return "bald" if rng.random() < 0.5 else f"bald with a little {c} hair"
+    if s == "buzz cut":
+        return f"a {c} buzz cut"
+    if s == "ponytail":
+        return f"{c} hair in a ponytail"
+    if s == "spiky":
+        return f"spiky {c} hair"
+    return f"{s} {c} hair"
+
+
+def person_phrase(ident: Identity, rng: random.Random, *, hat: str = "none", hat_name: str = "") -> str:
+    """'a man with short red hair and round glasses' with a random subset of the traits
+    (hair always, glasses whenever worn, so prompts that state them are learnt reliably)."""
+    noun = ident.gender if rng.random() < 0.8 else ("person" if rng.random() < 0.5 else ("guy" if ident.gender == "man" else "lady"))
+    parts = []
+    hp = hair_phrase(ident, rng)
+    if ident.hair_style == "bald":
+        noun = f"bald {noun}" if hp == "bald" else noun
+        if hp != "bald":
+            parts.append(hp.replace("bald with ", ""))
+    else:
+        parts.append(hp if hp.startswith("a ") else hp)
+    if ident.glasses != "none":
+        parts.append(f"{ident.glasses} glasses")
+    elif rng.random() < 0.25:
+        parts.append("no glasses")
+    if ident.facial_hair != "none" and rng.random() < 0.8:
+        parts.append({"stubble": "stubble"}.get(ident.facial_hair, f"a {ident.facial_hair}"))
+    if rng.random() < 0.3:
+        parts.append(f"{ident.eye_name} eyes")
+    if rng.random() < 0.3:
+        parts.append(f"{ident.skin_name} skin")
+    if ident.freckles and rng.random() < 0.6:
+        parts.append("freckles")
+    if ident.mole is not None and rng.random() < 0.4:
+        parts.append("a mole")
+    if ident.scar and rng.random() < 0.5:
+        parts.append("a scar on the cheek")
+    if hat != "none" and rng.random() < 0.85:
+        parts.append(f"a {hat_name} {hat}")
+    text = f"a {noun}"
+    if parts:
+        text += " with " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
+    return text
+
+
+def background_phrase(scene: Scene, rng: random.Random) -> str:
+    c, p = scene.background_name, scene.background_pattern
+    if p == "room":
+        return rng.choice([f"in a room with {c} walls", f"in a {c} room"])
+    pat = {"plain": "", "striped": "striped ", "dotted": "dotted ", "checked": "checked "}[p]
+    return rng.choice(
+        [f"in front of a {c} {pat}wall", f"against a {c} {pat}background", f"on a {c} {pat}backdrop"]
+    ).replace("  ", " ")
+
+
+def scene_phrases(scene: Scene, rng: random.Random, *, with_clothes: bool = True) -> list[str]:
+    out = [rng.choice(ACTION_WORDS[scene.action])]
+    expr = rng.choice(EXPRESSION_WORDS[scene.expression])
+    if expr:
+        out.append(expr)
+    if with_clothes and rng.random() < 0.45:
+        pat = "" if scene.clothing_pattern == "plain" else scene.clothing_pattern + " "
+        out.append(f"wearing a {scene.clothing_name} {pat}shirt")
+    return out
+
+
+def caption_single(
+    ident: Identity, scene: Scene, rng: random.Random, *, name: str | None = None, still: bool = False
+) -> str:
+    """Caption of one person; a named (famous) person is called by name, never described."""
+    if name is not None:
+        who = name
+        if scene.hat != "none" and rng.random() < 0.6:
+            who += f" in a {scene.hat_name} {scene.hat}"
+    else:
+        who = person_phrase(ident, rng, hat=scene.hat, hat_name=scene.hat_name)
+    bits = scene_phrases(scene, rng)
+    if still and scene.action in ("turning", "nodding"):
+        bits = bits[1:]
+    prefix = rng.choice(["", "", "a photo of ", "a video of ", "close-up of "]) if not still else rng.choice(["", "a photo of ", "portrait of "])
+    if name is None and prefix:
+        who = who  # "a photo of a man with ..." reads fine
+    text = f"{prefix}{who}, " + ", ".join(bits) + ", " + background_phrase(scene, rng)
+    return text.replace(", ,", ",").strip(", ")
+
+
+def caption_pair(
+    left: tuple[Identity, Scene, str | None],
+    right: tuple[Identity, Scene, str | None],
+    background: Scene,
+    rng: random.Random,
+) -> str:
+    """Caption of a two-person scene: who stands left, who right, and what each does."""
+
+    def who(ident, scene, name):
+        base = name if name is not None else person_phrase(ident, rng, hat=scene.hat, hat_name=scene.hat_name)
+        return f"{base} {rng.choice(ACTION_WORDS[scene.action])}"
+
+    return (
+        f"two people side by side {background_phrase(background, rng)}: "
+        f"on the left {who(*left)}, on the right {who(*right)}"
+    )
