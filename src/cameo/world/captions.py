@@ -23,16 +23,23 @@ EXPRESSION_WORDS = {
 }
 
 
+def with_article(phrase: str) -> str:
+    """'a' or 'an' before a phrase, by its first letter (good enough for these captions)."""
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+
+
 def hair_phrase(ident: Identity, rng: random.Random) -> str:
     c, s = ident.hair_name, ident.hair_style
     if s == "bald":
         return "bald" if rng.random() < 0.5 else f"bald with a little {c} hair"
     if s == "buzz cut":
-        return f"a {c} buzz cut"
+        return with_article(f"{c} buzz cut")
     if s == "ponytail":
         return f"{c} hair in a ponytail"
     if s == "spiky":
         return f"spiky {c} hair"
+    if s == "bob":
+        return with_article(f"{c} bob")
     return f"{s} {c} hair"
 
 
@@ -47,13 +54,13 @@ def person_phrase(ident: Identity, rng: random.Random, *, hat: str = "none", hat
         if hp != "bald":
             parts.append(hp.replace("bald with ", ""))
     else:
-        parts.append(hp if hp.startswith("a ") else hp)
+        parts.append(hp)
     if ident.glasses != "none":
         parts.append(f"{ident.glasses} glasses")
     elif rng.random() < 0.25:
         parts.append("no glasses")
     if ident.facial_hair != "none" and rng.random() < 0.8:
-        parts.append({"stubble": "stubble"}.get(ident.facial_hair, f"a {ident.facial_hair}"))
+        parts.append("stubble" if ident.facial_hair == "stubble" else with_article(ident.facial_hair))
     if rng.random() < 0.3:
         parts.append(f"{ident.eye_name} eyes")
     if rng.random() < 0.3:
@@ -65,8 +72,8 @@ def person_phrase(ident: Identity, rng: random.Random, *, hat: str = "none", hat
     if ident.scar and rng.random() < 0.5:
         parts.append("a scar on the cheek")
     if hat != "none" and rng.random() < 0.85:
-        parts.append(f"a {hat_name} {hat}")
-    text = f"a {noun}"
+        parts.append(with_article(f"{hat_name} {hat}"))
+    text = with_article(noun)
     if parts:
         text += " with " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
     return text
@@ -75,10 +82,10 @@ def person_phrase(ident: Identity, rng: random.Random, *, hat: str = "none", hat
 def background_phrase(scene: Scene, rng: random.Random) -> str:
     c, p = scene.background_name, scene.background_pattern
     if p == "room":
-        return rng.choice([f"in a room with {c} walls", f"in a {c} room"])
+        return rng.choice([f"in a room with {c} walls", f"in {with_article(c + ' room')}"])
     pat = {"plain": "", "striped": "striped ", "dotted": "dotted ", "checked": "checked "}[p]
     return rng.choice(
-        [f"in front of a {c} {pat}wall", f"against a {c} {pat}background", f"on a {c} {pat}backdrop"]
+        [f"in front of {with_article(f'{c} {pat}wall')}", f"against {with_article(f'{c} {pat}background')}", f"on {with_article(f'{c} {pat}backdrop')}"]
     ).replace("  ", " ")
 
 
@@ -89,7 +96,7 @@ def scene_phrases(scene: Scene, rng: random.Random, *, with_clothes: bool = True
         out.append(expr)
     if with_clothes and rng.random() < 0.45:
         pat = "" if scene.clothing_pattern == "plain" else scene.clothing_pattern + " "
-        out.append(f"wearing a {scene.clothing_name} {pat}shirt")
+        out.append(f"wearing {with_article(f'{scene.clothing_name} {pat}shirt')}")
     return out
 
 
@@ -100,15 +107,13 @@ def caption_single(
     if name is not None:
         who = name
         if scene.hat != "none" and rng.random() < 0.6:
-            who += f" in a {scene.hat_name} {scene.hat}"
+            who += f" in {with_article(f'{scene.hat_name} {scene.hat}')}"
     else:
         who = person_phrase(ident, rng, hat=scene.hat, hat_name=scene.hat_name)
     bits = scene_phrases(scene, rng)
     if still and scene.action in ("turning", "nodding"):
         bits = bits[1:]
     prefix = rng.choice(["", "", "a photo of ", "a video of ", "close-up of "]) if not still else rng.choice(["", "a photo of ", "portrait of "])
-    if name is None and prefix:
-        who = who  # "a photo of a man with ..." reads fine
     text = f"{prefix}{who}, " + ", ".join(bits) + ", " + background_phrase(scene, rng)
     return text.replace(", ,", ",").strip(", ")
 

@@ -1,0 +1,51 @@
+"""Photo folders and clips of world people, written exactly as a user would bring them."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image
+
+from .media import save_clip_outputs
+from .world import person_sample
+
+
+def _ensure_empty_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def write_person_folder(seed: int, out: Path, count: int = 20, *, overwrite: bool = False, size: int = 64) -> Path:
+    """Held-out person ``seed``: ``count`` PNG photos in varied scenes, each with a same-name
+    ``.txt`` caption, plus ``truth.json`` (the traits and scenes, for measurement only)."""
+    if count < 1:
+        raise ValueError("--count must be at least 1")
+    out = Path(out)
+    _ensure_empty_dir(out, overwrite)
+    truth = []
+    for i in range(count):
+        rng = random.Random(f"cameo-world/photos/{seed}/{i}")
+        s = person_sample("heldout", seed, rng, frames=1, size=size)
+        name = f"photo_{i:03d}"
+        Image.fromarray(s.frames[0]).save(out / f"{name}.png")
+        (out / f"{name}.txt").write_text(s.caption + "\n")
+        truth.append({"file": f"{name}.png", **s.meta()})
+    (out / "truth.json").write_text(json.dumps({"split": "heldout", "index": seed, "photos": truth}, indent=1))
+    return out
+
+
+def write_person_clip(
+    seed: int, out: Path, *, frames: int = 17, scene_seed: int = 0, overwrite: bool = False, size: int = 64
+) -> list[Path]:
+    """Held-out person ``seed`` in scene ``scene_seed``: MP4, GIF, PNG sheet, caption .txt."""
+    if frames < 1 or (frames - 1) % 4:
+        raise ValueError(f"--frames must be 4k+1, not {frames}")
+    rng = random.Random(f"cameo-world/clips/{seed}/{scene_seed}")
+    s = person_sample("heldout", seed, rng, frames=frames, size=size)
+    paths = save_clip_outputs(s.frames, Path(out), overwrite=overwrite, meta=s.meta())
+    txt = paths[0].with_suffix(".txt")
+    txt.write_text(s.caption + "\n")
+    return [*paths, txt]
