@@ -105,6 +105,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eyes_train(args: argparse.Namespace) -> int:
+    from .metrics.train_eyes import EyesConfig, train_eyes
+
+    card = train_eyes(dataclass_from_args(EyesConfig, args))
+    v = card["validation"]
+    print(f"identification top-1 {v['identification_top1']:.3f}, verification AUC {v['verification_auc']:.4f}, "
+          f"trained in {card['train_minutes']} min; weights in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .generate import GenerateConfig
     from .pretrain import PretrainConfig
@@ -142,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(pt, PretrainConfig)
     pt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     pt.set_defaults(func=cmd_pretrain)
+
+    from .metrics.train_eyes import EyesConfig
+
+    e = sub.add_parser("eyes", help="cameo's measuring eyes: identity encoder and attribute probes")
+    esub = e.add_subparsers(dest="eyes_command", required=True)
+    et = esub.add_parser("train", help="train and validate them on world renders")
+    add_dataclass_args(et, EyesConfig)
+    et.set_defaults(func=cmd_eyes_train)
 
     m = sub.add_parser("model", help="the built-in model")
     msub = m.add_subparsers(dest="model_command", required=True)

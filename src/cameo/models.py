@@ -203,7 +203,7 @@ def load_pipeline(base: str | Path | None = None, device: str = "cpu", dtype: to
     from diffusers import WanPipeline
 
     quiet_diffusers()
-    pipe = WanPipeline.from_pretrained(resolve_base(base), torch_dtype=dtype, local_files_only=True)
+    pipe = WanPipeline.from_pretrained(resolve_base(base), dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -30,13 +30,16 @@ FAMOUS = [
     "Juno Bellamy", "Karl Brandt", "Lena Vasquez", "Milo Hartmann", "Nadia Rahimi",
 ]
 N_BASE = 4000
+SPLITS = ("base", "heldout", "eyes")
 FPS = 8
 
 
 def identity(split: str, index: int) -> Identity:
-    """The person with this key. ``split`` is "base" or "heldout"."""
-    if split not in ("base", "heldout"):
-        raise ValueError(f"split must be 'base' or 'heldout', not {split!r}")
+    """The person with this key. ``split`` is "base" (the base model's people), "heldout" (never
+    shown to the base model) or "eyes" (people the measuring encoders learn from; never shown to
+    the base model either, and disjoint from held-out people, who the encoders are tested on)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     return Identity.sample(random.Random(f"cameo-world/{split}/{index}"))
 
 

@@ -1,0 +1,129 @@
+"""cameo's eyes: a face-identity encoder and attribute probes for world renders.
+
+The identity encoder plays the role ArcFace plays for real faces: it maps a 64x64 frame of one
+person to a unit vector that is close for the same person whatever the scene. The probes read
+what a prompt can state: hair colour, background colour, glasses, hat, mouth opening (speech is
+judged from its motion over a clip), head pose and the number of people.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..world.traits import BACKGROUND_COLOURS, GLASSES, HAIR_COLOURS, HATS
+
+EYES_DIR = Path(__file__).resolve().parents[1] / "assets" / "eyes"
+
+# Classification heads of the probe: name -> class names.
+PROBE_CLASSES: dict[str, list[str]] = {
+    "hair": list(HAIR_COLOURS),
+    "background": list(BACKGROUND_COLOURS),
+    "glasses": list(GLASSES),
+    "hat": list(HATS),
+    "people": ["1", "2"],
+}
+# Regression heads: name -> number of outputs.
+PROBE_REGRESSIONS = {"mouth": 1, "yaw": 1, "pitch": 1}
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.SiLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.SiLU(),
+    )
+
+
+class Trunk(nn.Module):
+    """Four conv stages, 64x64 -> 4x4, then global average pooling (any width works)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        w = [width, width * 2, width * 4, width * 8]
+        self.stages = nn.ModuleList([_block(3, w[0]), _block(w[0], w[1]), _block(w[1], w[2]), _block(w[2], w[3])])
+        self.out_dim = w[3]
+
+    def forward(self, x: torch.Tensor, pool: bool = True) -> torch.Tensor:  # x (B, 3, H, W) in [-1, 1]
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i < len(self.stages) - 1:
+                x = F.max_pool2d(x, 2)
+        return x.mean(dim=(2, 3)) if pool else x  # (B, C) or (B, C, h, w)
+
+
+class IdentityEncoder(nn.Module):
+    """Frame of one person -> unit identity embedding (B, dim)."""
+
+    def __init__(self, width: int = 32, dim: int = 128):
+        super().__init__()
+        self.config = {"width": width, "dim": dim}
+        self.trunk = Trunk(width)
+        self.head = nn.Sequential(nn.Linear(self.trunk.out_dim, 256), nn.SiLU(), nn.Linear(256, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.trunk(x)), dim=-1)
+
+
+class AttributeProbe(nn.Module):
+    """Frame -> logits per classification head and values per regression head."""
+
+    def __init__(self, width: int = 24):
+        super().__init__()
+        self.config = {"width": width}
+        self.trunk = Trunk(width)
+        d = self.trunk.out_dim
+        self.heads = nn.ModuleDict({k: nn.Linear(d, len(v)) for k, v in PROBE_CLASSES.items()})
+        self.regs = nn.ModuleDict({k: nn.Linear(d, n) for k, n in PROBE_REGRESSIONS.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.trunk(x)
+        out = {k: head(h) for k, head in self.heads.items()}
+        out.update({k: reg(h).squeeze(-1) for k, reg in self.regs.items()})
+        return out
+
+
+def save_net(net: nn.Module, path: Path, card: dict) -> None:
+    """Weights as fp16 safetensors; the constructor config and a card in the metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
+    save_file(tensors, str(path), metadata={"config": json.dumps(net.config), "card": json.dumps(card)})
+
+
+def _load(cls, path: Path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    net = cls(**json.loads(meta.get("config", "{}")))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def load_identity_encoder(path: Path | None = None) -> IdentityEncoder:
+    path = Path(path or EYES_DIR / "identity.safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"identity encoder weights missing at {path}; run `cameo eyes train`")
+    return _load(IdentityEncoder, path)
+
+
+def load_attribute_probe(path: Path | None = None) -> AttributeProbe:
+    path = Path(path or EYES_DIR / "probes.safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"attribute probe weights missing at {path}; run `cameo eyes train`")
+    return _load(AttributeProbe, path)
+
+
+def to_input(frames) -> torch.Tensor:
+    """uint8 frames (N, H, W, 3) as numpy or torch -> float (N, 3, H, W) in [-1, 1]."""
+    t = torch.as_tensor(frames)
+    return t.permute(0, 3, 1, 2).float() / 127.5 - 1.0

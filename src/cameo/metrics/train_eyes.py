@@ -1,0 +1,197 @@
+"""``cameo eyes train``: train the identity encoder and attribute probes on world renders.
+
+They learn from the "eyes" split of the world (never shown to the base model) and are tested on
+held-out people, whom neither the base model nor the eyes have seen. Renders are blurred and
+noised at random during training so the eyes also read the softer frames a diffusion model
+draws.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..diffusion import lr_at
+from ..world import Figure, Motion, Scene, identity, render
+from ..world.traits import BACKGROUND_COLOURS
+from .nets import EYES_DIR, PROBE_CLASSES, AttributeProbe, IdentityEncoder, save_net, to_input
+
+
+@dataclass
+class EyesConfig:
+    """Settings of ``cameo eyes train``; recorded in the model card."""
+
+    out: str = field(default=str(EYES_DIR), metadata={"help": "folder for identity.safetensors and probes.safetensors"})
+    seed: int = field(default=0, metadata={"help": "seed of the data and initialisation"})
+    identities: int = field(default=2000, metadata={"help": "eyes-split people to learn identity from"})
+    photos_per_identity: int = field(default=8, metadata={"help": "rendered photos per person in the bank"})
+    wide_photos: int = field(default=1500, metadata={"help": "64x128 renders (one or two people) for the people-count head"})
+    steps: int = field(default=1500, metadata={"help": "optimiser steps"})
+    ids_per_batch: int = field(default=32, metadata={"help": "people per identity batch"})
+    per_id: int = field(default=4, metadata={"help": "photos per person per batch"})
+    probe_batch: int = field(default=64, metadata={"help": "photos per probe batch"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    margin: float = field(default=0.2, metadata={"help": "additive cosine margin (CosFace, Wang et al. 2018)"})
+    scale: float = field(default=24.0, metadata={"help": "logit scale of the cosine classifier"})
+    encoder_width: int = field(default=16, metadata={"help": "first-stage channels of the identity encoder"})
+    probe_width: int = field(default=16, metadata={"help": "first-stage channels of the probe"})
+    threads: int = field(default=0, metadata={"help": "torch threads; 0 = default"})
+
+
+def random_still(split: str, index: int, rng: random.Random, width: int = 64, two: bool = False):
+    """A photo with a random mouth opening and blink, and its labels (for either net)."""
+    scene = Scene.sample(rng)
+    aspect = width / 64
+
+    def motion(sc: Scene) -> Motion:
+        mouth = 0.0 if rng.random() < 0.4 else rng.uniform(0.05, 1.0)
+        eye = 1.0 if rng.random() < 0.9 else rng.uniform(0.05, 1.0)
+        return Motion([mouth], [eye], [sc.yaw], [sc.pitch], [sc.roll], [0.0], [0.0])
+
+    if two:
+        other = rng.randrange(10**6)
+        figs = []
+        for key, slot in ((index, -aspect / 2), (other, aspect / 2)):
+            sc = Scene.sample(rng)
+            figs.append(Figure(identity(split, key), sc, motion(sc), slot_x=slot, scale=1.15))
+    else:
+        slot = rng.uniform(-(aspect - 1), aspect - 1) if width > 64 else 0.0
+        figs = [Figure(identity(split, index), scene, motion(scene), slot_x=slot)]
+    pix = render(figs, scene, 64, width)[0]
+    f = figs[0]
+    labels = {
+        "hair": -100 if f.identity.hair_style == "bald" else PROBE_CLASSES["hair"].index(f.identity.hair_name),
+        "background": BACKGROUND_COLOURS.index(scene.background_name),
+        "glasses": PROBE_CLASSES["glasses"].index(f.identity.glasses),
+        "hat": PROBE_CLASSES["hat"].index(f.scene.hat),
+        "people": len(figs) - 1,
+        "mouth": f.motion.mouth_open[0],
+        "yaw": f.scene.yaw,
+        "pitch": f.scene.pitch,
+    }
+    return pix, labels
+
+
+def build_bank(cfg: EyesConfig) -> dict:
+    """Render the training photos once: (N, 64, 64, 3) uint8, identity ids and labels."""
+    rng = random.Random(f"cameo-eyes/{cfg.seed}")
+    pix, ids, labels = [], [], []
+    for i in tqdm(range(cfg.identities), desc="render eyes bank", dynamic_ncols=True):
+        for _ in range(cfg.photos_per_identity):
+            p, lab = random_still("eyes", i, rng)
+            pix.append(p)
+            ids.append(i)
+            labels.append(lab)
+    wide, wide_labels = [], []
+    for j in tqdm(range(cfg.wide_photos), desc="render wide bank", dynamic_ncols=True):
+        p, lab = random_still("eyes", 10**6 + j, rng, width=128, two=j % 2 == 0)
+        wide.append(p)
+        wide_labels.append(lab)
+    return {
+        "pix": np.stack(pix), "ids": np.array(ids), "labels": labels,
+        "wide": np.stack(wide), "wide_labels": wide_labels,
+    }
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Blur, noise and a small shift, drawn per batch: the softness of generated frames."""
+    sigma = float(torch.rand(1, generator=g)) * 1.3
+    if sigma > 0.2:
+        k = torch.arange(-2, 3, dtype=torch.float32)
+        w = torch.exp(-(k**2) / (2 * sigma**2))
+        w = (w / w.sum()).view(1, 1, 1, 5).repeat(3, 1, 1, 1)
+        x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), w, groups=3)
+        x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), w.transpose(2, 3), groups=3)
+    x = x + torch.randn(x.shape, generator=g) * float(torch.rand(1, generator=g)) * 0.06
+    dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
+    return torch.roll(x, (dy, dx), dims=(2, 3))
+
+
+def _label_tensor(labels: list[dict], key: str) -> torch.Tensor:
+    dtype = torch.long if key in PROBE_CLASSES else torch.float32
+    return torch.tensor([lab[key] for lab in labels], dtype=dtype)
+
+
+def probe_loss(out: dict, labels: list[dict], keys: list[str]) -> torch.Tensor:
+    loss = torch.zeros(())
+    for k in keys:
+        y = _label_tensor(labels, k)
+        if k in PROBE_CLASSES:
+            if (y != -100).any():
+                loss = loss + F.cross_entropy(out[k], y, ignore_index=-100)
+        else:
+            loss = loss + 4.0 * F.mse_loss(out[k], y)
+    return loss
+
+
+def train_eyes(cfg: EyesConfig) -> dict:
+    """Train both nets, evaluate them on held-out people, save weights and a model card."""
+    t0 = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    bank = build_bank(cfg)
+    enc = IdentityEncoder(cfg.encoder_width).train()
+    probe = AttributeProbe(cfg.probe_width).train()
+    classes = torch.nn.Parameter(F.normalize(torch.randn(cfg.identities, enc.config["dim"]), dim=-1))
+    params = [*enc.parameters(), *probe.parameters(), classes]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(cfg.seed)
+    by_id = [np.flatnonzero(bank["ids"] == i) for i in range(cfg.identities)]
+    single_keys = ["hair", "background", "glasses", "hat", "people", "mouth", "yaw", "pitch"]
+    bar = tqdm(range(cfg.steps), desc="eyes", dynamic_ncols=True)
+    for step in bar:
+        for grp in opt.param_groups:
+            grp["lr"] = lr_at(step, cfg.steps, cfg.lr, 50)
+        # Identity: P people x K photos each, CosFace loss against learnt class centres.
+        who = torch.randperm(cfg.identities, generator=g)[: cfg.ids_per_batch].tolist()
+        idx = np.concatenate([np.random.default_rng(step * 7919 + w).choice(by_id[w], cfg.per_id, replace=False) for w in who])
+        x = augment(to_input(bank["pix"][idx]), g)
+        emb = enc(x)
+        cos = emb @ F.normalize(classes, dim=-1).T  # (B, identities)
+        y = torch.as_tensor(bank["ids"][idx])
+        cos = cos - cfg.margin * F.one_hot(y, cfg.identities)
+        id_loss = F.cross_entropy(cfg.scale * cos, y)
+        # Probes: single photos for every head, wide photos for people count and background.
+        pidx = torch.randint(len(bank["pix"]), (cfg.probe_batch,), generator=g).numpy()
+        out = probe(augment(to_input(bank["pix"][pidx]), g))
+        p_loss = probe_loss(out, [bank["labels"][i] for i in pidx], single_keys)
+        widx = torch.randint(len(bank["wide"]), (cfg.probe_batch // 4,), generator=g).numpy()
+        wout = probe(augment(to_input(bank["wide"][widx]), g))
+        p_loss = p_loss + probe_loss(wout, [bank["wide_labels"][i] for i in widx], ["people", "background"])
+        loss = id_loss + p_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(id=f"{id_loss.item():.3f}", probe=f"{p_loss.item():.3f}")
+    enc.eval()
+    probe.eval()
+    from .validate import validate_eyes
+
+    report = validate_eyes(enc, probe)
+    minutes = (time.time() - t0) / 60
+    card = {"config": asdict(cfg), "train_minutes": round(minutes, 1), "validation": report}
+    out = Path(cfg.out)
+    save_net(enc, out / "identity.safetensors", card)
+    save_net(probe, out / "probes.safetensors", card)
+    (out / "report.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+def speaking_threshold() -> float:
+    """Mouth-range threshold that separates speech from silence (set from training clips)."""
+    path = EYES_DIR / "report.json"
+    if path.is_file():
+        return float(json.loads(path.read_text())["validation"]["speaking_threshold"])
+    return 0.25
+
+
+

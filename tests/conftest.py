@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny, randomly initialised cameo-style Wan pipeline directory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_VAE = dict(base_dim=8, z_dim=4)
+TINY_TRANSFORMER = dict(num_attention_heads=2, attention_head_dim=8, num_layers=2, ffn_dim=32, in_channels=4, freq_dim=16)
+
+
+def tiny_parts(seed: int = 0):
+    from cameo.models import TransformerConfig, VAEConfig
+
+    torch.manual_seed(seed)
+    vae = VAEConfig(**TINY_VAE).build().eval()
+    transformer = TransformerConfig(**TINY_TRANSFORMER).build().eval()
+    return vae, transformer
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory):
+    from cameo.models import save_pipeline_dir
+
+    vae, transformer = tiny_parts()
+    return save_pipeline_dir(tmp_path_factory.mktemp("tiny") / "pipe", vae, transformer)
