@@ -2,7 +2,7 @@
 
 User mistakes (bad paths, bad values, existing outputs) end with a one-line message and a
 non-zero exit code, never a traceback. Exit codes: 0 ok, 2 usage or input error, 3 refused
-(would overwrite, nothing to do), 130 interrupted.
+(would overwrite, nothing to do), 4 training diverged (NaN/Inf), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_USAGE, EXIT_REFUSED, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 class UserError(Exception):
@@ -23,9 +23,14 @@ class UserError(Exception):
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """One ``--flag`` per scalar dataclass field, its help text taken from the field metadata."""
     for f in dataclasses.fields(cls):
-        if f.name in skip or dataclasses.is_dataclass(f.type) or f.default is dataclasses.MISSING:
-            continue
         flag = "--" + f.name.replace("_", "-")
+        if f.name in skip:
+            continue
+        if f.name == "lora":  # repeatable FILE[:SCALE]
+            parser.add_argument(flag, action="append", default=[], metavar="FILE[:SCALE]", help=f.metadata.get("help", ""))
+            continue
+        if f.default is dataclasses.MISSING:  # nested configs are set in TOML/JSON, not flags
+            continue
         kind = type(f.default)
         help_ = f.metadata.get("help", "") + f" (default: {f.default})"
         if kind is bool:
@@ -95,6 +100,42 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     paths = generate_to_files(cfg)
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import DatasetError
+    from .train import TrainConfig, TrainingInterrupted, run_training
+
+    explicit = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    try:
+        if args.config:
+            defaults = vars(build_parser().parse_args(["train"]))
+            overrides = {k: v for k, v in explicit.items() if v != defaults.get(k)}
+            cfg = TrainConfig.from_toml(Path(args.config), **overrides)
+        else:
+            cfg = TrainConfig(**explicit)
+        run_training(cfg, resume=args.resume)
+    except TrainingInterrupted as e:
+        print(f"cameo train: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FloatingPointError as e:
+        print(f"cameo train: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (ValueError, DatasetError) as e:
+        raise UserError(str(e)) from e
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    try:
+        scales = [float(s) for s in args.scales.split(",") if s.strip()]
+    except ValueError as e:
+        raise UserError(f"--scales must be numbers separated by commas: {e}") from e
+    run_sweep(Path(args.lora), scales, Path(args.out), prompt=args.prompt, photos=Path(args.photos) if args.photos else None,
+              base=args.base, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 
@@ -180,6 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", help="what to show, e.g. 'a woman with long red hair, speaking, in front of a blue wall'")
     add_dataclass_args(g, GenerateConfig, skip=("prompt",))
     g.set_defaults(func=cmd_generate)
+
+    from .train import TrainConfig
+
+    t = sub.add_parser("train", help="clone a person: train a LoRA from a folder of captioned photos")
+    t.add_argument("--config", default=None, help="TOML file with these settings (flags given here win)")
+    add_dataclass_args(t, TrainConfig)
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    t.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="one prompt at several LoRA scales: a video grid, a contact sheet, metrics")
+    sw.add_argument("--lora", required=True, help="LoRA file")
+    sw.add_argument("--scales", default="0,0.25,0.5,0.75,1,1.25", help="comma-separated scales")
+    sw.add_argument("--prompt", default=None, help="prompt (default: the trigger, speaking, in front of a blue wall)")
+    sw.add_argument("--photos", default=None, help="reference photos for the identity metric")
+    sw.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")
+    sw.add_argument("--seed", type=int, default=0, help="seed")
+    sw.add_argument("--out", default="sweep", help="output folder")
+    sw.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    sw.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("demo", help="the main job on the built-in model (what `make demo` runs)")
     d.add_argument("--out", default="cameo-demo", help="folder for everything the demo writes")

@@ -27,6 +27,8 @@ class GenerateConfig:
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same clip"})
     fps: int = field(default=8, metadata={"help": "frames per second of the written video"})
     negative: str = field(default="", metadata={"help": "negative prompt"})
+    lora: list[str] = field(default_factory=list, metadata={"help": "LoRA file, optionally with a scale: mike.safetensors:0.8 (repeatable)"})
+    fuse: bool = field(default=False, metadata={"help": "merge the LoRAs into the weights (no per-step overhead)"})
     overwrite: bool = field(default=False, metadata={"help": "replace existing output files"})
 
     def validate(self) -> None:
@@ -38,6 +40,42 @@ class GenerateConfig:
             raise ValueError("--height and --width must be positive multiples of 16")
         if self.steps < 1:
             raise ValueError("--steps must be at least 1")
+        for spec in self.lora:
+            path, _ = parse_lora_arg(spec)
+            if not Path(path).is_file():
+                raise ValueError(f"LoRA file {path} does not exist")
+
+
+def parse_lora_arg(spec: str) -> tuple[str, float]:
+    """'mike.safetensors:0.8' -> ('mike.safetensors', 0.8); no scale means 1.0."""
+    path, sep, scale = spec.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(scale)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def apply_loras(pipe, specs: list[str], fuse: bool = False) -> list[str]:
+    """Load LoRA files into ``pipe`` (stock diffusers loader), set their scales, optionally fuse.
+    Returns the adapter names."""
+    from .lora import read_lora_file
+
+    names, weights = [], []
+    for i, spec in enumerate(specs):
+        path, scale = parse_lora_arg(spec)
+        read_lora_file(Path(path))  # refuses pickles and non-finite weights before diffusers sees it
+        name = f"lora{i}_{Path(path).stem}".replace(".", "_").replace("-", "_")
+        pipe.load_lora_weights(path, adapter_name=name)
+        names.append(name)
+        weights.append(scale)
+    if names:
+        pipe.set_adapters(names, weights)
+        if fuse:
+            pipe.fuse_lora(components=["transformer"], adapter_names=names, lora_scale=1.0)
+            pipe.unload_lora_weights()  # the change now lives in the weights
+    return names
 
 
 def generate_frames(pipe, cfg: GenerateConfig) -> np.ndarray:
@@ -62,6 +100,8 @@ def generate_frames(pipe, cfg: GenerateConfig) -> np.ndarray:
 def generate_to_files(cfg: GenerateConfig, pipe=None) -> list[Path]:
     """Generate and write the MP4, GIF, PNG contact sheet and a JSON of the settings."""
     out = Path(cfg.out)
-    pipe = pipe or load_pipeline(cfg.base)
+    if pipe is None:
+        pipe = load_pipeline(cfg.base)
+        apply_loras(pipe, cfg.lora, cfg.fuse)
     frames = generate_frames(pipe, cfg)
     return save_clip_outputs(frames, out, fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg))

@@ -1,0 +1,452 @@
+"""``cameo train``: clone a person into the base model with a LoRA.
+
+The base stays frozen; PEFT adds the low-rank layers; the loss is ``flow_matching_loss``, the
+same function pretraining uses. Latents and text embeddings are computed once, so the VAE and
+text encoder stay out of the loop. The batch at step s is a pure function of (seed, s), so a
+resumed run continues exactly where it stopped, and under ``torchrun``/``accelerate launch``
+each process takes its slice of the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .data import DatasetReport, scan_folder
+from .diffusion import flow_matching_loss, lr_at, sample_sigmas
+from .lora import (
+    LoraSpec,
+    adapter_state_dict,
+    adapters_disabled,
+    add_lora,
+    base_hash,
+    load_adapter,
+    lora_parameters,
+    parameter_counts,
+    save_lora_file,
+)
+from .models import FLOW_SHIFT, encode_prompts, load_pipeline, resolve_base
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``cameo train``; the resolved config is written beside the LoRA."""
+
+    data: str = field(default="", metadata={"help": "folder of photos (and clips) with captions"})
+    name: str = field(default="subject", metadata={"help": "name of the LoRA file"})
+    trigger: str = field(default="", metadata={"help": "word that names the person in prompts"})
+    out: str = field(default="runs/lora", metadata={"help": "output folder"})
+    base: str = field(default="cameo-tiny", metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"})
+    rank: int = field(default=16, metadata={"help": "LoRA rank r"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale alpha/r)"})
+    targets: str = field(default="to_q,to_k,to_v,to_out.0", metadata={"help": "adapted modules (name suffixes)"})
+    ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})
+    rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA scaling"})
+    steps: int = field(default=500, metadata={"help": "optimiser steps"})
+    batch: int = field(default=8, metadata={"help": "global batch size"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
+    schedule: str = field(default="cosine", metadata={"help": "cosine | constant (after warmup)"})
+    warmup: int = field(default=25, metadata={"help": "warmup steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    seed: int = field(default=0, metadata={"help": "seed of batches, noise and initialisation"})
+    caption_dropout: float = field(default=0.05, metadata={"help": "share of empty prompts"})
+    prior_preservation: float = field(default=0.0, metadata={"help": "weight of the base model's prediction for the trigger-free class prompt (0 = off)"})
+    class_word: str = field(default="a person", metadata={"help": "replaces the trigger in class prompts"})
+    ema: float = field(default=0.0, metadata={"help": "EMA decay of the LoRA weights saved at the end (0 = off)"})
+    grad_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (bf16 on GPU)"})
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
+    validate_every: int = field(default=100, metadata={"help": "steps between identity validations (0 = only at the end)"})
+    early_stop: int = field(default=0, metadata={"help": "stop after this many validations without identity gain (0 = never)"})
+    min_photos: int = field(default=4, metadata={"help": "refuse to train on fewer usable photos"})
+    init_from: str = field(default="", metadata={"help": "start from this LoRA file"})
+    log_with: str = field(default="tensorboard", metadata={"help": "Accelerate tracker: tensorboard, wandb, ... or none"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing LoRA of the same name"})
+
+    def lora_spec(self) -> LoraSpec:
+        return LoraSpec(self.rank, self.alpha, self.targets, self.ffn, self.rslora)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError("--data is required: a folder of photos with captions")
+        if not self.trigger.strip() or len(self.trigger.split()) != 1:
+            raise ValueError("--trigger must be one word that names the person, e.g. --trigger mike")
+        for name in ("steps", "batch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"--lr must be in (0, 1), not {self.lr}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError("--schedule must be cosine or constant")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError("--mixed-precision must be no, bf16 or fp16")
+        if not 0 <= self.ema < 1 or not 0 <= self.caption_dropout < 1:
+            raise ValueError("--ema and --caption-dropout must be in [0, 1)")
+        self.lora_spec().validate()
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides) -> TrainConfig:
+        """Read a TOML config (keys as the flags, with _ or -), then apply overrides."""
+        raw = tomllib.loads(Path(path).read_text())
+        raw = {k.replace("-", "_"): v for k, v in raw.get("train", raw).items()}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {', '.join(unknown)}")
+        return cls(**{**raw, **overrides})
+
+
+# ------------------------------------------------------------------------------ the cache
+
+
+def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
+    """Latents (normalised as the pipeline expects) and text embeddings, computed once."""
+    vae = pipe.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    groups: dict[int, dict] = {}
+    for item in report.items:
+        x = torch.from_numpy(item.frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, F, H, W)
+        with torch.no_grad():
+            z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
+        g = groups.setdefault(item.frames.shape[0], {"latents": [], "captions": []})
+        g["latents"].append((z - mean) / std)
+        g["captions"].append(item.caption)
+    captions = sorted({c for g in groups.values() for c in g["captions"]})
+    class_prompts = [class_prompt(c, cfg.trigger, cfg.class_word) for c in captions]
+    texts = [*captions, *class_prompts, ""]
+    embeds = torch.cat([encode_prompts(pipe, texts[i : i + 64]).float().cpu() for i in range(0, len(texts), 64)])
+    index = {c: i for i, c in enumerate(captions)}
+    return {
+        "groups": [
+            {"latents": torch.cat(g["latents"]), "caption_ids": torch.tensor([index[c] for c in g["captions"]])}
+            for _, g in sorted(groups.items())
+        ],
+        "text": embeds[: len(captions)],
+        "class_text": embeds[len(captions) : 2 * len(captions)],
+        "empty": embeds[-1],
+    }
+
+
+def class_prompt(caption: str, trigger: str, class_word: str) -> str:
+    """The caption with the person's name replaced by the class (for prior preservation)."""
+    out = caption.replace(f"{trigger}, ", f"{class_word}, ").replace(trigger, class_word)
+    return out
+
+
+def make_batch(cache: dict, cfg: TrainConfig, step: int, rank: int = 0, world: int = 1) -> dict:
+    """The global batch of ``step`` (a pure function of seed and step); this process's slice."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    sizes = torch.tensor([len(gr["latents"]) for gr in cache["groups"]], dtype=torch.float)
+    group = cache["groups"][int(torch.multinomial(sizes, 1, generator=g))]
+    idx = torch.randint(len(group["latents"]), (cfg.batch,), generator=g)
+    x0 = group["latents"][idx]
+    cap = group["caption_ids"][idx]
+    text = cache["text"][cap].clone()
+    drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
+    text[drop] = cache["empty"]
+    noise = torch.randn(x0.shape, generator=g)
+    sigmas = sample_sigmas(cfg.batch, FLOW_SHIFT, g)
+    per = cfg.batch // world
+    sl = slice(rank * per, (rank + 1) * per)
+    return {"x0": x0[sl], "text": text[sl], "class_text": cache["class_text"][cap][sl], "noise": noise[sl], "sigmas": sigmas[sl]}
+
+
+def training_loss(model, batch: dict, cfg: TrainConfig) -> torch.Tensor:
+    """The flow-matching loss on the person's photos, plus (optionally) prior preservation:
+    on the trigger-free class prompt the LoRA model should predict what the base model does."""
+    loss = flow_matching_loss(model, batch["x0"], batch["text"], batch["sigmas"], batch["noise"]).mean()
+    if cfg.prior_preservation > 0:
+        from .diffusion import noisy_latents
+
+        xt = noisy_latents(batch["x0"], batch["noise"], batch["sigmas"])
+        with torch.no_grad(), adapters_disabled(_unwrap(model)):
+            prior = model(hidden_states=xt, timestep=batch["sigmas"] * 1000.0, encoder_hidden_states=batch["class_text"], return_dict=False)[0]
+        keep = flow_matching_loss(model, batch["x0"], batch["class_text"], batch["sigmas"], batch["noise"], target_velocity=prior)
+        loss = loss + cfg.prior_preservation * keep.mean()
+    return loss
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+# -------------------------------------------------------------------------- the trainer
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl+C: the run stopped after a complete step and saved a checkpoint."""
+
+
+@contextlib.contextmanager
+def stop_on_sigint(flag: dict) -> Iterator[None]:
+    """First Ctrl+C asks the loop to stop after the current step; a second one aborts."""
+    def handler(signum, frame):
+        if flag.get("stop"):
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        print("\nstopping after this step (Ctrl+C again to abort without saving)", file=sys.stderr)
+
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (e.g. inside a web app worker)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+class Trainer:
+    """Sets up, trains, validates, checkpoints and saves one LoRA."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, log=print):
+        from accelerate import Accelerator
+
+        cfg.validate()
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.out)
+        self.lora_path = self.out / f"{cfg.name}.safetensors"
+        if self.lora_path.exists() and not (cfg.overwrite or resume):
+            raise FileExistsError(f"{self.lora_path} exists")
+        trackers = None if cfg.log_with in ("", "none") else cfg.log_with
+        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, log_with=trackers, project_dir=str(self.out / "logs"))
+        self.resume = resume
+        self.report = scan_folder(Path(cfg.data), cfg.trigger, min_usable=cfg.min_photos)
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        self.base_dir = resolve_base(cfg.base)
+        self.pipe = load_pipeline(self.base_dir, device=str(self.acc.device))
+        self.cache = build_cache(self.pipe, self.report, cfg)
+        model = self.pipe.transformer
+        if cfg.init_from:
+            model.requires_grad_(False)
+            load_adapter(model, Path(cfg.init_from), "default")
+            for n, p in model.named_parameters():
+                p.requires_grad_("lora_" in n)
+        else:
+            add_lora(model, cfg.lora_spec(), "default")
+        if cfg.grad_checkpointing:
+            model.enable_gradient_checkpointing()
+        trainable, frozen = parameter_counts(model)
+        self.log(f"LoRA rank {cfg.rank} on {cfg.lora_spec().target_list()}: {trainable:,} trainable, {frozen:,} frozen parameters")
+        params = lora_parameters(model)
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model, self.opt = self.acc.prepare(model, self.opt)
+        self.ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
+        self.best = {"score": -math.inf, "step": 0, "tensors": None, "metrics": None}
+        self.start = self._maybe_resume()
+        self.validator = Validator(self) if self.acc.is_main_process else None
+        if self.acc.is_main_process and self.acc.trackers == [] and cfg.log_with not in ("", "none"):
+            self.acc.init_trackers("cameo", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+
+    def _maybe_resume(self) -> int:
+        root = self.out / "checkpoints"
+        if not self.resume:
+            return 0
+        last = ckpt.latest(root)
+        if last is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint in {root}")
+        tensors, state, optim = ckpt.load(last)
+        model = _unwrap(self.model)
+        for n, p in model.named_parameters():
+            if n in tensors:
+                p.data.copy_(tensors[n])
+        if optim is not None:
+            self.opt.load_state_dict(optim)
+        if self.ema is not None and "ema" in state:
+            for e, k in zip(self.ema, state["ema"], strict=True):
+                e.copy_(tensors[k])
+        self.best.update({k: state["best"][k] for k in ("score", "step", "metrics")})
+        if state.get("best_tensors"):
+            self.best["tensors"] = {k.removeprefix("best::"): v for k, v in tensors.items() if k.startswith("best::")}
+        ckpt.set_rng_state(state["rng"])
+        self.log(f"resumed from {last} (step {state['step']})")
+        return int(state["step"])
+
+    def _checkpoint(self, step: int) -> None:
+        if not self.acc.is_main_process:
+            return
+        model = _unwrap(self.model)
+        tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        state = {"rng": ckpt.rng_state(), "best": {k: self.best[k] for k in ("score", "step", "metrics")}}
+        if self.ema is not None:
+            names = [f"ema::{i}" for i in range(len(self.ema))]
+            tensors.update(dict(zip(names, self.ema, strict=True)))
+            state["ema"] = names
+        if self.best["tensors"] is not None:
+            tensors.update({f"best::{k}": v for k, v in self.best["tensors"].items()})
+            state["best_tensors"] = True
+        ckpt.save(self.out / "checkpoints", step, tensors, state, self.opt.state_dict())
+
+    def train(self) -> Path:
+        cfg = self.cfg
+        self.setup()
+        self._write_config()
+        t0, self.patience = time.time(), 0
+        bar = tqdm(range(self.start, cfg.steps), initial=self.start, total=cfg.steps, desc=f"train {cfg.name}",
+                   disable=not self.acc.is_main_process, dynamic_ncols=True)
+        flag = self.stop_flag = {"stop": False}
+        with stop_on_sigint(flag):
+            for step in bar:
+                if flag["stop"]:
+                    self._checkpoint(step)
+                    raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved, continue with --resume")
+                if self._train_one(step, bar):
+                    break
+        self.acc.wait_for_everyone()
+        path = self._save_outputs(time.time() - t0)
+        self.acc.end_training()
+        return path
+
+    def _train_one(self, step: int, bar) -> bool:
+        """One step plus its validation and checkpoint; True means stop early."""
+        cfg = self.cfg
+        loss = self._step(step)
+        if self.acc.is_main_process:
+            with open(self.out / "losses.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "loss": loss}) + "\n")
+        bar.set_postfix(loss=f"{loss:.4f}")
+        self.acc.log({"loss": loss, "lr": self.opt.param_groups[0]["lr"]}, step=step)
+        done = step + 1
+        if self._validation_due(done):
+            improved = self._validate(done)
+            self.patience = 0 if improved else self.patience + 1
+            if cfg.early_stop and self.patience >= cfg.early_stop:
+                self.log(f"identity stopped improving; early stop at step {done}")
+                self._checkpoint(done)
+                return True
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            self._checkpoint(done)
+        return False
+
+    def _step(self, step: int) -> float:
+        cfg = self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.schedule)
+        batch = make_batch(self.cache, cfg, step, self.acc.process_index, self.acc.num_processes)
+        batch = {k: v.to(self.acc.device) for k, v in batch.items()}
+        with self.acc.autocast():
+            loss = training_loss(self.model, batch, cfg)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {step}; the last good checkpoint is kept. "
+                "Lower --lr, or use --mixed-precision no."
+            )
+        self.acc.backward(loss)
+        self.acc.clip_grad_norm_(lora_parameters(_unwrap(self.model)), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            with torch.no_grad():
+                for e, p in zip(self.ema, lora_parameters(_unwrap(self.model)), strict=True):
+                    e.lerp_(p.detach(), 1 - cfg.ema)
+        return self.acc.reduce(loss.detach(), "mean").item() if self.acc.num_processes > 1 else loss.item()
+
+    def _validation_due(self, done: int) -> bool:
+        every = self.cfg.validate_every
+        return self.validator is not None and (done == self.cfg.steps or (every > 0 and done % every == 0))
+
+    def _validate(self, done: int) -> bool:
+        metrics = self.validator.run(done)
+        if metrics is None:
+            return False
+        self.acc.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=done)
+        score = metrics.get("identity_normalised", -math.inf)
+        self.log(f"step {done}: identity {score:.3f}, prompt fidelity {metrics.get('prompt_fidelity', float('nan')):.2f}")
+        if score > self.best["score"] + 1e-3:
+            self.best.update(score=score, step=done, metrics=metrics, tensors=adapter_state_dict(_unwrap(self.model)))
+            return True
+        return False
+
+    def _save_outputs(self, seconds: float) -> Path:
+        if not self.acc.is_main_process:
+            return self.lora_path
+        cfg, model = self.cfg, _unwrap(self.model)
+        if self.ema is not None:
+            for e, p in zip(self.ema, lora_parameters(model), strict=True):
+                p.data.copy_(e)
+        last = adapter_state_dict(model)
+        meta = {
+            "name": cfg.name, "trigger": cfg.trigger, "base": str(cfg.base), "base_hash": base_hash(self.base_dir),
+            "config": asdict(cfg), "train_seconds": round(seconds, 1),
+        }
+        chosen, chosen_meta = last, {**meta, "step": cfg.steps, "metrics": self.best["metrics"] or {}}
+        if self.best["tensors"] is not None and self.ema is None:
+            chosen = self.best["tensors"]
+            chosen_meta = {**meta, "step": self.best["step"], "metrics": self.best["metrics"]}
+            save_lora_file(self.out / f"{cfg.name}-last.safetensors", last, cfg.lora_spec(), {**meta, "step": cfg.steps}, overwrite=True)
+        save_lora_file(self.lora_path, chosen, cfg.lora_spec(), chosen_meta, overwrite=True)
+        (self.out / "metrics.json").write_text(json.dumps({"best_step": chosen_meta["step"], "metrics": chosen_meta["metrics"], "train_seconds": meta["train_seconds"]}, indent=1))
+        self.log(f"LoRA written to {self.lora_path} (step {chosen_meta['step']}, {seconds:.0f} s)")
+        return self.lora_path
+
+    def _write_config(self) -> None:
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2) + "\n")
+            (self.out / "dataset_report.txt").write_text(self.report.format() + "\n")
+
+
+class Validator:
+    """Fixed-seed previews scored by cameo's eyes against the training photos."""
+
+    def __init__(self, trainer: Trainer):
+        from .metrics.evaluate import Eyes, default_prompts
+
+        self.trainer = trainer
+        try:
+            self.eyes = Eyes()
+        except FileNotFoundError:
+            self.eyes = None
+            return
+        photos = [i.frames[0] for i in trainer.report.items if i.frames.shape[0] == 1]
+        import numpy as np
+
+        from .metrics.evaluate import to_model_size
+        from .metrics.scores import self_similarity
+
+        self.refs = self.eyes.embed(to_model_size(np.stack(photos)))
+        self.self_sim = self_similarity(self.refs)
+        self.prompts = default_prompts(trainer.cfg.trigger)["subject"][:3]
+
+    def run(self, step: int) -> dict | None:
+        if self.eyes is None:
+            return None
+        from .generate import GenerateConfig, generate_frames
+        from .media import save_clip_outputs
+        from .metrics.evaluate import score_clip, summarise
+
+        t = self.trainer
+        model = _unwrap(t.model)
+        model.eval()
+        recs = []
+        for k, prompt in enumerate(self.prompts):
+            frames = generate_frames(t.pipe, GenerateConfig(prompt=prompt, seed=k))
+            recs.append(score_clip(self.eyes, frames, prompt, self.refs, self.self_sim))
+            save_clip_outputs(frames, t.out / "previews" / f"step{step:05d}-{k}.mp4", overwrite=True, meta={"prompt": prompt, "step": step})
+        model.train()
+        return summarise(recs)
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
+    """Train one LoRA; returns the path of the written file."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    trainer = Trainer(cfg, resume=resume, log=log)
+    log(trainer.report.format())
+    return trainer.train()
