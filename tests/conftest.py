@@ -11,7 +11,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 TINY_VAE = dict(base_dim=8, z_dim=4)
-TINY_TRANSFORMER = dict(num_attention_heads=2, attention_head_dim=8, num_layers=2, ffn_dim=32, in_channels=4, freq_dim=16)
+TINY_TRANSFORMER = dict(
+    num_attention_heads=2,
+    attention_head_dim=8,
+    num_layers=2,
+    ffn_dim=32,
+    in_channels=4,
+    freq_dim=16,
+)
 
 
 def tiny_parts(seed: int = 0):

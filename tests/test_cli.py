@@ -8,7 +8,9 @@ from cameo.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cameo.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cameo.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_world_person_writes_a_captioned_folder_and_refuses_to_overwrite(tmp_path):
@@ -24,16 +26,34 @@ def test_world_person_writes_a_captioned_folder_and_refuses_to_overwrite(tmp_pat
 
 
 def test_world_clip_writes_video_files(tmp_path):
-    assert main(["world", "clip", "--seed", "2", "--out", str(tmp_path / "c.mp4"), "--frames", "9"]) == 0
+    assert (
+        main(["world", "clip", "--seed", "2", "--out", str(tmp_path / "c.mp4"), "--frames", "9"])
+        == 0
+    )
     for suffix in (".mp4", ".gif", ".png", ".txt", ".json"):
         assert (tmp_path / f"c{suffix}").stat().st_size > 0
 
 
 def test_generate_writes_mp4_gif_sheet(tiny_pipeline_dir, tmp_path):
     out = tmp_path / "clip.mp4"
-    code = main(["generate", "a man with short black hair, speaking, in front of a green wall",
-                 "--base", str(tiny_pipeline_dir), "--out", str(out), "--frames", "5",
-                 "--height", "32", "--width", "32", "--steps", "2"])
+    code = main(
+        [
+            "generate",
+            "a man with short black hair, speaking, in front of a green wall",
+            "--base",
+            str(tiny_pipeline_dir),
+            "--out",
+            str(out),
+            "--frames",
+            "5",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--steps",
+            "2",
+        ]
+    )
     assert code == 0
     import imageio.v3 as iio
 
@@ -46,5 +66,7 @@ def test_generate_writes_mp4_gif_sheet(tiny_pipeline_dir, tmp_path):
 def test_user_errors_give_one_line_and_an_exit_code(tmp_path):
     r = run_cli("generate", "a man", "--frames", "4", "--out", str(tmp_path / "x.mp4"))
     assert r.returncode == 2 and "4k+1" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("generate", "a man", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "x.mp4"))
+    r = run_cli(
+        "generate", "a man", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "x.mp4")
+    )
     assert r.returncode == 2 and "model_index.json" in r.stderr and "Traceback" not in r.stderr

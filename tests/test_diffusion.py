@@ -18,7 +18,9 @@ def test_flow_matching_loss_is_zero_for_the_true_velocity_only():
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(3, 4, 2, 4, 4, generator=g), torch.randn(3, 4, 2, 4, 4, generator=g)
     sig, text = sample_sigmas(3, 2.0, g), torch.zeros(3, 5, 8)
-    assert torch.allclose(flow_matching_loss(Oracle(x0, noise), x0, text, sig, noise), torch.zeros(3))
+    assert torch.allclose(
+        flow_matching_loss(Oracle(x0, noise), x0, text, sig, noise), torch.zeros(3)
+    )
     assert (flow_matching_loss(Oracle(x0, noise, -1.0), x0, text, sig, noise) > 0.1).all()
 
 

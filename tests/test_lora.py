@@ -18,7 +18,15 @@ from cameo.lora import (
 )
 from cameo.models import load_pipeline
 
-CFG = dict(prompt="mike, a man with short red hair, speaking, in front of a blue wall", frames=5, height=32, width=32, steps=2, guidance=3.0, seed=0)
+CFG = dict(
+    prompt="mike, a man with short red hair, speaking, in front of a blue wall",
+    frames=5,
+    height=32,
+    width=32,
+    steps=2,
+    guidance=3.0,
+    seed=0,
+)
 
 
 def _frames(pipe, **kw):
@@ -41,7 +49,12 @@ def pipe(tiny_pipeline_dir):
 def _lora_file(pipe, tmp_path, seed=0, rank=4):
     add_lora(pipe.transformer, LoraSpec(rank=rank, alpha=rank), "default")
     _perturb_lora(pipe.transformer, seed=seed)
-    path = save_lora_file(tmp_path / f"mike{seed}.safetensors", adapter_state_dict(pipe.transformer), LoraSpec(rank=rank, alpha=rank), {"trigger": "mike"})
+    path = save_lora_file(
+        tmp_path / f"mike{seed}.safetensors",
+        adapter_state_dict(pipe.transformer),
+        LoraSpec(rank=rank, alpha=rank),
+        {"trigger": "mike"},
+    )
     return path
 
 
@@ -68,7 +81,13 @@ def test_only_lora_parameters_are_trainable_and_change(pipe):
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 4, 2, 4, 4, generator=g)
     for _ in range(2):  # step 1 moves only B (A's grad is zero while B = 0); step 2 moves A too
-        loss = flow_matching_loss(model, x0, torch.randn(2, 8, 384, generator=g), torch.rand(2, generator=g), torch.randn(x0.shape, generator=g)).mean()
+        loss = flow_matching_loss(
+            model,
+            x0,
+            torch.randn(2, 8, 384, generator=g),
+            torch.rand(2, generator=g),
+            torch.randn(x0.shape, generator=g),
+        ).mean()
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -100,8 +119,12 @@ def test_fused_equals_unfused(pipe, tiny_pipeline_dir, tmp_path):
     fused = load_pipeline(tiny_pipeline_dir)
     apply_loras(fused, [f"{path}:0.7"], fuse=True)
     assert not any("lora_" in n for n, _ in fused.transformer.named_parameters())
-    gen = dict(hidden_states=torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(1)), timestep=torch.tensor([500.0]),
-               encoder_hidden_states=torch.randn(1, 8, 384, generator=torch.Generator().manual_seed(2)), return_dict=False)
+    gen = dict(
+        hidden_states=torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(1)),
+        timestep=torch.tensor([500.0]),
+        encoder_hidden_states=torch.randn(1, 8, 384, generator=torch.Generator().manual_seed(2)),
+        return_dict=False,
+    )
     with torch.no_grad():
         a, b = unfused.transformer(**gen)[0], fused.transformer(**gen)[0]
         base = load_pipeline(tiny_pipeline_dir).transformer(**gen)[0]

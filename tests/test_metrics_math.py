@@ -52,26 +52,40 @@ def test_roc_auc_extremes():
 
 
 def test_prompt_attributes_parsing():
-    a = prompt_attributes("a man with short curly red hair and round glasses, speaking, in front of a green wall")
+    a = prompt_attributes(
+        "a man with short curly red hair and round glasses, speaking, in front of a green wall"
+    )
     assert a == {"hair": "red", "glasses": "round", "speaking": True, "background": "green"}
     b = prompt_attributes("Ada Lovette in a blue beanie, not speaking, in a room with teal walls")
     assert b == {"hat": "beanie", "speaking": False, "background": "teal"}
-    c = prompt_attributes("a woman with a pink bob, no glasses, against an orange striped background")
+    c = prompt_attributes(
+        "a woman with a pink bob, no glasses, against an orange striped background"
+    )
     assert c["hair"] == "pink" and c["glasses"] == "none" and c["background"] == "orange"
     assert prompt_attributes("mike") == {}
 
 
 def test_two_person_prompts_split_by_region():
-    p = ("two people side by side in front of a blue wall: on the left a man with short black hair talking, "
-         "on the right a woman with long blonde hair silent")
+    p = (
+        "two people side by side in front of a blue wall: on the left a man with short black hair talking, "
+        "on the right a woman with long blonde hair silent"
+    )
     left, right = split_regions(p)
-    assert prompt_attributes(left)["hair"] == "black" and prompt_attributes(left)["speaking"] is True
-    assert prompt_attributes(right)["hair"] == "blonde" and prompt_attributes(right)["speaking"] is False
+    assert (
+        prompt_attributes(left)["hair"] == "black" and prompt_attributes(left)["speaking"] is True
+    )
+    assert (
+        prompt_attributes(right)["hair"] == "blonde"
+        and prompt_attributes(right)["speaking"] is False
+    )
     assert prompt_attributes(left)["background"] == "blue"
     assert prompt_attributes(p)["people"] == 2
     assert split_regions("a man") is None
 
 
 def test_prompt_fidelity_fraction():
-    assert prompt_fidelity({"hair": "red", "speaking": True}, {"hair": "red", "speaking": False}) == 0.5
+    assert (
+        prompt_fidelity({"hair": "red", "speaking": True}, {"hair": "red", "speaking": False})
+        == 0.5
+    )
     assert prompt_fidelity({}, {"hair": "red"}) is None

@@ -44,7 +44,9 @@ def test_prompt_changes_the_output(tiny_pipeline_dir):
     for p in pipe.transformer.parameters():  # random init keeps cross-attention outputs tiny
         p.data.add_(torch.randn_like(p) * 0.05)
     a = generate_frames(pipe, _cfg(prompt="a bald man, silent, on a red backdrop"))
-    b = generate_frames(pipe, _cfg(prompt="a woman with long blonde hair, smiling, in a green room"))
+    b = generate_frames(
+        pipe, _cfg(prompt="a woman with long blonde hair, smiling, in a green room")
+    )
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
 
 

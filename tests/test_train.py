@@ -19,16 +19,50 @@ def photos(tmp_path_factory):
 
 
 def _cfg(photos, out, tiny, **kw):
-    base = dict(data=str(photos), trigger="mike", name="mike", out=str(out), base=str(tiny), steps=4, batch=2,
-                checkpoint_every=2, validate_every=0, log_with="none", rank=4, alpha=4)
+    base = dict(
+        data=str(photos),
+        trigger="mike",
+        name="mike",
+        out=str(out),
+        base=str(tiny),
+        steps=4,
+        batch=2,
+        checkpoint_every=2,
+        validate_every=0,
+        log_with="none",
+        rank=4,
+        alpha=4,
+    )
     return TrainConfig(**{**base, **kw})
 
 
 def test_cli_train_then_generate(photos, tiny_pipeline_dir, tmp_path):
     out = tmp_path / "run"
-    code = main(["train", "--data", str(photos), "--trigger", "mike", "--name", "mike", "--out", str(out),
-                 "--base", str(tiny_pipeline_dir), "--steps", "2", "--batch", "2", "--rank", "4",
-                 "--validate-every", "0", "--log-with", "none"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(photos),
+            "--trigger",
+            "mike",
+            "--name",
+            "mike",
+            "--out",
+            str(out),
+            "--base",
+            str(tiny_pipeline_dir),
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--rank",
+            "4",
+            "--validate-every",
+            "0",
+            "--log-with",
+            "none",
+        ]
+    )
     assert code == 0
     lora = out / "mike.safetensors"
     keys = list(load_file(str(lora)))
@@ -38,8 +72,26 @@ def test_cli_train_then_generate(photos, tiny_pipeline_dir, tmp_path):
     assert cfg["rank"] == 4 and cfg["trigger"] == "mike"
     assert "6 usable" in (out / "dataset_report.txt").read_text()
     clip = tmp_path / "clip.mp4"
-    code = main(["generate", "mike, speaking, in front of a blue wall", "--base", str(tiny_pipeline_dir),
-                 "--lora", f"{lora}:0.8", "--out", str(clip), "--frames", "5", "--height", "32", "--width", "32", "--steps", "2"])
+    code = main(
+        [
+            "generate",
+            "mike, speaking, in front of a blue wall",
+            "--base",
+            str(tiny_pipeline_dir),
+            "--lora",
+            f"{lora}:0.8",
+            "--out",
+            str(clip),
+            "--frames",
+            "5",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--steps",
+            "2",
+        ]
+    )
     assert code == 0 and clip.stat().st_size > 0
 
 
@@ -63,23 +115,78 @@ def test_resume_matches_an_uninterrupted_run(photos, tiny_pipeline_dir, tmp_path
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
-    la = [json.loads(x)["loss"] for x in (tmp_path / "full" / "losses.jsonl").read_text().splitlines()]
-    lb = [json.loads(x)["loss"] for x in (tmp_path / "cut" / "losses.jsonl").read_text().splitlines()]
+    la = [
+        json.loads(x)["loss"] for x in (tmp_path / "full" / "losses.jsonl").read_text().splitlines()
+    ]
+    lb = [
+        json.loads(x)["loss"] for x in (tmp_path / "cut" / "losses.jsonl").read_text().splitlines()
+    ]
     assert len(la) == len(lb) == 4
     assert max(abs(x - y) for x, y in zip(la, lb, strict=True)) < 1e-5
-    assert any(abs(x) > 0 for x in a["transformer.blocks.0.attn1.to_q.lora_B.weight"].flatten().tolist())
+    assert any(
+        abs(x) > 0 for x in a["transformer.blocks.0.attn1.to_q.lora_B.weight"].flatten().tolist()
+    )
 
 
 def test_refusals_are_clear(photos, tiny_pipeline_dir, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "cameo.cli", "train", "--data", str(tmp_path / "none"), "--trigger", "mike",
-                        "--out", str(tmp_path / "o"), "--base", str(tiny_pipeline_dir)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cameo.cli",
+            "train",
+            "--data",
+            str(tmp_path / "none"),
+            "--trigger",
+            "mike",
+            "--out",
+            str(tmp_path / "o"),
+            "--base",
+            str(tiny_pipeline_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "not a folder" in r.stderr and "Traceback" not in r.stderr
     few = write_person_folder(4, tmp_path / "few", 2)
-    r = subprocess.run([sys.executable, "-m", "cameo.cli", "train", "--data", str(few), "--trigger", "mike",
-                        "--out", str(tmp_path / "o"), "--base", str(tiny_pipeline_dir)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cameo.cli",
+            "train",
+            "--data",
+            str(few),
+            "--trigger",
+            "mike",
+            "--out",
+            str(tmp_path / "o"),
+            "--base",
+            str(tiny_pipeline_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "only 2 usable" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "cameo.cli", "train", "--data", str(photos), "--trigger", "two words",
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cameo.cli",
+            "train",
+            "--data",
+            str(photos),
+            "--trigger",
+            "two words",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "one word" in r.stderr
 
 

@@ -79,7 +79,9 @@ def _mouth_motion(s):
 
 def test_speaking_moves_the_mouth_and_silence_does_not():
     rng = random.Random(5)
-    still_scene = Scene.sample(rng).replace(action="silent", yaw=0.0, pitch=0.0, roll=0.0, hat="none")
+    still_scene = Scene.sample(rng).replace(
+        action="silent", yaw=0.0, pitch=0.0, roll=0.0, hat="none"
+    )
     speak_scene = still_scene.replace(action="speaking")
     silent = person_sample("heldout", 3, random.Random(1), frames=17, scene=still_scene)
     speaking = person_sample("heldout", 3, random.Random(1), frames=17, scene=speak_scene)

@@ -49,7 +49,10 @@ def save(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "model.safetensors"))
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+        str(tmp / "model.safetensors"),
+    )
     if optimizer is not None:
         torch.save(optimizer, tmp / "optim.pt")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step, "time": time.time()}))

@@ -27,14 +27,22 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         if f.name in skip:
             continue
         if f.name == "lora":  # repeatable FILE[:SCALE]
-            parser.add_argument(flag, action="append", default=[], metavar="FILE[:SCALE]", help=f.metadata.get("help", ""))
+            parser.add_argument(
+                flag,
+                action="append",
+                default=[],
+                metavar="FILE[:SCALE]",
+                help=f.metadata.get("help", ""),
+            )
             continue
         if f.default is dataclasses.MISSING:  # nested configs are set in TOML/JSON, not flags
             continue
         kind = type(f.default)
         help_ = f.metadata.get("help", "") + f" (default: {f.default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_
+            )
         else:
             parser.add_argument(flag, type=kind, default=f.default, help=help_)
 
@@ -85,7 +93,13 @@ def cmd_world_person(args: argparse.Namespace) -> int:
 def cmd_world_clip(args: argparse.Namespace) -> int:
     from .datasets import write_person_clip
 
-    paths = write_person_clip(args.seed, Path(args.out), frames=args.frames, scene_seed=args.scene_seed, overwrite=args.overwrite)
+    paths = write_person_clip(
+        args.seed,
+        Path(args.out),
+        frames=args.frames,
+        scene_seed=args.scene_seed,
+        overwrite=args.overwrite,
+    )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -107,7 +121,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data import DatasetError
     from .train import TrainConfig, TrainingInterrupted, run_training
 
-    explicit = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    explicit = {
+        k: v
+        for k, v in vars(args).items()
+        if k in {f.name for f in dataclasses.fields(TrainConfig)}
+    }
     try:
         if args.config:
             defaults = vars(build_parser().parse_args(["train"]))
@@ -134,8 +152,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
     except ValueError as e:
         raise UserError(f"--scales must be numbers separated by commas: {e}") from e
-    run_sweep(Path(args.lora), scales, Path(args.out), prompt=args.prompt, photos=Path(args.photos) if args.photos else None,
-              base=args.base, seed=args.seed, overwrite=args.overwrite)
+    run_sweep(
+        Path(args.lora),
+        scales,
+        Path(args.out),
+        prompt=args.prompt,
+        photos=Path(args.photos) if args.photos else None,
+        base=args.base,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
     return 0
 
 
@@ -151,8 +177,10 @@ def cmd_eyes_train(args: argparse.Namespace) -> int:
 
     card = train_eyes(dataclass_from_args(EyesConfig, args))
     v = card["validation"]
-    print(f"identification top-1 {v['identification_top1']:.3f}, verification AUC {v['verification_auc']:.4f}, "
-          f"trained in {card['train_minutes']} min; weights in {args.out}")
+    print(
+        f"identification top-1 {v['identification_top1']:.3f}, verification AUC {v['verification_auc']:.4f}, "
+        f"trained in {card['train_minutes']} min; weights in {args.out}"
+    )
     return 0
 
 
@@ -189,15 +217,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} exists")
     eyes = Eyes()
     if args.clips is not None:
-        report = eval_clip_folder(eyes, Path(args.clips), Path(args.photos) if args.photos else None)
+        report = eval_clip_folder(
+            eyes, Path(args.clips), Path(args.photos) if args.photos else None
+        )
         table = format_table(report)
     else:
         if args.photos is None:
             raise UserError("--lora needs --photos, the subject's reference photos")
         try:
             report = eval_lora(
-                eyes, Path(args.lora), Path(args.photos), base=args.base, trigger=args.trigger,
-                prompts=_read_prompt_file(args.prompts), seeds=args.seeds, scale=args.scale,
+                eyes,
+                Path(args.lora),
+                Path(args.photos),
+                base=args.base,
+                trigger=args.trigger,
+                prompts=_read_prompt_file(args.prompts),
+                seeds=args.seeds,
+                scale=args.scale,
                 save_clips=Path(args.save_clips) if args.save_clips else None,
             )
         except ValueError as e:
@@ -214,26 +250,45 @@ def build_parser() -> argparse.ArgumentParser:
     from .generate import GenerateConfig
     from .pretrain import PretrainConfig
 
-    p = argparse.ArgumentParser(prog="cameo", description="Clone a person into a text-to-video model with LoRA.")
+    p = argparse.ArgumentParser(
+        prog="cameo", description="Clone a person into a text-to-video model with LoRA."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="render a clip from a prompt (MP4, GIF and a PNG contact sheet)")
-    g.add_argument("prompt", help="what to show, e.g. 'a woman with long red hair, speaking, in front of a blue wall'")
+    g = sub.add_parser(
+        "generate", help="render a clip from a prompt (MP4, GIF and a PNG contact sheet)"
+    )
+    g.add_argument(
+        "prompt",
+        help="what to show, e.g. 'a woman with long red hair, speaking, in front of a blue wall'",
+    )
     add_dataclass_args(g, GenerateConfig, skip=("prompt",))
     g.set_defaults(func=cmd_generate)
 
     from .train import TrainConfig
 
-    t = sub.add_parser("train", help="clone a person: train a LoRA from a folder of captioned photos")
-    t.add_argument("--config", default=None, help="TOML file with these settings (flags given here win)")
+    t = sub.add_parser(
+        "train", help="clone a person: train a LoRA from a folder of captioned photos"
+    )
+    t.add_argument(
+        "--config", default=None, help="TOML file with these settings (flags given here win)"
+    )
     add_dataclass_args(t, TrainConfig)
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in --out"
+    )
     t.set_defaults(func=cmd_train)
 
-    sw = sub.add_parser("sweep", help="one prompt at several LoRA scales: a video grid, a contact sheet, metrics")
+    sw = sub.add_parser(
+        "sweep", help="one prompt at several LoRA scales: a video grid, a contact sheet, metrics"
+    )
     sw.add_argument("--lora", required=True, help="LoRA file")
     sw.add_argument("--scales", default="0,0.25,0.5,0.75,1,1.25", help="comma-separated scales")
-    sw.add_argument("--prompt", default=None, help="prompt (default: the trigger, speaking, in front of a blue wall)")
+    sw.add_argument(
+        "--prompt",
+        default=None,
+        help="prompt (default: the trigger, speaking, in front of a blue wall)",
+    )
     sw.add_argument("--photos", default=None, help="reference photos for the identity metric")
     sw.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")
     sw.add_argument("--seed", type=int, default=0, help="seed")
@@ -248,11 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("world", help="the procedural world: write photos or clips of its people")
     wsub = w.add_subparsers(dest="world_command", required=True)
-    wp = wsub.add_parser("person", help="a held-out person's captioned photo folder, as a user brings one")
+    wp = wsub.add_parser(
+        "person", help="a held-out person's captioned photo folder, as a user brings one"
+    )
     wp.add_argument("--seed", type=int, required=True, help="which held-out person")
     wp.add_argument("--out", required=True, help="folder to create")
     wp.add_argument("--count", type=int, default=20, help="number of photos")
-    wp.add_argument("--overwrite", action="store_true", help="write into an existing non-empty folder")
+    wp.add_argument(
+        "--overwrite", action="store_true", help="write into an existing non-empty folder"
+    )
     wp.set_defaults(func=cmd_world_person)
     wc = wsub.add_parser("clip", help="a held-out person speaking: MP4, GIF and caption")
     wc.add_argument("--seed", type=int, required=True, help="which held-out person")
@@ -264,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("pretrain", help="train the built-in model cameo-tiny from the world")
     add_dataclass_args(pt, PretrainConfig)
-    pt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    pt.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     pt.set_defaults(func=cmd_pretrain)
 
     from .metrics.train_eyes import EyesConfig
@@ -275,13 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(et, EyesConfig)
     et.set_defaults(func=cmd_eyes_train)
 
-    ev = sub.add_parser("eval", help="measure identity, prompt fidelity and leakage of a LoRA or a folder of clips")
+    ev = sub.add_parser(
+        "eval", help="measure identity, prompt fidelity and leakage of a LoRA or a folder of clips"
+    )
     ev.add_argument("--photos", help="folder of the subject's reference photos")
-    ev.add_argument("--clips", help="folder of clips to score (each with a same-name .txt or .json prompt)")
+    ev.add_argument(
+        "--clips", help="folder of clips to score (each with a same-name .txt or .json prompt)"
+    )
     ev.add_argument("--lora", help="LoRA .safetensors to generate with and score")
     ev.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")
-    ev.add_argument("--trigger", default=None, help="the subject's trigger word (default: from the LoRA's metadata)")
-    ev.add_argument("--prompts", default=None, help="prompt file; lines after '# others' are leakage prompts")
+    ev.add_argument(
+        "--trigger",
+        default=None,
+        help="the subject's trigger word (default: from the LoRA's metadata)",
+    )
+    ev.add_argument(
+        "--prompts", default=None, help="prompt file; lines after '# others' are leakage prompts"
+    )
     ev.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
     ev.add_argument("--scale", type=float, default=1.0, help="LoRA scale")
     ev.add_argument("--save-clips", default=None, help="also write the generated clips here")
@@ -291,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("model", help="the built-in model")
     msub = m.add_subparsers(dest="model_command", required=True)
-    mp = msub.add_parser("path", help="print the cameo-tiny directory (loadable with WanPipeline.from_pretrained)")
+    mp = msub.add_parser(
+        "path", help="print the cameo-tiny directory (loadable with WanPipeline.from_pretrained)"
+    )
     mp.set_defaults(func=cmd_model_path)
     return p
 

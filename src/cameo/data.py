@@ -123,9 +123,15 @@ def read_image(path: Path, height: int, width: int) -> tuple[np.ndarray, str]:
         try:
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
-                    raise ValueError(f"{im.width}x{im.height} is too large (decompression bomb guard)")
+                    raise ValueError(
+                        f"{im.width}x{im.height} is too large (decompression bomb guard)"
+                    )
                 im.load()
-                note = "" if min(im.size) >= min(height, width) else f"small ({im.width}x{im.height}), upscaled"
+                note = (
+                    ""
+                    if min(im.size) >= min(height, width)
+                    else f"small ({im.width}x{im.height}), upscaled"
+                )
                 img = to_rgb(ImageOps.exif_transpose(im))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ValueError(f"too large (decompression bomb guard): {e}") from e
@@ -153,7 +159,9 @@ def read_clip(path: Path, height: int, width: int, max_frames: int = 17) -> tupl
     return frames, f"{len(arr)} frames -> {n}"
 
 
-def scan_folder(folder: Path, trigger: str, *, height: int = 64, width: int = 64, min_usable: int = 4) -> DatasetReport:
+def scan_folder(
+    folder: Path, trigger: str, *, height: int = 64, width: int = 64, min_usable: int = 4
+) -> DatasetReport:
     """Read and check a training folder. Raises DatasetError if fewer than ``min_usable``
     files can be used; the report says why each skipped file was skipped."""
     folder = Path(folder)
@@ -186,7 +194,8 @@ def scan_folder(folder: Path, trigger: str, *, height: int = 64, width: int = 64
             report.warnings.append(f"{txt.name} has no image or clip beside it")
     if report.usable < min_usable:
         raise DatasetError(
-            f"only {report.usable} usable photos or clips in {folder} (need at least {min_usable})\n" + report.format()
+            f"only {report.usable} usable photos or clips in {folder} (need at least {min_usable})\n"
+            + report.format()
         )
     return report
 
@@ -203,6 +212,10 @@ def _caption_for(path: Path, meta: dict[str, str], trigger: str) -> tuple[str, s
     elif path.name in meta:
         text = meta[path.name]
     if text is None or not text.strip():
-        note = "no caption: template caption used" if text is None else "empty caption: template caption used"
+        note = (
+            "no caption: template caption used"
+            if text is None
+            else "empty caption: template caption used"
+        )
         text = f"a photo of {TRIGGER_PLACEHOLDER}"
     return apply_trigger(text, trigger), note

@@ -18,7 +18,9 @@ def _ensure_empty_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def write_person_folder(seed: int, out: Path, count: int = 20, *, overwrite: bool = False, size: int = 64) -> Path:
+def write_person_folder(
+    seed: int, out: Path, count: int = 20, *, overwrite: bool = False, size: int = 64
+) -> Path:
     """Held-out person ``seed``: ``count`` PNG photos in varied scenes, each with a same-name
     ``.txt`` caption, plus ``truth.json`` (the traits and scenes, for measurement only)."""
     if count < 1:
@@ -33,12 +35,20 @@ def write_person_folder(seed: int, out: Path, count: int = 20, *, overwrite: boo
         Image.fromarray(s.frames[0]).save(out / f"{name}.png")
         (out / f"{name}.txt").write_text(s.caption + "\n")
         truth.append({"file": f"{name}.png", **s.meta()})
-    (out / "truth.json").write_text(json.dumps({"split": "heldout", "index": seed, "photos": truth}, indent=1))
+    (out / "truth.json").write_text(
+        json.dumps({"split": "heldout", "index": seed, "photos": truth}, indent=1)
+    )
     return out
 
 
 def write_person_clip(
-    seed: int, out: Path, *, frames: int = 17, scene_seed: int = 0, overwrite: bool = False, size: int = 64
+    seed: int,
+    out: Path,
+    *,
+    frames: int = 17,
+    scene_seed: int = 0,
+    overwrite: bool = False,
+    size: int = 64,
 ) -> list[Path]:
     """Held-out person ``seed`` in scene ``scene_seed``: MP4, GIF, PNG sheet, caption .txt."""
     if frames < 1 or (frames - 1) % 4:

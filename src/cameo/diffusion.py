@@ -18,7 +18,9 @@ def shift_sigmas(s: Tensor, shift: float) -> Tensor:
     return shift * s / (1 + (shift - 1) * s)
 
 
-def sample_sigmas(batch: int, shift: float, generator: torch.Generator | None = None, device="cpu") -> Tensor:
+def sample_sigmas(
+    batch: int, shift: float, generator: torch.Generator | None = None, device="cpu"
+) -> Tensor:
     """Logit-normal training sigmas (SD3's best sampler, sec. 5.1), shifted like the sampler's."""
     u = torch.randn(batch, generator=generator, device=device)
     return shift_sigmas(torch.sigmoid(u), shift)

@@ -17,18 +17,31 @@ class GenerateConfig:
     """Options of ``cameo generate``; saved as JSON beside the clip."""
 
     prompt: str = field(default="", metadata={"help": "what to show"})
-    out: str = field(default="clip.mp4", metadata={"help": "output MP4 path; a .gif and a .png contact sheet go beside it"})
-    base: str = field(default="cameo-tiny", metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"})
+    out: str = field(
+        default="clip.mp4",
+        metadata={"help": "output MP4 path; a .gif and a .png contact sheet go beside it"},
+    )
+    base: str = field(
+        default="cameo-tiny",
+        metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"},
+    )
     frames: int = field(default=17, metadata={"help": "number of frames (4k+1)"})
     height: int = field(default=64, metadata={"help": "height in pixels (multiple of 16)"})
-    width: int = field(default=64, metadata={"help": "width in pixels (multiple of 16); 128 for two people"})
+    width: int = field(
+        default=64, metadata={"help": "width in pixels (multiple of 16); 128 for two people"}
+    )
     steps: int = field(default=20, metadata={"help": "sampling steps"})
     guidance: float = field(default=5.0, metadata={"help": "classifier-free guidance scale"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same clip"})
     fps: int = field(default=8, metadata={"help": "frames per second of the written video"})
     negative: str = field(default="", metadata={"help": "negative prompt"})
-    lora: list[str] = field(default_factory=list, metadata={"help": "LoRA file, optionally with a scale: mike.safetensors:0.8 (repeatable)"})
-    fuse: bool = field(default=False, metadata={"help": "merge the LoRAs into the weights (no per-step overhead)"})
+    lora: list[str] = field(
+        default_factory=list,
+        metadata={"help": "LoRA file, optionally with a scale: mike.safetensors:0.8 (repeatable)"},
+    )
+    fuse: bool = field(
+        default=False, metadata={"help": "merge the LoRAs into the weights (no per-step overhead)"}
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace existing output files"})
 
     def validate(self) -> None:
@@ -65,7 +78,9 @@ def apply_loras(pipe, specs: list[str], fuse: bool = False) -> list[str]:
     names, weights = [], []
     for i, spec in enumerate(specs):
         path, scale = parse_lora_arg(spec)
-        read_lora_file(Path(path))  # refuses pickles and non-finite weights before diffusers sees it
+        read_lora_file(
+            Path(path)
+        )  # refuses pickles and non-finite weights before diffusers sees it
         name = f"lora{i}_{Path(path).stem}".replace(".", "_").replace("-", "_")
         pipe.load_lora_weights(path, adapter_name=name)
         names.append(name)

@@ -32,8 +32,13 @@ class LoraSpec:
     """Which matrices get a low-rank change, and how big."""
 
     rank: int = field(default=16, metadata={"help": "LoRA rank r"})
-    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha; the change is scaled by alpha/r"})
-    targets: str = field(default=",".join(ATTENTION_TARGETS), metadata={"help": "comma-separated module-name suffixes (PEFT target_modules)"})
+    alpha: float = field(
+        default=16.0, metadata={"help": "LoRA alpha; the change is scaled by alpha/r"}
+    )
+    targets: str = field(
+        default=",".join(ATTENTION_TARGETS),
+        metadata={"help": "comma-separated module-name suffixes (PEFT target_modules)"},
+    )
     ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})
     rslora: bool = field(default=False, metadata={"help": "rank-stabilised scaling alpha/sqrt(r)"})
 
@@ -64,7 +69,9 @@ class LoraSpec:
 def add_lora(transformer, spec: LoraSpec, name: str = "default") -> None:
     """Freeze the transformer and add a trainable adapter ``name`` to it."""
     transformer.requires_grad_(False)
-    matched = [n for n, _ in transformer.named_modules() if any(n.endswith(t) for t in spec.target_list())]
+    matched = [
+        n for n, _ in transformer.named_modules() if any(n.endswith(t) for t in spec.target_list())
+    ]
     if not matched:
         raise ValueError(f"no module of the transformer matches the targets {spec.target_list()}")
     transformer.add_adapter(spec.peft_config(), adapter_name=name)
@@ -119,7 +126,11 @@ def base_hash(base_dir: Path) -> str:
 
 
 def save_lora_file(
-    path: Path, tensors: dict[str, torch.Tensor], spec: LoraSpec, cameo_meta: dict[str, object], overwrite: bool = False
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    spec: LoraSpec,
+    cameo_meta: dict[str, object],
+    overwrite: bool = False,
 ) -> Path:
     """Write a LoRA file that stock diffusers loads (keys + PEFT config metadata) and that
     describes itself (``cameo.*`` metadata). Written to a temporary name, then renamed."""
@@ -135,7 +146,9 @@ def save_lora_file(
         "cameo.format_version": FORMAT_VERSION,
         "cameo.lora_spec": json.dumps(asdict(spec)),
     }
-    meta.update({f"cameo.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in cameo_meta.items()})
+    meta.update(
+        {f"cameo.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in cameo_meta.items()}
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
@@ -155,7 +168,9 @@ def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
     """Tensors and metadata of a safetensors LoRA file; refuses non-finite weights."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: only .safetensors LoRA files are loaded (pickle files can run code)")
+        raise ValueError(
+            f"{path}: only .safetensors LoRA files are loaded (pickle files can run code)"
+        )
     tensors = load_file(str(path))
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
@@ -178,4 +193,6 @@ def load_adapter(transformer, path: Path, name: str) -> None:
     result = set_peft_model_state_dict(transformer, sd, adapter_name=name)
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
-        raise ValueError(f"{path}: {len(unexpected)} keys match no layer of this model, e.g. {unexpected[0]}")
+        raise ValueError(
+            f"{path}: {len(unexpected)} keys match no layer of this model, e.g. {unexpected[0]}"
+        )

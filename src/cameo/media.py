@@ -44,8 +44,15 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
     big = frames.repeat(4, axis=1).repeat(4, axis=2)
     tmp = _tmp(path)
     try:
-        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=9,
-                                pixelformat="yuv420p", macro_block_size=16) as w:
+        with imageio.get_writer(
+            tmp,
+            format="FFMPEG",
+            fps=fps,
+            codec="libx264",
+            quality=9,
+            pixelformat="yuv420p",
+            macro_block_size=16,
+        ) as w:
             for fr in big:
                 w.append_data(fr)
         os.replace(tmp, path)
@@ -54,10 +61,19 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
 
 
 def write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
-    imgs = [Image.fromarray(f).resize((f.shape[1] * 3, f.shape[0] * 3), Image.NEAREST) for f in frames]
+    imgs = [
+        Image.fromarray(f).resize((f.shape[1] * 3, f.shape[0] * 3), Image.NEAREST) for f in frames
+    ]
     tmp = _tmp(path)
     try:
-        imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+        imgs[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=imgs[1:],
+            duration=int(1000 / fps),
+            loop=0,
+        )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -72,7 +88,9 @@ def write_png(img: Image.Image, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_clip_outputs(frames: np.ndarray, mp4: Path, fps: int = 8, overwrite: bool = False, meta: dict | None = None) -> list[Path]:
+def save_clip_outputs(
+    frames: np.ndarray, mp4: Path, fps: int = 8, overwrite: bool = False, meta: dict | None = None
+) -> list[Path]:
     """Write ``mp4`` plus ``.gif``, ``.png`` (contact sheet) and ``.json`` (settings) beside it."""
     mp4 = Path(mp4)
     if mp4.suffix.lower() != ".mp4":

@@ -29,9 +29,15 @@ class VAEConfig:
 
     base_dim: int = field(default=16, metadata={"help": "channels of the first encoder stage"})
     z_dim: int = field(default=8, metadata={"help": "latent channels"})
-    dim_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4], metadata={"help": "stage widths; 3 downsamples = 8x spatial"})
+    dim_mult: list[int] = field(
+        default_factory=lambda: [1, 2, 4, 4],
+        metadata={"help": "stage widths; 3 downsamples = 8x spatial"},
+    )
     num_res_blocks: int = field(default=1, metadata={"help": "residual blocks per stage"})
-    temperal_downsample: list[bool] = field(default_factory=lambda: [False, True, True], metadata={"help": "4x temporal compression: 17 frames -> 5 latents"})
+    temperal_downsample: list[bool] = field(
+        default_factory=lambda: [False, True, True],
+        metadata={"help": "4x temporal compression: 17 frames -> 5 latents"},
+    )
 
     def build(self):
         from diffusers import AutoencoderKLWan
@@ -52,13 +58,18 @@ class TransformerConfig:
     """Constructor arguments of the built-in ``WanTransformer3DModel``."""
 
     num_attention_heads: int = field(default=4, metadata={"help": "attention heads"})
-    attention_head_dim: int = field(default=32, metadata={"help": "width of each head; model width = heads x this"})
+    attention_head_dim: int = field(
+        default=32, metadata={"help": "width of each head; model width = heads x this"}
+    )
     num_layers: int = field(default=8, metadata={"help": "transformer blocks"})
     ffn_dim: int = field(default=512, metadata={"help": "hidden width of each feed-forward"})
     in_channels: int = field(default=8, metadata={"help": "latent channels (the VAE's z_dim)"})
     text_dim: int = field(default=384, metadata={"help": "text-encoder width (MiniLM: 384)"})
     freq_dim: int = field(default=128, metadata={"help": "sinusoidal timestep-embedding width"})
-    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2], metadata={"help": "(frames, height, width) latent patch per token"})
+    patch_size: list[int] = field(
+        default_factory=lambda: [1, 2, 2],
+        metadata={"help": "(frames, height, width) latent patch per token"},
+    )
 
     def build(self):
         from diffusers import WanTransformer3DModel
@@ -110,7 +121,9 @@ class _NotUMT5Filter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        return not ("Expected types for text_encoder" in msg or "Expected types for tokenizer" in msg)
+        return not (
+            "Expected types for text_encoder" in msg or "Expected types for tokenizer" in msg
+        )
 
 
 def quiet_diffusers() -> None:
@@ -128,7 +141,12 @@ def _link_minilm(model_dir: Path) -> None:
     src = minilm_dir()
     parts = {
         "text_encoder": ["config.json", "model.safetensors"],
-        "tokenizer": ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"],
+        "tokenizer": [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.txt",
+        ],
     }
     for sub, names in parts.items():
         dst = model_dir / sub
@@ -164,7 +182,9 @@ def model_index(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return index
 
 
-def save_pipeline_dir(out: Path, vae, transformer, scheduler=None, dtype: torch.dtype | None = None) -> Path:
+def save_pipeline_dir(
+    out: Path, vae, transformer, scheduler=None, dtype: torch.dtype | None = None
+) -> Path:
     """Write a complete WanPipeline directory (components + model_index.json + MiniLM links)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,11 +214,15 @@ def resolve_base(base: str | Path | None) -> Path:
         return tiny_model_dir()
     path = Path(base)
     if not (path / "model_index.json").is_file():
-        raise FileNotFoundError(f"{path} is not a diffusers pipeline directory (no model_index.json)")
+        raise FileNotFoundError(
+            f"{path} is not a diffusers pipeline directory (no model_index.json)"
+        )
     return path
 
 
-def load_pipeline(base: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+def load_pipeline(
+    base: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+):
     """A stock ``diffusers.WanPipeline`` for the built-in model or a Wan checkpoint directory."""
     from diffusers import WanPipeline
 
@@ -212,7 +236,10 @@ def encode_prompts(pipe, prompts: list[str], max_tokens: int = MAX_TEXT_TOKENS) 
     """Text embeddings exactly as ``WanPipeline`` computes them at generation (B, T, D)."""
     with torch.no_grad():
         embeds, _ = pipe.encode_prompt(
-            prompts, do_classifier_free_guidance=False, max_sequence_length=max_tokens, device=pipe.device
+            prompts,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_tokens,
+            device=pipe.device,
         )
     return embeds
 

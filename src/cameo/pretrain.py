@@ -36,19 +36,25 @@ from .world import training_sample
 class PretrainConfig:
     """Everything ``cameo pretrain`` needs; written as config.json beside its outputs."""
 
-    out: str = field(default="runs/pretrain", metadata={"help": "run folder: checkpoints, logs, data cache"})
+    out: str = field(
+        default="runs/pretrain", metadata={"help": "run folder: checkpoints, logs, data cache"}
+    )
     stage: str = field(default="all", metadata={"help": "vae | transformer | all"})
     seed: int = field(default=0, metadata={"help": "seed of the data order and initialisation"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = all cores"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
-    max_minutes: float = field(default=0.0, metadata={"help": "stop (with a checkpoint) after this long; 0 = no limit"})
+    max_minutes: float = field(
+        default=0.0, metadata={"help": "stop (with a checkpoint) after this long; 0 = no limit"}
+    )
     vae: VAEConfig = field(default_factory=VAEConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     # VAE stage
     vae_steps: int = field(default=2400, metadata={"help": "VAE optimiser steps"})
     vae_batch_images: int = field(default=12, metadata={"help": "single frames per VAE step"})
     vae_batch_clips: int = field(default=2, metadata={"help": "short clips per VAE step"})
-    vae_clip_frames: int = field(default=5, metadata={"help": "frames per VAE training clip (4k+1)"})
+    vae_clip_frames: int = field(
+        default=5, metadata={"help": "frames per VAE training clip (4k+1)"}
+    )
     vae_lr: float = field(default=6e-4, metadata={"help": "peak VAE learning rate"})
     vae_kl: float = field(default=1e-6, metadata={"help": "KL weight"})
     # transformer stage
@@ -56,12 +62,18 @@ class PretrainConfig:
     batch: int = field(default=32, metadata={"help": "transformer batch size"})
     lr: float = field(default=5e-4, metadata={"help": "peak transformer learning rate"})
     warmup: int = field(default=200, metadata={"help": "warmup steps (both stages)"})
-    n_clips: int = field(default=2000, metadata={"help": "single-person 17-frame clips in the cache"})
+    n_clips: int = field(
+        default=2000, metadata={"help": "single-person 17-frame clips in the cache"}
+    )
     n_images: int = field(default=4000, metadata={"help": "single-person photos in the cache"})
     n_pairs: int = field(default=400, metadata={"help": "two-person clips in the cache"})
-    caption_dropout: float = field(default=0.1, metadata={"help": "share of empty prompts (for guidance)"})
+    caption_dropout: float = field(
+        default=0.1, metadata={"help": "share of empty prompts (for guidance)"}
+    )
     frames: int = field(default=17, metadata={"help": "frames per clip (4k+1)"})
-    size: int = field(default=64, metadata={"help": "clip height and single-person width in pixels"})
+    size: int = field(
+        default=64, metadata={"help": "clip height and single-person width in pixels"}
+    )
 
     def validate(self) -> None:
         if self.stage not in ("vae", "transformer", "all"):
@@ -129,7 +141,13 @@ def train_vae(cfg: PretrainConfig, run: Path):
     root = run / "vae"
     start = _resume_state(root, vae, opt)
     deadline = _deadline(cfg)
-    bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="vae", dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.vae_steps),
+        initial=start,
+        total=cfg.vae_steps,
+        desc="vae",
+        dynamic_ncols=True,
+    )
     step = start
     for step in bar:
         for g in opt.param_groups:
@@ -161,7 +179,14 @@ def train_vae(cfg: PretrainConfig, run: Path):
 def latent_stats(vae, cfg: PretrainConfig, n: int = 48) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of encoded world frames, so latents enter the transformer
     at unit scale (the pipeline undoes this with the VAE config's latents_mean/std)."""
-    xs = torch.stack([_to_tensor(training_sample(10_000_000 + i, frames=1, size=cfg.size).frames[:, :, : cfg.size]) for i in range(n)])
+    xs = torch.stack(
+        [
+            _to_tensor(
+                training_sample(10_000_000 + i, frames=1, size=cfg.size).frames[:, :, : cfg.size]
+            )
+            for i in range(n)
+        ]
+    )
     with torch.no_grad():
         z = vae.encode(xs).latent_dist.mean  # (n, C, 1, h, w)
     return z.mean(dim=(0, 2, 3, 4)).tolist(), z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3).tolist()
@@ -201,9 +226,21 @@ def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
     if path.exists():
         return torch.load(path, weights_only=True)
     groups = {
-        "clip": _cache_group(cfg, vae, pipe, "clip", list(range(0, cfg.n_clips)), cfg.frames, False),
-        "image": _cache_group(cfg, vae, pipe, "image", list(range(50_000_000, 50_000_000 + cfg.n_images)), 1, False),
-        "pair": _cache_group(cfg, vae, pipe, "pair", list(range(90_000_000, 90_000_000 + cfg.n_pairs)), cfg.frames, True),
+        "clip": _cache_group(
+            cfg, vae, pipe, "clip", list(range(0, cfg.n_clips)), cfg.frames, False
+        ),
+        "image": _cache_group(
+            cfg, vae, pipe, "image", list(range(50_000_000, 50_000_000 + cfg.n_images)), 1, False
+        ),
+        "pair": _cache_group(
+            cfg,
+            vae,
+            pipe,
+            "pair",
+            list(range(90_000_000, 90_000_000 + cfg.n_pairs)),
+            cfg.frames,
+            True,
+        ),
     }
     captions = sorted({c for g in groups.values() for c in g["captions"]} | {""})
     embeds = []
@@ -211,7 +248,13 @@ def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
         embeds.append(encode_prompts(pipe, captions[i : i + 64]).half())
     table = {c: i for i, c in enumerate(captions)}
     cache = {
-        "groups": {k: {"latents": g["latents"], "caption_ids": torch.tensor([table[c] for c in g["captions"]])} for k, g in groups.items()},
+        "groups": {
+            k: {
+                "latents": g["latents"],
+                "caption_ids": torch.tensor([table[c] for c in g["captions"]]),
+            }
+            for k, g in groups.items()
+        },
         "text": torch.cat(embeds),
         "empty_id": table[""],
     }
@@ -245,7 +288,13 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe):
     root = run / "transformer"
     start = _resume_state(root, model, opt)
     deadline = _deadline(cfg)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="transformer", dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc="transformer",
+        dynamic_ncols=True,
+    )
     ema = None
     for step in bar:
         for g in opt.param_groups:
@@ -259,12 +308,24 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe):
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}", group=name)
         if step % 10 == 0:
-            _log(run, {"stage": "transformer", "step": step, "loss": loss.item(), "group": name, "t": time.time()})
+            _log(
+                run,
+                {
+                    "stage": "transformer",
+                    "step": step,
+                    "loss": loss.item(),
+                    "group": name,
+                    "t": time.time(),
+                },
+            )
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or time.time() > deadline:
             ckpt.save(root, done, model.state_dict(), {"rng": ckpt.rng_state()}, opt.state_dict())
         if time.time() > deadline:
-            print(f"time budget reached at transformer step {done}; resume with --resume", file=sys.stderr)
+            print(
+                f"time budget reached at transformer step {done}; resume with --resume",
+                file=sys.stderr,
+            )
             return None
     return model.eval()
 
@@ -286,7 +347,13 @@ def _pipeline_for(vae, transformer=None):
 
     quiet_diffusers()
     tok, enc = load_text_encoder()
-    pipe = WanPipeline(tokenizer=tok, text_encoder=enc, vae=vae, transformer=transformer, scheduler=build_scheduler())
+    pipe = WanPipeline(
+        tokenizer=tok,
+        text_encoder=enc,
+        vae=vae,
+        transformer=transformer,
+        scheduler=build_scheduler(),
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -18,8 +18,15 @@ from .models import load_pipeline
 
 
 def run_sweep(
-    lora: Path, scales: list[float], out: Path, *, prompt: str | None = None, photos: Path | None = None,
-    base: str | None = None, seed: int = 0, overwrite: bool = False,
+    lora: Path,
+    scales: list[float],
+    out: Path,
+    *,
+    prompt: str | None = None,
+    photos: Path | None = None,
+    base: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     from .lora import read_metadata
 
@@ -43,12 +50,24 @@ def run_sweep(
             from .metrics.evaluate import score_clip
 
             p = score_clip(eyes, frames, prompt, refs, self_sim)["people"][0]
-            row.update({k: p.get(k) for k in ("identity_normalised", "identified", "prompt_fidelity")})
+            row.update(
+                {k: p.get(k) for k in ("identity_normalised", "identified", "prompt_fidelity")}
+            )
         rows.append(row)
-        print("  " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        print(
+            "  "
+            + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+            )
+        )
     gap = np.full((clips[0].shape[0], clips[0].shape[1], 2, 3), 255, np.uint8)
     grid = np.concatenate([x for c in clips for x in (c, gap)][:-1], axis=2)  # (F, H, n*W, 3)
-    save_clip_outputs(grid, out / "grid.mp4", overwrite=True, meta={"prompt": prompt, "seed": seed, "scales": scales})
+    save_clip_outputs(
+        grid,
+        out / "grid.mp4",
+        overwrite=True,
+        meta={"prompt": prompt, "seed": seed, "scales": scales},
+    )
     report = {"lora": str(lora), "prompt": prompt, "seed": seed, "rows": rows}
     (out / "sweep.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"grid (scales left to right: {scales}) in {out}/grid.mp4, .gif, .png")

@@ -48,10 +48,15 @@ class TrainConfig:
     name: str = field(default="subject", metadata={"help": "name of the LoRA file"})
     trigger: str = field(default="", metadata={"help": "word that names the person in prompts"})
     out: str = field(default="runs/lora", metadata={"help": "output folder"})
-    base: str = field(default="cameo-tiny", metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"})
+    base: str = field(
+        default="cameo-tiny",
+        metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"},
+    )
     rank: int = field(default=16, metadata={"help": "LoRA rank r"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale alpha/r)"})
-    targets: str = field(default="to_q,to_k,to_v,to_out.0", metadata={"help": "adapted modules (name suffixes)"})
+    targets: str = field(
+        default="to_q,to_k,to_v,to_out.0", metadata={"help": "adapted modules (name suffixes)"}
+    )
     ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})
     rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA scaling"})
     steps: int = field(default=500, metadata={"help": "optimiser steps"})
@@ -62,18 +67,41 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     seed: int = field(default=0, metadata={"help": "seed of batches, noise and initialisation"})
     caption_dropout: float = field(default=0.05, metadata={"help": "share of empty prompts"})
-    prior_preservation: float = field(default=0.0, metadata={"help": "weight of the base model's prediction for the trigger-free class prompt (0 = off)"})
-    class_word: str = field(default="a person", metadata={"help": "replaces the trigger in class prompts"})
-    ema: float = field(default=0.0, metadata={"help": "EMA decay of the LoRA weights saved at the end (0 = off)"})
-    grad_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
+    prior_preservation: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the base model's prediction for the trigger-free class prompt (0 = off)"
+        },
+    )
+    class_word: str = field(
+        default="a person", metadata={"help": "replaces the trigger in class prompts"}
+    )
+    ema: float = field(
+        default=0.0, metadata={"help": "EMA decay of the LoRA weights saved at the end (0 = off)"}
+    )
+    grad_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in backward to save memory"}
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (bf16 on GPU)"})
-    checkpoint_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
-    validate_every: int = field(default=100, metadata={"help": "steps between identity validations (0 = only at the end)"})
-    early_stop: int = field(default=0, metadata={"help": "stop after this many validations without identity gain (0 = never)"})
+    checkpoint_every: int = field(
+        default=100, metadata={"help": "steps between resumable checkpoints"}
+    )
+    validate_every: int = field(
+        default=100, metadata={"help": "steps between identity validations (0 = only at the end)"}
+    )
+    early_stop: int = field(
+        default=0,
+        metadata={"help": "stop after this many validations without identity gain (0 = never)"},
+    )
     min_photos: int = field(default=4, metadata={"help": "refuse to train on fewer usable photos"})
     init_from: str = field(default="", metadata={"help": "start from this LoRA file"})
-    log_with: str = field(default="tensorboard", metadata={"help": "Accelerate tracker: tensorboard, wandb, ... or none"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing LoRA of the same name"})
+    log_with: str = field(
+        default="tensorboard",
+        metadata={"help": "Accelerate tracker: tensorboard, wandb, ... or none"},
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an existing LoRA of the same name"}
+    )
 
     def lora_spec(self) -> LoraSpec:
         return LoraSpec(self.rank, self.alpha, self.targets, self.ffn, self.rslora)
@@ -82,7 +110,9 @@ class TrainConfig:
         if not self.data:
             raise ValueError("--data is required: a folder of photos with captions")
         if not self.trigger.strip() or len(self.trigger.split()) != 1:
-            raise ValueError("--trigger must be one word that names the person, e.g. --trigger mike")
+            raise ValueError(
+                "--trigger must be one word that names the person, e.g. --trigger mike"
+            )
         for name in ("steps", "batch", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
@@ -118,7 +148,9 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     groups: dict[int, dict] = {}
     for item in report.items:
-        x = torch.from_numpy(item.frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, F, H, W)
+        x = (
+            torch.from_numpy(item.frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        )  # (1, 3, F, H, W)
         with torch.no_grad():
             z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
         g = groups.setdefault(item.frames.shape[0], {"latents": [], "captions": []})
@@ -127,11 +159,16 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
     captions = sorted({c for g in groups.values() for c in g["captions"]})
     class_prompts = [class_prompt(c, cfg.trigger, cfg.class_word) for c in captions]
     texts = [*captions, *class_prompts, ""]
-    embeds = torch.cat([encode_prompts(pipe, texts[i : i + 64]).float().cpu() for i in range(0, len(texts), 64)])
+    embeds = torch.cat(
+        [encode_prompts(pipe, texts[i : i + 64]).float().cpu() for i in range(0, len(texts), 64)]
+    )
     index = {c: i for i, c in enumerate(captions)}
     return {
         "groups": [
-            {"latents": torch.cat(g["latents"]), "caption_ids": torch.tensor([index[c] for c in g["captions"]])}
+            {
+                "latents": torch.cat(g["latents"]),
+                "caption_ids": torch.tensor([index[c] for c in g["captions"]]),
+            }
             for _, g in sorted(groups.items())
         ],
         "text": embeds[: len(captions)],
@@ -161,20 +198,40 @@ def make_batch(cache: dict, cfg: TrainConfig, step: int, rank: int = 0, world: i
     sigmas = sample_sigmas(cfg.batch, FLOW_SHIFT, g)
     per = cfg.batch // world
     sl = slice(rank * per, (rank + 1) * per)
-    return {"x0": x0[sl], "text": text[sl], "class_text": cache["class_text"][cap][sl], "noise": noise[sl], "sigmas": sigmas[sl]}
+    return {
+        "x0": x0[sl],
+        "text": text[sl],
+        "class_text": cache["class_text"][cap][sl],
+        "noise": noise[sl],
+        "sigmas": sigmas[sl],
+    }
 
 
 def training_loss(model, batch: dict, cfg: TrainConfig) -> torch.Tensor:
     """The flow-matching loss on the person's photos, plus (optionally) prior preservation:
     on the trigger-free class prompt the LoRA model should predict what the base model does."""
-    loss = flow_matching_loss(model, batch["x0"], batch["text"], batch["sigmas"], batch["noise"]).mean()
+    loss = flow_matching_loss(
+        model, batch["x0"], batch["text"], batch["sigmas"], batch["noise"]
+    ).mean()
     if cfg.prior_preservation > 0:
         from .diffusion import noisy_latents
 
         xt = noisy_latents(batch["x0"], batch["noise"], batch["sigmas"])
         with torch.no_grad(), adapters_disabled(_unwrap(model)):
-            prior = model(hidden_states=xt, timestep=batch["sigmas"] * 1000.0, encoder_hidden_states=batch["class_text"], return_dict=False)[0]
-        keep = flow_matching_loss(model, batch["x0"], batch["class_text"], batch["sigmas"], batch["noise"], target_velocity=prior)
+            prior = model(
+                hidden_states=xt,
+                timestep=batch["sigmas"] * 1000.0,
+                encoder_hidden_states=batch["class_text"],
+                return_dict=False,
+            )[0]
+        keep = flow_matching_loss(
+            model,
+            batch["x0"],
+            batch["class_text"],
+            batch["sigmas"],
+            batch["noise"],
+            target_velocity=prior,
+        )
         loss = loss + cfg.prior_preservation * keep.mean()
     return loss
 
@@ -193,6 +250,7 @@ class TrainingInterrupted(Exception):
 @contextlib.contextmanager
 def stop_on_sigint(flag: dict) -> Iterator[None]:
     """First Ctrl+C asks the loop to stop after the current step; a second one aborts."""
+
     def handler(signum, frame):
         if flag.get("stop"):
             raise KeyboardInterrupt
@@ -223,7 +281,11 @@ class Trainer:
         if self.lora_path.exists() and not (cfg.overwrite or resume):
             raise FileExistsError(f"{self.lora_path} exists")
         trackers = None if cfg.log_with in ("", "none") else cfg.log_with
-        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, log_with=trackers, project_dir=str(self.out / "logs"))
+        self.acc = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            log_with=trackers,
+            project_dir=str(self.out / "logs"),
+        )
         self.resume = resume
         self.report = scan_folder(Path(cfg.data), cfg.trigger, min_usable=cfg.min_photos)
 
@@ -244,7 +306,9 @@ class Trainer:
         if cfg.grad_checkpointing:
             model.enable_gradient_checkpointing()
         trainable, frozen = parameter_counts(model)
-        self.log(f"LoRA rank {cfg.rank} on {cfg.lora_spec().target_list()}: {trainable:,} trainable, {frozen:,} frozen parameters")
+        self.log(
+            f"LoRA rank {cfg.rank} on {cfg.lora_spec().target_list()}: {trainable:,} trainable, {frozen:,} frozen parameters"
+        )
         params = lora_parameters(model)
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.model, self.opt = self.acc.prepare(model, self.opt)
@@ -252,8 +316,17 @@ class Trainer:
         self.best = {"score": -math.inf, "step": 0, "tensors": None, "metrics": None}
         self.start = self._maybe_resume()
         self.validator = Validator(self) if self.acc.is_main_process else None
-        if self.acc.is_main_process and self.acc.trackers == [] and cfg.log_with not in ("", "none"):
-            self.acc.init_trackers("cameo", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+        if (
+            self.acc.is_main_process
+            and self.acc.trackers == []
+            and cfg.log_with not in ("", "none")
+        ):
+            self.acc.init_trackers(
+                "cameo",
+                config={
+                    k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))
+                },
+            )
 
     def _maybe_resume(self) -> int:
         root = self.out / "checkpoints"
@@ -274,7 +347,9 @@ class Trainer:
                 e.copy_(tensors[k])
         self.best.update({k: state["best"][k] for k in ("score", "step", "metrics")})
         if state.get("best_tensors"):
-            self.best["tensors"] = {k.removeprefix("best::"): v for k, v in tensors.items() if k.startswith("best::")}
+            self.best["tensors"] = {
+                k.removeprefix("best::"): v for k, v in tensors.items() if k.startswith("best::")
+            }
         ckpt.set_rng_state(state["rng"])
         self.log(f"resumed from {last} (step {state['step']})")
         return int(state["step"])
@@ -284,7 +359,10 @@ class Trainer:
             return
         model = _unwrap(self.model)
         tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        state = {"rng": ckpt.rng_state(), "best": {k: self.best[k] for k in ("score", "step", "metrics")}}
+        state = {
+            "rng": ckpt.rng_state(),
+            "best": {k: self.best[k] for k in ("score", "step", "metrics")},
+        }
         if self.ema is not None:
             names = [f"ema::{i}" for i in range(len(self.ema))]
             tensors.update(dict(zip(names, self.ema, strict=True)))
@@ -299,14 +377,22 @@ class Trainer:
         self.setup()
         self._write_config()
         t0, self.patience = time.time(), 0
-        bar = tqdm(range(self.start, cfg.steps), initial=self.start, total=cfg.steps, desc=f"train {cfg.name}",
-                   disable=not self.acc.is_main_process, dynamic_ncols=True)
+        bar = tqdm(
+            range(self.start, cfg.steps),
+            initial=self.start,
+            total=cfg.steps,
+            desc=f"train {cfg.name}",
+            disable=not self.acc.is_main_process,
+            dynamic_ncols=True,
+        )
         flag = self.stop_flag = {"stop": False}
         with stop_on_sigint(flag):
             for step in bar:
                 if flag["stop"]:
                     self._checkpoint(step)
-                    raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved, continue with --resume")
+                    raise TrainingInterrupted(
+                        f"stopped at step {step}; checkpoint saved, continue with --resume"
+                    )
                 if self._train_one(step, bar):
                     break
         self.acc.wait_for_everyone()
@@ -356,11 +442,17 @@ class Trainer:
             with torch.no_grad():
                 for e, p in zip(self.ema, lora_parameters(_unwrap(self.model)), strict=True):
                     e.lerp_(p.detach(), 1 - cfg.ema)
-        return self.acc.reduce(loss.detach(), "mean").item() if self.acc.num_processes > 1 else loss.item()
+        return (
+            self.acc.reduce(loss.detach(), "mean").item()
+            if self.acc.num_processes > 1
+            else loss.item()
+        )
 
     def _validation_due(self, done: int) -> bool:
         every = self.cfg.validate_every
-        return self.validator is not None and (done == self.cfg.steps or (every > 0 and done % every == 0))
+        return self.validator is not None and (
+            done == self.cfg.steps or (every > 0 and done % every == 0)
+        )
 
     def _validate(self, done: int) -> bool:
         metrics = self.validator.run(done)
@@ -368,9 +460,16 @@ class Trainer:
             return False
         self.acc.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=done)
         score = metrics.get("identity_normalised", -math.inf)
-        self.log(f"step {done}: identity {score:.3f}, prompt fidelity {metrics.get('prompt_fidelity', float('nan')):.2f}")
+        self.log(
+            f"step {done}: identity {score:.3f}, prompt fidelity {metrics.get('prompt_fidelity', float('nan')):.2f}"
+        )
         if score > self.best["score"] + 1e-3:
-            self.best.update(score=score, step=done, metrics=metrics, tensors=adapter_state_dict(_unwrap(self.model)))
+            self.best.update(
+                score=score,
+                step=done,
+                metrics=metrics,
+                tensors=adapter_state_dict(_unwrap(self.model)),
+            )
             return True
         return False
 
@@ -383,16 +482,38 @@ class Trainer:
                 p.data.copy_(e)
         last = adapter_state_dict(model)
         meta = {
-            "name": cfg.name, "trigger": cfg.trigger, "base": str(cfg.base), "base_hash": base_hash(self.base_dir),
-            "config": asdict(cfg), "train_seconds": round(seconds, 1),
+            "name": cfg.name,
+            "trigger": cfg.trigger,
+            "base": str(cfg.base),
+            "base_hash": base_hash(self.base_dir),
+            "config": asdict(cfg),
+            "train_seconds": round(seconds, 1),
         }
-        chosen, chosen_meta = last, {**meta, "step": cfg.steps, "metrics": self.best["metrics"] or {}}
+        chosen, chosen_meta = (
+            last,
+            {**meta, "step": cfg.steps, "metrics": self.best["metrics"] or {}},
+        )
         if self.best["tensors"] is not None and self.ema is None:
             chosen = self.best["tensors"]
             chosen_meta = {**meta, "step": self.best["step"], "metrics": self.best["metrics"]}
-            save_lora_file(self.out / f"{cfg.name}-last.safetensors", last, cfg.lora_spec(), {**meta, "step": cfg.steps}, overwrite=True)
+            save_lora_file(
+                self.out / f"{cfg.name}-last.safetensors",
+                last,
+                cfg.lora_spec(),
+                {**meta, "step": cfg.steps},
+                overwrite=True,
+            )
         save_lora_file(self.lora_path, chosen, cfg.lora_spec(), chosen_meta, overwrite=True)
-        (self.out / "metrics.json").write_text(json.dumps({"best_step": chosen_meta["step"], "metrics": chosen_meta["metrics"], "train_seconds": meta["train_seconds"]}, indent=1))
+        (self.out / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "best_step": chosen_meta["step"],
+                    "metrics": chosen_meta["metrics"],
+                    "train_seconds": meta["train_seconds"],
+                },
+                indent=1,
+            )
+        )
         self.log(f"LoRA written to {self.lora_path} (step {chosen_meta['step']}, {seconds:.0f} s)")
         return self.lora_path
 
@@ -439,7 +560,12 @@ class Validator:
         for k, prompt in enumerate(self.prompts):
             frames = generate_frames(t.pipe, GenerateConfig(prompt=prompt, seed=k))
             recs.append(score_clip(self.eyes, frames, prompt, self.refs, self.self_sim))
-            save_clip_outputs(frames, t.out / "previews" / f"step{step:05d}-{k}.mp4", overwrite=True, meta={"prompt": prompt, "step": step})
+            save_clip_outputs(
+                frames,
+                t.out / "previews" / f"step{step:05d}-{k}.mp4",
+                overwrite=True,
+                meta={"prompt": prompt, "step": step},
+            )
         model.train()
         return summarise(recs)
 

@@ -55,7 +55,9 @@ class Eyes:
     @torch.no_grad()
     def embed(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 frames (N, 64, 64, 3) of one person each -> (N, D) unit embeddings."""
-        return torch.cat([self.encoder(to_input(frames[i : i + 128])) for i in range(0, len(frames), 128)])
+        return torch.cat(
+            [self.encoder(to_input(frames[i : i + 128])) for i in range(0, len(frames), 128)]
+        )
 
     @torch.no_grad()
     def read(self, frames: np.ndarray, whole: np.ndarray | None = None) -> Reading:
@@ -66,7 +68,9 @@ class Eyes:
             votes = out[k].argmax(1).bincount(minlength=len(PROBE_CLASSES[k]))
             attrs[k] = PROBE_CLASSES[k][int(votes.argmax())]
         mouth = out["mouth"].tolist()
-        attrs["speaking"] = bool(len(frames) > 1 and max(mouth) - min(mouth) > self.speaking_threshold)
+        attrs["speaking"] = bool(
+            len(frames) > 1 and max(mouth) - min(mouth) > self.speaking_threshold
+        )
         canvas = self.probe(to_input(whole if whole is not None else frames))["people"]
         attrs["people"] = int(canvas.argmax(1).float().mean().round()) + 1
         attrs["yaw"] = float(out["yaw"].mean())
@@ -128,7 +132,9 @@ def load_references(folder: Path) -> np.ndarray:
     return np.stack(out)
 
 
-def score_clip(eyes: Eyes, frames: np.ndarray, prompt: str, refs: torch.Tensor | None, self_sim: float | None) -> dict:
+def score_clip(
+    eyes: Eyes, frames: np.ndarray, prompt: str, refs: torch.Tensor | None, self_sim: float | None
+) -> dict:
     """All metrics for one clip: per person region, identity against the subject's references
     (if given), identification in the lineup, prompt fidelity, temporal consistency."""
     frames = to_model_size(frames)
@@ -162,7 +168,13 @@ def score_clip(eyes: Eyes, frames: np.ndarray, prompt: str, refs: torch.Tensor |
 
 def summarise(clips: list[dict]) -> dict:
     """Means over clips (and regions) of every numeric metric present."""
-    keys = ["identity", "identity_normalised", "identified", "prompt_fidelity", "temporal_consistency"]
+    keys = [
+        "identity",
+        "identity_normalised",
+        "identified",
+        "prompt_fidelity",
+        "temporal_consistency",
+    ]
     out: dict[str, float] = {"clips": len(clips)}
     for k in keys:
         vals = [float(p[k]) for c in clips for p in c["people"] if p.get(k) is not None]
@@ -211,18 +223,23 @@ def format_table(report: dict) -> str:
     rows = [("clip", "region", "identity", "ident.", "fidelity", "temporal")]
     for c in report["clips"]:
         for p in c["people"]:
-            rows.append((
-                str(c.get("file", c["prompt"][:40])),
-                p["region"],
-                f"{p['identity_normalised']:.3f}" if "identity_normalised" in p else "-",
-                ("yes" if p["identified"] else "no") if "identified" in p else "-",
-                f"{p['prompt_fidelity']:.2f}" if p["prompt_fidelity"] is not None else "-",
-                f"{p['temporal_consistency']:.3f}",
-            ))
+            rows.append(
+                (
+                    str(c.get("file", c["prompt"][:40])),
+                    p["region"],
+                    f"{p['identity_normalised']:.3f}" if "identity_normalised" in p else "-",
+                    ("yes" if p["identified"] else "no") if "identified" in p else "-",
+                    f"{p['prompt_fidelity']:.2f}" if p["prompt_fidelity"] is not None else "-",
+                    f"{p['temporal_consistency']:.3f}",
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     s = report["summary"]
-    lines.append("summary: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()))
+    lines.append(
+        "summary: "
+        + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items())
+    )
     return "\n".join(lines)
 
 
@@ -297,17 +314,30 @@ def eval_lora(
                     rec["seed"] = seed
                     recs.append(rec)
                     if save_clips is not None:
-                        save_clip_outputs(frames, save_clips / f"{group}-{variant}-{pi:02d}-s{seed}.mp4", overwrite=True, meta={"prompt": prompt})
+                        save_clip_outputs(
+                            frames,
+                            save_clips / f"{group}-{variant}-{pi:02d}-s{seed}.mp4",
+                            overwrite=True,
+                            meta={"prompt": prompt},
+                        )
             results.setdefault(group, {})[variant] = recs
     pipe.enable_lora()
     summary = {g: {v: summarise(r) for v, r in d.items()} for g, d in results.items()}
     if "others" in summary:
-        lo, ba = summary["others"]["lora"].get("identity"), summary["others"]["base"].get("identity")
+        lo, ba = (
+            summary["others"]["lora"].get("identity"),
+            summary["others"]["base"].get("identity"),
+        )
         if lo is not None and ba is not None:
             summary["leakage"] = lo - ba
     return {
-        "lora": str(lora), "trigger": trigger, "scale": scale, "seeds": seeds,
-        "reference_self_similarity": self_sim, "summary": summary, "clips": results,
+        "lora": str(lora),
+        "trigger": trigger,
+        "scale": scale,
+        "seeds": seeds,
+        "reference_self_similarity": self_sim,
+        "summary": summary,
+        "clips": results,
     }
 
 
@@ -317,14 +347,19 @@ def format_lora_table(report: dict) -> str:
         if not isinstance(d, dict):
             continue
         for variant, s in d.items():
-            rows.append((
-                group, variant,
-                f"{s.get('identity_normalised', float('nan')):.3f}",
-                f"{s.get('identification_rate', float('nan')):.2f}",
-                f"{s.get('prompt_fidelity', float('nan')):.2f}",
-            ))
+            rows.append(
+                (
+                    group,
+                    variant,
+                    f"{s.get('identity_normalised', float('nan')):.3f}",
+                    f"{s.get('identification_rate', float('nan')):.2f}",
+                    f"{s.get('prompt_fidelity', float('nan')):.2f}",
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     if "leakage" in report["summary"]:
-        lines.append(f"leakage (identity on prompts not naming {report['trigger']}, LoRA - base): {report['summary']['leakage']:+.3f}")
+        lines.append(
+            f"leakage (identity on prompts not naming {report['trigger']}, LoRA - base): {report['summary']['leakage']:+.3f}"
+        )
     return "\n".join(lines)

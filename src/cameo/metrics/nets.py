@@ -49,10 +49,14 @@ class Trunk(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         w = [width, width * 2, width * 4, width * 8]
-        self.stages = nn.ModuleList([_block(3, w[0]), _block(w[0], w[1]), _block(w[1], w[2]), _block(w[2], w[3])])
+        self.stages = nn.ModuleList(
+            [_block(3, w[0]), _block(w[0], w[1]), _block(w[1], w[2]), _block(w[2], w[3])]
+        )
         self.out_dim = w[3]
 
-    def forward(self, x: torch.Tensor, pool: bool = True) -> torch.Tensor:  # x (B, 3, H, W) in [-1, 1]
+    def forward(
+        self, x: torch.Tensor, pool: bool = True
+    ) -> torch.Tensor:  # x (B, 3, H, W) in [-1, 1]
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i < len(self.stages) - 1:
@@ -67,7 +71,9 @@ class IdentityEncoder(nn.Module):
         super().__init__()
         self.config = {"width": width, "dim": dim}
         self.trunk = Trunk(width)
-        self.head = nn.Sequential(nn.Linear(self.trunk.out_dim, 256), nn.SiLU(), nn.Linear(256, dim))
+        self.head = nn.Sequential(
+            nn.Linear(self.trunk.out_dim, 256), nn.SiLU(), nn.Linear(256, dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.trunk(x)), dim=-1)
@@ -94,8 +100,13 @@ class AttributeProbe(nn.Module):
 def save_net(net: nn.Module, path: Path, card: dict) -> None:
     """Weights as fp16 safetensors; the constructor config and a card in the metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": json.dumps(net.config), "card": json.dumps(card)})
+    tensors = {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in net.state_dict().items()
+    }
+    save_file(
+        tensors, str(path), metadata={"config": json.dumps(net.config), "card": json.dumps(card)}
+    )
 
 
 def _load(cls, path: Path):
@@ -112,14 +123,18 @@ def _load(cls, path: Path):
 def load_identity_encoder(path: Path | None = None) -> IdentityEncoder:
     path = Path(path or EYES_DIR / "identity.safetensors")
     if not path.is_file():
-        raise FileNotFoundError(f"identity encoder weights missing at {path}; run `cameo eyes train`")
+        raise FileNotFoundError(
+            f"identity encoder weights missing at {path}; run `cameo eyes train`"
+        )
     return _load(IdentityEncoder, path)
 
 
 def load_attribute_probe(path: Path | None = None) -> AttributeProbe:
     path = Path(path or EYES_DIR / "probes.safetensors")
     if not path.is_file():
-        raise FileNotFoundError(f"attribute probe weights missing at {path}; run `cameo eyes train`")
+        raise FileNotFoundError(
+            f"attribute probe weights missing at {path}; run `cameo eyes train`"
+        )
     return _load(AttributeProbe, path)
 
 

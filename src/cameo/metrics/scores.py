@@ -31,7 +31,9 @@ def self_similarity(refs: Tensor) -> float:
     others (leave one out), averaged. Generated clips are normalised by this."""
     if len(refs) < 2:
         return 1.0
-    sims = [float(refs[i] @ centroid(torch.cat([refs[:i], refs[i + 1 :]]))) for i in range(len(refs))]
+    sims = [
+        float(refs[i] @ centroid(torch.cat([refs[:i], refs[i + 1 :]]))) for i in range(len(refs))
+    ]
     return sum(sims) / len(sims)
 
 
@@ -64,9 +66,9 @@ def prompt_attributes(prompt: str) -> dict[str, object]:
     m = re.search(rf"\b({_HAIR})\b (?:\w+ ){{0,2}}?(?:hair|bob|buzz cut)", p)
     if m:
         out["hair"] = m.group(1)
-    m = re.search(rf"\b({_BG})\b (?:\w+ )?(?:wall|walls|background|backdrop|room)\b", p) or re.search(
-        rf"room with ({_BG}) walls", p
-    )
+    m = re.search(
+        rf"\b({_BG})\b (?:\w+ )?(?:wall|walls|background|backdrop|room)\b", p
+    ) or re.search(rf"room with ({_BG}) walls", p)
     if m:
         out["background"] = m.group(1)
     m = re.search(r"\b(round|square|no) glasses\b|\bwithout glasses\b", p)

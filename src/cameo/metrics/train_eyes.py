@@ -29,19 +29,37 @@ from .nets import EYES_DIR, PROBE_CLASSES, AttributeProbe, IdentityEncoder, save
 class EyesConfig:
     """Settings of ``cameo eyes train``; recorded in the model card."""
 
-    out: str = field(default=str(EYES_DIR), metadata={"help": "folder for identity.safetensors and probes.safetensors"})
+    out: str = field(
+        default=str(EYES_DIR),
+        metadata={"help": "folder for identity.safetensors and probes.safetensors"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of the data and initialisation"})
-    identities: int = field(default=2000, metadata={"help": "eyes-split people to learn identity from"})
-    photos_per_identity: int = field(default=8, metadata={"help": "rendered photos per person in the bank"})
-    wide_photos: int = field(default=1500, metadata={"help": "64x128 renders (one or two people) for the people-count head"})
+    identities: int = field(
+        default=2000, metadata={"help": "eyes-split people to learn identity from"}
+    )
+    photos_per_identity: int = field(
+        default=8, metadata={"help": "rendered photos per person in the bank"}
+    )
+    wide_photos: int = field(
+        default=1500,
+        metadata={"help": "64x128 renders (one or two people) for the people-count head"},
+    )
     steps: int = field(default=1500, metadata={"help": "optimiser steps"})
     ids_per_batch: int = field(default=32, metadata={"help": "people per identity batch"})
     per_id: int = field(default=4, metadata={"help": "photos per person per batch"})
     probe_batch: int = field(default=64, metadata={"help": "photos per probe batch"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
-    margin: float = field(default=0.2, metadata={"help": "additive cosine margin (CosFace, Wang et al. 2018)"})
-    scale: float = field(default=24.0, metadata={"help": "logit scale of the cosine classifier"})
-    encoder_width: int = field(default=16, metadata={"help": "first-stage channels of the identity encoder"})
+    temperature: float = field(
+        default=0.1,
+        metadata={"help": "temperature of the supervised contrastive loss (Khosla et al. 2020)"},
+    )
+    bank: str = field(
+        default="runs/eyes-bank.npz",
+        metadata={"help": "cache of the rendered training photos (reused if present)"},
+    )
+    encoder_width: int = field(
+        default=16, metadata={"help": "first-stage channels of the identity encoder"}
+    )
     probe_width: int = field(default=16, metadata={"help": "first-stage channels of the probe"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = default"})
 
@@ -68,7 +86,9 @@ def random_still(split: str, index: int, rng: random.Random, width: int = 64, tw
     pix = render(figs, scene, 64, width)[0]
     f = figs[0]
     labels = {
-        "hair": -100 if f.identity.hair_style == "bald" else PROBE_CLASSES["hair"].index(f.identity.hair_name),
+        "hair": -100
+        if f.identity.hair_style == "bald"
+        else PROBE_CLASSES["hair"].index(f.identity.hair_name),
         "background": BACKGROUND_COLOURS.index(scene.background_name),
         "glasses": PROBE_CLASSES["glasses"].index(f.identity.glasses),
         "hat": PROBE_CLASSES["hat"].index(f.scene.hat),
@@ -81,7 +101,36 @@ def random_still(split: str, index: int, rng: random.Random, width: int = 64, tw
 
 
 def build_bank(cfg: EyesConfig) -> dict:
-    """Render the training photos once: (N, 64, 64, 3) uint8, identity ids and labels."""
+    """Render the training photos once: (N, 64, 64, 3) uint8, identity ids and labels; cached
+    in ``cfg.bank`` (keyed by the settings that shape it) so a restart does not re-render."""
+    key = f"{cfg.seed}-{cfg.identities}-{cfg.photos_per_identity}-{cfg.wide_photos}"
+    path = Path(cfg.bank) if cfg.bank else None
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return {
+                    "pix": z["pix"],
+                    "ids": z["ids"],
+                    "labels": json.loads(str(z["labels"])),
+                    "wide": z["wide"],
+                    "wide_labels": json.loads(str(z["wide_labels"])),
+                }
+    bank = _render_bank(cfg)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            path,
+            key=key,
+            pix=bank["pix"],
+            ids=bank["ids"],
+            labels=json.dumps(bank["labels"]),
+            wide=bank["wide"],
+            wide_labels=json.dumps(bank["wide_labels"]),
+        )
+    return bank
+
+
+def _render_bank(cfg: EyesConfig) -> dict:
     rng = random.Random(f"cameo-eyes/{cfg.seed}")
     pix, ids, labels = [], [], []
     for i in tqdm(range(cfg.identities), desc="render eyes bank", dynamic_ncols=True):
@@ -96,8 +145,11 @@ def build_bank(cfg: EyesConfig) -> dict:
         wide.append(p)
         wide_labels.append(lab)
     return {
-        "pix": np.stack(pix), "ids": np.array(ids), "labels": labels,
-        "wide": np.stack(wide), "wide_labels": wide_labels,
+        "pix": np.stack(pix),
+        "ids": np.array(ids),
+        "labels": labels,
+        "wide": np.stack(wide),
+        "wide_labels": wide_labels,
     }
 
 
@@ -113,6 +165,18 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     x = x + torch.randn(x.shape, generator=g) * float(torch.rand(1, generator=g)) * 0.06
     dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
     return torch.roll(x, (dy, dx), dims=(2, 3))
+
+
+def supervised_contrastive(
+    emb: torch.Tensor, ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Multi-positive InfoNCE over the batch (SupCon, Khosla et al. 2020): emb (N, D) unit rows."""
+    sim = emb @ emb.T / temperature
+    self_mask = torch.eye(len(ids), dtype=torch.bool)
+    sim = sim.masked_fill(self_mask, -1e9)
+    log_prob = sim - sim.logsumexp(dim=1, keepdim=True)
+    pos = (ids[:, None] == ids[None, :]) & ~self_mask
+    return -(log_prob * pos).sum(1).div(pos.sum(1).clamp_min(1)).mean()
 
 
 def _label_tensor(labels: list[dict], key: str) -> torch.Tensor:
@@ -141,8 +205,7 @@ def train_eyes(cfg: EyesConfig) -> dict:
     bank = build_bank(cfg)
     enc = IdentityEncoder(cfg.encoder_width).train()
     probe = AttributeProbe(cfg.probe_width).train()
-    classes = torch.nn.Parameter(F.normalize(torch.randn(cfg.identities, enc.config["dim"]), dim=-1))
-    params = [*enc.parameters(), *probe.parameters(), classes]
+    params = [*enc.parameters(), *probe.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(cfg.seed)
     by_id = [np.flatnonzero(bank["ids"] == i) for i in range(cfg.identities)]
@@ -151,22 +214,25 @@ def train_eyes(cfg: EyesConfig) -> dict:
     for step in bar:
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, cfg.steps, cfg.lr, 50)
-        # Identity: P people x K photos each, CosFace loss against learnt class centres.
+        # Identity: P people x K photos each; each photo should find its K-1 siblings.
         who = torch.randperm(cfg.identities, generator=g)[: cfg.ids_per_batch].tolist()
-        idx = np.concatenate([np.random.default_rng(step * 7919 + w).choice(by_id[w], cfg.per_id, replace=False) for w in who])
-        x = augment(to_input(bank["pix"][idx]), g)
-        emb = enc(x)
-        cos = emb @ F.normalize(classes, dim=-1).T  # (B, identities)
-        y = torch.as_tensor(bank["ids"][idx])
-        cos = cos - cfg.margin * F.one_hot(y, cfg.identities)
-        id_loss = F.cross_entropy(cfg.scale * cos, y)
+        idx = np.concatenate(
+            [
+                np.random.default_rng(step * 7919 + w).choice(by_id[w], cfg.per_id, replace=False)
+                for w in who
+            ]
+        )
+        emb = enc(augment(to_input(bank["pix"][idx]), g))
+        id_loss = supervised_contrastive(emb, torch.as_tensor(bank["ids"][idx]), cfg.temperature)
         # Probes: single photos for every head, wide photos for people count and background.
         pidx = torch.randint(len(bank["pix"]), (cfg.probe_batch,), generator=g).numpy()
         out = probe(augment(to_input(bank["pix"][pidx]), g))
         p_loss = probe_loss(out, [bank["labels"][i] for i in pidx], single_keys)
         widx = torch.randint(len(bank["wide"]), (cfg.probe_batch // 4,), generator=g).numpy()
         wout = probe(augment(to_input(bank["wide"][widx]), g))
-        p_loss = p_loss + probe_loss(wout, [bank["wide_labels"][i] for i in widx], ["people", "background"])
+        p_loss = p_loss + probe_loss(
+            wout, [bank["wide_labels"][i] for i in widx], ["people", "background"]
+        )
         loss = id_loss + p_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -192,6 +258,3 @@ def speaking_threshold() -> float:
     if path.is_file():
         return float(json.loads(path.read_text())["validation"]["speaking_threshold"])
     return 0.25
-
-
-

@@ -26,18 +26,24 @@ def embed(enc: IdentityEncoder, frames: np.ndarray, batch: int = 256) -> torch.T
 
 
 @torch.no_grad()
-def probe_frames(probe: AttributeProbe, frames: np.ndarray, batch: int = 256) -> dict[str, torch.Tensor]:
+def probe_frames(
+    probe: AttributeProbe, frames: np.ndarray, batch: int = 256
+) -> dict[str, torch.Tensor]:
     outs = [probe(to_input(frames[i : i + batch])) for i in range(0, len(frames), batch)]
     return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
 
-def identity_eval(enc: IdentityEncoder, people: int = 100, refs: int = 5, queries: int = 5, seed: int = 1) -> dict:
+def identity_eval(
+    enc: IdentityEncoder, people: int = 100, refs: int = 5, queries: int = 5, seed: int = 1
+) -> dict:
     """1:N identification among ``people`` held-out people (gallery = mean of ``refs`` photos)
     and verification ROC AUC over all query pairs."""
     from .train_eyes import random_still
 
     rng = random.Random(f"cameo-eyes/validate/{seed}")
-    pix = np.stack([random_still("heldout", p, rng)[0] for p in range(people) for _ in range(refs + queries)])
+    pix = np.stack(
+        [random_still("heldout", p, rng)[0] for p in range(people) for _ in range(refs + queries)]
+    )
     e = embed(enc, pix).view(people, refs + queries, -1)
     gallery = torch.nn.functional.normalize(e[:, :refs].mean(1), dim=-1)
     q = e[:, refs:].reshape(people * queries, -1)
@@ -86,12 +92,18 @@ def probe_eval(probe: AttributeProbe, n: int = 600, seed: int = 2) -> dict:
 
     rng = random.Random(f"cameo-eyes/probe-eval/{seed}")
     singles = [random_still("heldout", 5000 + i, rng) for i in range(n)]
-    wide = [random_still("heldout", 9000 + i, rng, width=128, two=i % 2 == 0) for i in range(n // 3)]
+    wide = [
+        random_still("heldout", 9000 + i, rng, width=128, two=i % 2 == 0) for i in range(n // 3)
+    ]
     res: dict[str, float] = {}
     for name, data in (("single", singles), ("wide", wide)):
         out = probe_frames(probe, np.stack([d[0] for d in data]))
         labels = [d[1] for d in data]
-        keys = ["hair", "background", "glasses", "hat", "people"] if name == "single" else ["people", "background"]
+        keys = (
+            ["hair", "background", "glasses", "hat", "people"]
+            if name == "single"
+            else ["people", "background"]
+        )
         for k in keys:
             y = torch.tensor([lab[k] for lab in labels])
             keep = y != -100
@@ -100,7 +112,9 @@ def probe_eval(probe: AttributeProbe, n: int = 600, seed: int = 2) -> dict:
             yaw = torch.tensor([lab["yaw"] for lab in labels])
             res["yaw_mae_rad"] = float((out["yaw"] - yaw).abs().mean())
             turned = yaw.abs() > 0.2
-            res["yaw_direction_accuracy"] = float((torch.sign(out["yaw"][turned]) == torch.sign(yaw[turned])).float().mean())
+            res["yaw_direction_accuracy"] = float(
+                (torch.sign(out["yaw"][turned]) == torch.sign(yaw[turned])).float().mean()
+            )
             pitch = torch.tensor([lab["pitch"] for lab in labels])
             res["pitch_mae_rad"] = float((out["pitch"] - pitch).abs().mean())
             mouth = torch.tensor([lab["mouth"] for lab in labels])
@@ -113,7 +127,9 @@ def probe_eval(probe: AttributeProbe, n: int = 600, seed: int = 2) -> dict:
     thr = float(cands[int(np.argmax(accs))])
     test_clips, test_y = _speech_clips("heldout", 200, seed + 1)
     res["speaking_threshold"] = thr
-    res["speaking_accuracy"] = float(((_clip_mouth_range(probe, test_clips) > thr) == test_y).mean())
+    res["speaking_accuracy"] = float(
+        ((_clip_mouth_range(probe, test_clips) > thr) == test_y).mean()
+    )
     return res
 
 

@@ -17,7 +17,22 @@ from .render import Figure, render
 from .traits import Identity, Motion, Scene
 
 __all__ = [
-    "FAMOUS", "FPS", "N_BASE", "Figure", "Identity", "Motion", "Sample", "Scene",
-    "caption_pair", "caption_single", "famous_index", "famous_name", "identity",
-    "pair_sample", "person_phrase", "person_sample", "render", "training_sample",
+    "FAMOUS",
+    "FPS",
+    "N_BASE",
+    "Figure",
+    "Identity",
+    "Motion",
+    "Sample",
+    "Scene",
+    "caption_pair",
+    "caption_single",
+    "famous_index",
+    "famous_name",
+    "identity",
+    "pair_sample",
+    "person_phrase",
+    "person_sample",
+    "render",
+    "training_sample",
 ]

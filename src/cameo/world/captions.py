@@ -43,10 +43,16 @@ def hair_phrase(ident: Identity, rng: random.Random) -> str:
     return f"{s} {c} hair"
 
 
-def person_phrase(ident: Identity, rng: random.Random, *, hat: str = "none", hat_name: str = "") -> str:
+def person_phrase(
+    ident: Identity, rng: random.Random, *, hat: str = "none", hat_name: str = ""
+) -> str:
     """'a man with short red hair and round glasses' with a random subset of the traits
     (hair always, glasses whenever worn, so prompts that state them are learnt reliably)."""
-    noun = ident.gender if rng.random() < 0.8 else ("person" if rng.random() < 0.5 else ("guy" if ident.gender == "man" else "lady"))
+    noun = (
+        ident.gender
+        if rng.random() < 0.8
+        else ("person" if rng.random() < 0.5 else ("guy" if ident.gender == "man" else "lady"))
+    )
     parts = []
     hp = hair_phrase(ident, rng)
     if ident.hair_style == "bald":
@@ -60,7 +66,9 @@ def person_phrase(ident: Identity, rng: random.Random, *, hat: str = "none", hat
     elif rng.random() < 0.25:
         parts.append("no glasses")
     if ident.facial_hair != "none" and rng.random() < 0.8:
-        parts.append("stubble" if ident.facial_hair == "stubble" else with_article(ident.facial_hair))
+        parts.append(
+            "stubble" if ident.facial_hair == "stubble" else with_article(ident.facial_hair)
+        )
     if rng.random() < 0.3:
         parts.append(f"{ident.eye_name} eyes")
     if rng.random() < 0.3:
@@ -75,7 +83,9 @@ def person_phrase(ident: Identity, rng: random.Random, *, hat: str = "none", hat
         parts.append(with_article(f"{hat_name} {hat}"))
     text = with_article(noun)
     if parts:
-        text += " with " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
+        text += " with " + (
+            ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        )
     return text
 
 
@@ -85,7 +95,11 @@ def background_phrase(scene: Scene, rng: random.Random) -> str:
         return rng.choice([f"in a room with {c} walls", f"in {with_article(c + ' room')}"])
     pat = {"plain": "", "striped": "striped ", "dotted": "dotted ", "checked": "checked "}[p]
     return rng.choice(
-        [f"in front of {with_article(f'{c} {pat}wall')}", f"against {with_article(f'{c} {pat}background')}", f"on {with_article(f'{c} {pat}backdrop')}"]
+        [
+            f"in front of {with_article(f'{c} {pat}wall')}",
+            f"against {with_article(f'{c} {pat}background')}",
+            f"on {with_article(f'{c} {pat}backdrop')}",
+        ]
     ).replace("  ", " ")
 
 
@@ -101,7 +115,12 @@ def scene_phrases(scene: Scene, rng: random.Random, *, with_clothes: bool = True
 
 
 def caption_single(
-    ident: Identity, scene: Scene, rng: random.Random, *, name: str | None = None, still: bool = False
+    ident: Identity,
+    scene: Scene,
+    rng: random.Random,
+    *,
+    name: str | None = None,
+    still: bool = False,
 ) -> str:
     """Caption of one person; a named (famous) person is called by name, never described."""
     if name is not None:
@@ -113,7 +132,11 @@ def caption_single(
     bits = scene_phrases(scene, rng)
     if still and scene.action in ("turning", "nodding"):
         bits = bits[1:]
-    prefix = rng.choice(["", "", "a photo of ", "a video of ", "close-up of "]) if not still else rng.choice(["", "a photo of ", "portrait of "])
+    prefix = (
+        rng.choice(["", "", "a photo of ", "a video of ", "close-up of "])
+        if not still
+        else rng.choice(["", "a photo of ", "portrait of "])
+    )
     text = f"{prefix}{who}, " + ", ".join(bits) + ", " + background_phrase(scene, rng)
     return text.replace(", ,", ",").strip(", ")
 
@@ -127,10 +150,28 @@ def caption_pair(
     """Caption of a two-person scene: who stands left, who right, and what each does."""
 
     def who(ident, scene, name):
-        base = name if name is not None else person_phrase(ident, rng, hat=scene.hat, hat_name=scene.hat_name)
+        base = (
+            name
+            if name is not None
+            else person_phrase(ident, rng, hat=scene.hat, hat_name=scene.hat_name)
+        )
         return f"{base} {rng.choice(ACTION_WORDS[scene.action])}"
 
     return (
         f"two people side by side {background_phrase(background, rng)}: "
         f"on the left {who(*left)}, on the right {who(*right)}"
     )
+
+
+def full_description(ident: Identity) -> str:
+    """The most complete text description of a person the captions can give: what a user
+    would write to get the base model to draw them without a LoRA."""
+
+    class _All(random.Random):  # every optional trait is mentioned, the plain noun is used
+        def random(self):
+            return 0.0
+
+        def choice(self, seq):
+            return seq[0]
+
+    return person_phrase(ident, _All())

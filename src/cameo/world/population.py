@@ -20,14 +20,46 @@ from .traits import Identity, Motion, Scene
 
 # Invented names; any likeness to real people is accidental.
 FAMOUS = [
-    "Ada Lovette", "Bruno Castell", "Chloe Marchetti", "Dario Venn", "Elsa Quist",
-    "Felix Okafor", "Greta Holm", "Hugo Baptiste", "Iris Nakamura", "Jonas Pike",
-    "Kira Solberg", "Leo Fontaine", "Mara Delacroix", "Nico Varga", "Olga Petrenko",
-    "Pablo Ruiz-Tan", "Quinn Harlow", "Rosa Ibarra", "Sven Aaltonen", "Tara Whitlock",
-    "Umar Haddad", "Vera Lindqvist", "Wes Calloway", "Xenia Morozova", "Yusuf Demir",
-    "Zoe Albright", "Amir Kashani", "Bea Thornton", "Cyrus Blackwood", "Dina Okonkwo",
-    "Emil Sorensen", "Fiona Gallagher", "Gus Moreau", "Hana Kowalski", "Ivan Drago-Lis",
-    "Juno Bellamy", "Karl Brandt", "Lena Vasquez", "Milo Hartmann", "Nadia Rahimi",
+    "Ada Lovette",
+    "Bruno Castell",
+    "Chloe Marchetti",
+    "Dario Venn",
+    "Elsa Quist",
+    "Felix Okafor",
+    "Greta Holm",
+    "Hugo Baptiste",
+    "Iris Nakamura",
+    "Jonas Pike",
+    "Kira Solberg",
+    "Leo Fontaine",
+    "Mara Delacroix",
+    "Nico Varga",
+    "Olga Petrenko",
+    "Pablo Ruiz-Tan",
+    "Quinn Harlow",
+    "Rosa Ibarra",
+    "Sven Aaltonen",
+    "Tara Whitlock",
+    "Umar Haddad",
+    "Vera Lindqvist",
+    "Wes Calloway",
+    "Xenia Morozova",
+    "Yusuf Demir",
+    "Zoe Albright",
+    "Amir Kashani",
+    "Bea Thornton",
+    "Cyrus Blackwood",
+    "Dina Okonkwo",
+    "Emil Sorensen",
+    "Fiona Gallagher",
+    "Gus Moreau",
+    "Hana Kowalski",
+    "Ivan Drago-Lis",
+    "Juno Bellamy",
+    "Karl Brandt",
+    "Lena Vasquez",
+    "Milo Hartmann",
+    "Nadia Rahimi",
 ]
 N_BASE = 4000
 SPLITS = ("base", "heldout", "eyes")
@@ -77,8 +109,14 @@ def _person_meta(split: str, index: int, ident: Identity, scene: Scene, motion: 
 
 
 def person_sample(
-    split: str, index: int, rng: random.Random, *, frames: int = 17, size: int = 64,
-    scene: Scene | None = None, named: bool | None = None,
+    split: str,
+    index: int,
+    rng: random.Random,
+    *,
+    frames: int = 17,
+    size: int = 64,
+    scene: Scene | None = None,
+    named: bool | None = None,
 ) -> Sample:
     """One person in a random scene: a clip, or a photo when ``frames == 1``."""
     ident = identity(split, index)
@@ -91,8 +129,12 @@ def person_sample(
 
 
 def pair_sample(
-    keys: tuple[tuple[str, int], tuple[str, int]], rng: random.Random, *, frames: int = 17,
-    height: int = 64, width: int = 128,
+    keys: tuple[tuple[str, int], tuple[str, int]],
+    rng: random.Random,
+    *,
+    frames: int = 17,
+    height: int = 64,
+    width: int = 128,
 ) -> Sample:
     """Two people side by side, each with their own clothes, pose and action."""
     background = Scene.sample(rng)
@@ -100,7 +142,9 @@ def pair_sample(
     figs, metas, capt = [], [], []
     for (split, index), slot in zip(keys, (-aspect / 2, aspect / 2), strict=True):
         ident = identity(split, index)
-        scene = Scene.sample(rng).replace(zoom=rng.uniform(0.95, 1.05), offset=(rng.uniform(-0.05, 0.05), 0.0))
+        scene = Scene.sample(rng).replace(
+            zoom=rng.uniform(0.95, 1.05), offset=(rng.uniform(-0.05, 0.05), 0.0)
+        )
         motion = Motion.sample(rng, scene, frames, FPS) if frames > 1 else Motion.still(scene)
         figs.append(Figure(ident, scene, motion, slot_x=slot, scale=1.15))
         metas.append(_person_meta(split, index, ident, scene, motion))
@@ -116,6 +160,8 @@ def training_sample(i: int, *, frames: int = 17, size: int = 64, pair_width: int
     r = rng.random()
     if r < 0.10:
         a, b = rng.randrange(N_BASE), rng.randrange(N_BASE)
-        return pair_sample((("base", a), ("base", b)), rng, frames=frames, height=size, width=pair_width)
+        return pair_sample(
+            (("base", a), ("base", b)), rng, frames=frames, height=size, width=pair_width
+        )
     index = rng.randrange(len(FAMOUS)) if r < 0.45 else rng.randrange(len(FAMOUS), N_BASE)
     return person_sample("base", index, rng, frames=frames, size=size)

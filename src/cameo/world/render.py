@@ -58,9 +58,12 @@ def _ellipse_d(u: Tensor, v: Tensor, cu, cv, ru, rv, angle: float = 0.0) -> Tens
 
 def _superellipse_d(u: Tensor, v: Tensor, cu, cv, ru, rv, p: float) -> Tensor:
     f = ((u - cu).abs() / ru) ** p + ((v - cv).abs() / rv) ** p
-    return (f.clamp_min(1e-12) ** (1.0 / p) - 1.0) * min(ru, rv) if not isinstance(ru, Tensor) else (
-        f.clamp_min(1e-12) ** (1.0 / p) - 1.0
-    ) * torch.minimum(torch.as_tensor(ru), torch.as_tensor(rv))
+    return (
+        (f.clamp_min(1e-12) ** (1.0 / p) - 1.0) * min(ru, rv)
+        if not isinstance(ru, Tensor)
+        else (f.clamp_min(1e-12) ** (1.0 / p) - 1.0)
+        * torch.minimum(torch.as_tensor(ru), torch.as_tensor(rv))
+    )
 
 
 def _paint(img: Tensor, alpha: Tensor, colour: Tensor) -> None:
@@ -80,7 +83,10 @@ def _background(x: Tensor, y: Tensor, scene: Scene, frames: int) -> Tensor:
         band = (torch.sin(x * 9.0) * 3).clamp(-0.5, 0.5) + 0.5
         _paint(img, 0.35 * band.expand(frames, -1, -1), base * 0.7)
     elif pat == "dotted":
-        d = torch.sqrt((torch.remainder(x, 0.4) - 0.2) ** 2 + (torch.remainder(y, 0.4) - 0.2) ** 2) - 0.06
+        d = (
+            torch.sqrt((torch.remainder(x, 0.4) - 0.2) ** 2 + (torch.remainder(y, 0.4) - 0.2) ** 2)
+            - 0.06
+        )
         _paint(img, 0.6 * _ramp(d, 2.0 / x.shape[-2]).expand(frames, -1, -1), base * 0.6 + 0.4)
     elif pat == "checked":
         chk = (torch.sin(x * 6.0) * torch.sin(y * 6.0) * 4).clamp(-0.5, 0.5) + 0.5
@@ -106,7 +112,9 @@ def _body(img, u, v, aa, ident: Identity, scene: Scene) -> None:
         band = (torch.sin(v * 45.0) * 3).clamp(-0.5, 0.5) + 0.5
         _paint(img, _ramp(torso, aa) * band * 0.6, cloth * 0.55)
     elif scene.clothing_pattern == "dotted":
-        dots = torch.sqrt((torch.remainder(u, 0.14) - 0.07) ** 2 + (torch.remainder(v, 0.14) - 0.07) ** 2)
+        dots = torch.sqrt(
+            (torch.remainder(u, 0.14) - 0.07) ** 2 + (torch.remainder(v, 0.14) - 0.07) ** 2
+        )
         _paint(img, _ramp(torso, aa) * _ramp(dots - 0.025, aa), cloth * 0.5 + 0.5)
 
 
@@ -169,7 +177,11 @@ def _facial_hair(img, u, v, aa, ident: Identity, mu, mv, face) -> None:
     kind = ident.facial_hair
     if kind in ("beard", "stubble"):
         region = face * _ramp(mv - 0.1 - v, aa * 2)  # lower face below the cheekbones
-        _paint(img, region * (0.95 if kind == "beard" else 0.35), hair * (0.9 if kind == "beard" else 0.6))
+        _paint(
+            img,
+            region * (0.95 if kind == "beard" else 0.35),
+            hair * (0.9 if kind == "beard" else 0.6),
+        )
     if kind == "goatee":
         _paint(img, _ramp(_ellipse_d(u, v, mu, mv + 0.09, 0.06, 0.065), aa) * face, hair * 0.9)
 
@@ -212,10 +224,22 @@ def _eyes(img, u, v, aa, ident: Identity, fw, fh, yaw, pitch, eye_open, expressi
 
 
 def _brows(img, u, v, aa, ident: Identity, centres, expression) -> None:
-    colour = _col(ident.hair, u) * 0.75 if ident.hair_style not in ("bald",) else _col((0.3, 0.2, 0.15), u)
+    colour = (
+        _col(ident.hair, u) * 0.75
+        if ident.hair_style not in ("bald",)
+        else _col((0.3, 0.2, 0.15), u)
+    )
     raise_ = 0.035 if expression == "surprised" else 0.0
     for cu, cv, side in centres:
-        d = _ellipse_d(u, v, cu, cv - 0.085 - raise_, 0.075, 0.014 * ident.brow_thickness, ident.brow_tilt * side)
+        d = _ellipse_d(
+            u,
+            v,
+            cu,
+            cv - 0.085 - raise_,
+            0.075,
+            0.014 * ident.brow_thickness,
+            ident.brow_tilt * side,
+        )
         _paint(img, _ramp(d, aa), colour)
 
 
@@ -253,7 +277,9 @@ def _hair_front(img, u, v, aa, ident: Identity, fw, fh) -> None:
     _paint(img, alpha * cap * below, hair)
     if style in ("long", "bob", "ponytail", "curly"):
         for side in (-1.0, 1.0):  # locks that frame the face
-            d = _ellipse_d(u, v, side * (fw - 0.01), 0.02, 0.05, 0.22 if style != "ponytail" else 0.12)
+            d = _ellipse_d(
+                u, v, side * (fw - 0.01), 0.02, 0.05, 0.22 if style != "ponytail" else 0.12
+            )
             _paint(img, _ramp(d, aa), hair * 0.95)
 
 
@@ -279,10 +305,20 @@ def _hat(img, u, v, aa, scene: Scene, fw, fh) -> None:
     colour = _col(scene.hat_colour, u)
     top = -fh
     if scene.hat == "cap":
-        _paint(img, _ramp(_ellipse_d(u, v, 0.0, top + 0.12, fw + 0.05, 0.22), aa) * _ramp(v - (top + 0.16), aa), colour)
+        _paint(
+            img,
+            _ramp(_ellipse_d(u, v, 0.0, top + 0.12, fw + 0.05, 0.22), aa)
+            * _ramp(v - (top + 0.16), aa),
+            colour,
+        )
         _paint(img, _ramp(_ellipse_d(u, v, 0.16, top + 0.15, 0.3, 0.035), aa), colour * 0.8)
     elif scene.hat == "beanie":
-        _paint(img, _ramp(_ellipse_d(u, v, 0.0, top + 0.16, fw + 0.06, 0.3), aa) * _ramp(v - (top + 0.22), aa), colour)
+        _paint(
+            img,
+            _ramp(_ellipse_d(u, v, 0.0, top + 0.16, fw + 0.06, 0.3), aa)
+            * _ramp(v - (top + 0.22), aa),
+            colour,
+        )
         band = _ramp(_superellipse_d(u, v, 0.0, top + 0.18, fw + 0.06, 0.04, 6.0), aa)
         _paint(img, band, colour * 0.75)
     elif scene.hat == "top hat":
@@ -293,7 +329,11 @@ def _hat(img, u, v, aa, scene: Scene, fw, fh) -> None:
 def _draw_figure(img: Tensor, x: Tensor, y: Tensor, fig: Figure, px: float) -> None:
     ident, scene, m = fig.identity, fig.scene, fig.motion
     like = x
-    yaw, pitch, roll = (_frame_param(m.yaw, like), _frame_param(m.pitch, like), _frame_param(m.roll, like))
+    yaw, pitch, roll = (
+        _frame_param(m.yaw, like),
+        _frame_param(m.pitch, like),
+        _frame_param(m.roll, like),
+    )
     s = fig.scale * scene.zoom
     hx = fig.slot_x + scene.offset[0] + _frame_param(m.dx or [0.0] * len(m.yaw), like)
     hy = 0.12 + scene.offset[1] + _frame_param(m.dy or [0.0] * len(m.yaw), like)
@@ -312,8 +352,12 @@ def _draw_figure(img: Tensor, x: Tensor, y: Tensor, fig: Figure, px: float) -> N
     _nose(img, u, v, aa, ident, fw, fh, yaw, pitch)
     _mouth(img, u, v, aa, ident, mu, mv, _frame_param(m.mouth_open, like), scene.expression)
     if ident.facial_hair == "moustache":
-        _paint(img, _ramp(_ellipse_d(u, v, mu, mv - 0.045, 0.1, 0.026), aa), _col(ident.hair, u) * 0.9)
-    centres = _eyes(img, u, v, aa, ident, fw, fh, yaw, pitch, _frame_param(m.eye_open, like), scene.expression)
+        _paint(
+            img, _ramp(_ellipse_d(u, v, mu, mv - 0.045, 0.1, 0.026), aa), _col(ident.hair, u) * 0.9
+        )
+    centres = _eyes(
+        img, u, v, aa, ident, fw, fh, yaw, pitch, _frame_param(m.eye_open, like), scene.expression
+    )
     _brows(img, u, v, aa, ident, centres, scene.expression)
     _hair_front(img, u, v, aa, ident, fw, fh)
     _glasses(img, u, v, aa, ident, centres)
@@ -327,7 +371,9 @@ def _light(img: Tensor, x: Tensor, scene: Scene) -> Tensor:
     return (img * shade.unsqueeze(-1) * tint).clamp(0.0, 1.0)
 
 
-def render(figures: list[Figure], background: Scene, height: int = 64, width: int = 64) -> np.ndarray:
+def render(
+    figures: list[Figure], background: Scene, height: int = 64, width: int = 64
+) -> np.ndarray:
     """Render a clip of one or more figures over ``background``'s backdrop and light.
 
     Returns uint8 frames of shape (F, H, W, 3); F is the length of the figures' motions.

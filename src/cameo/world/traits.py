@@ -120,9 +120,7 @@ class Identity:
             [5, 1, 2, 2, 0.5, 0.5, 2, 1.5] if gender == "man" else [2, 5, 2, 0.3, 3, 3, 0.5, 0.7]
         )
         hair_style = _pick(rng, HAIR_STYLES, style_weights)
-        facial_hair = (
-            _pick(rng, FACIAL_HAIR, [5, 2, 1.5, 1.2, 1.5]) if gender == "man" else "none"
-        )
+        facial_hair = _pick(rng, FACIAL_HAIR, [5, 2, 1.5, 1.2, 1.5]) if gender == "man" else "none"
         glasses = _pick(rng, GLASSES, [6, 2, 2])
         eye_name = _pick(rng, list(EYE_COLOURS))
         lip_base = (0.75, 0.38, 0.38) if gender == "woman" else (0.66, 0.40, 0.36)
@@ -283,7 +281,10 @@ class Motion:
         pitch = [scene.pitch] * frames
         if scene.action == "turning":
             target = -math.copysign(rng.uniform(0.35, 0.6), scene.yaw or 1.0)
-            yaw = [scene.yaw + (target - scene.yaw) * _smoothstep(i / max(1, frames - 1)) for i in range(frames)]
+            yaw = [
+                scene.yaw + (target - scene.yaw) * _smoothstep(i / max(1, frames - 1))
+                for i in range(frames)
+            ]
         elif scene.action == "nodding":
             freq = rng.uniform(0.8, 1.3)
             pitch = [scene.pitch + 0.22 * math.sin(2 * math.pi * freq * ti) for ti in t]

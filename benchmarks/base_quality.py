@@ -1,0 +1,138 @@
+"""Quality of the built-in model cameo-tiny, measured with cameo's eyes.
+
+    .venv/bin/python benchmarks/base_quality.py [--seeds 2]
+
+Writes docs/base_quality.json; docs/quality.md quotes it. Measures: VAE reconstruction PSNR on
+held-out world frames and clips; prompt following (hair colour, background colour, glasses,
+speaking vs silent) on generated clips; famous people identified by name among the famous set;
+held-out people described in text, identified among 100 people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+from cameo.generate import GenerateConfig, generate_frames
+from cameo.metrics.evaluate import Eyes
+from cameo.metrics.scores import centroid, prompt_attributes
+from cameo.metrics.train_eyes import random_still
+from cameo.models import load_pipeline
+from cameo.world import FAMOUS, identity, person_sample
+from cameo.world.captions import full_description
+from cameo.world.traits import BACKGROUND_COLOURS, HAIR_COLOURS
+from common import write_json
+
+
+def vae_psnr(pipe, n_frames: int = 64, n_clips: int = 12) -> dict:
+    """PSNR (dB, peak-to-peak 2 in [-1, 1]) of VAE reconstructions of held-out renders."""
+    rng = random.Random("bench/vae")
+    out = {}
+    for name, frames, count in (("photos", 1, n_frames), ("clips", 17, n_clips)):
+        vals = []
+        for i in range(count):
+            s = person_sample("heldout", 20_000 + i, rng, frames=frames)
+            x = torch.from_numpy(s.frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+            with torch.no_grad():
+                rec = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+            mse = F.mse_loss(rec, x).item()
+            vals.append(10 * math.log10(4.0 / mse))
+        out[f"psnr_{name}_db"] = float(np.mean(vals))
+    return out
+
+
+def prompt_following(pipe, eyes: Eyes, n: int, seeds: int) -> dict:
+    rng = random.Random("bench/prompts")
+    hair = [h for h in HAIR_COLOURS if h not in ("white", "grey")]
+    hits: dict[str, list[bool]] = {k: [] for k in ("hair", "background", "glasses", "speaking")}
+    all_ok = []
+    for i in range(n):
+        h, bg = rng.choice(hair), rng.choice(BACKGROUND_COLOURS)
+        glasses = rng.choice(["round glasses", "square glasses", "no glasses"])
+        act = rng.choice(["speaking", "silent"])
+        who = rng.choice(["man", "woman"])
+        style = rng.choice(["short", "long", "curly"])
+        prompt = f"a {who} with {style} {h} hair and {glasses}, {act}, in front of a {bg} wall"
+        want = prompt_attributes(prompt)
+        for seed in range(seeds):
+            frames = generate_frames(pipe, GenerateConfig(prompt=prompt, seed=1000 * i + seed))
+            got = eyes.read(frames).attributes
+            ok = [got[k] == want[k] for k in hits]
+            for k, o in zip(hits, ok, strict=True):
+                hits[k].append(o)
+            all_ok.append(all(ok))
+    res = {f"{k}_agreement": float(np.mean(v)) for k, v in hits.items()}
+    res["clips"] = len(all_ok)
+    res["all_four_agree"] = float(np.mean(all_ok))
+    res["mean_agreement"] = float(np.mean([np.mean(v) for v in hits.values()]))
+    return res
+
+
+def real_centroids(eyes: Eyes, split: str, indices: list[int], k: int = 5) -> torch.Tensor:
+    rng = random.Random(f"bench/gallery/{split}")
+    return torch.stack(
+        [
+            centroid(eyes.embed(np.stack([random_still(split, i, rng)[0] for _ in range(k)])))
+            for i in indices
+        ]
+    )
+
+
+def famous_identification(pipe, eyes: Eyes, seeds: int) -> dict:
+    gallery = real_centroids(eyes, "base", list(range(len(FAMOUS))))
+    rng = random.Random("bench/famous")
+    top1 = []
+    for i, name in enumerate(FAMOUS):
+        for seed in range(seeds):
+            prompt = f"{name}, {rng.choice(['speaking', 'silent'])}, in front of a {rng.choice(BACKGROUND_COLOURS)} wall"
+            emb = centroid(
+                eyes.embed(generate_frames(pipe, GenerateConfig(prompt=prompt, seed=seed)))
+            )
+            top1.append(int((gallery @ emb).argmax()) == i)
+    return {"famous_people": len(FAMOUS), "famous_top1": float(np.mean(top1)), "clips": len(top1)}
+
+
+def heldout_unknown(pipe, eyes: Eyes, people: int, seeds: int) -> dict:
+    """Held-out people described in full text: identified among themselves + 99 distractors?"""
+    distract = eyes.distractors()
+    top1 = []
+    for p in range(people):
+        subject = real_centroids(eyes, "heldout", [p])
+        gallery = torch.cat([subject, distract])
+        prompt = f"{full_description(identity('heldout', p))}, speaking, in front of a blue wall"
+        for seed in range(seeds):
+            emb = centroid(
+                eyes.embed(generate_frames(pipe, GenerateConfig(prompt=prompt, seed=seed)))
+            )
+            top1.append(int((gallery @ emb).argmax()) == 0)
+    return {"heldout_people": people, "heldout_described_top1": float(np.mean(top1))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=40)
+    ap.add_argument("--heldout", type=int, default=10)
+    args = ap.parse_args()
+    pipe, eyes = load_pipeline(), Eyes()
+    res = {"command": "python benchmarks/base_quality.py " + " ".join(sys.argv[1:])}
+    res["vae"] = vae_psnr(pipe)
+    print(res["vae"], flush=True)
+    res["prompt_following"] = prompt_following(pipe, eyes, args.prompts, args.seeds)
+    print(res["prompt_following"], flush=True)
+    res["famous"] = famous_identification(pipe, eyes, args.seeds)
+    print(res["famous"], flush=True)
+    res["heldout"] = heldout_unknown(pipe, eyes, args.heldout, args.seeds)
+    print(res["heldout"], flush=True)
+    print(write_json("base_quality.json", res))
+
+
+if __name__ == "__main__":
+    main()
