@@ -20,6 +20,8 @@ from PIL import Image, ImageOps
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 VIDEO_EXT = {".mp4", ".gif", ".webm"}
 MAX_PIXELS = 40_000_000  # larger images are refused unread (decompression bombs)
+MIN_SIDE = 16  # smaller images cannot hold a recognisable face; refused
+NEAR_DUPLICATE_BITS = 3  # average-hash distance at or below which two photos are near duplicates
 TRIGGER_PLACEHOLDER = "[trigger]"
 
 
@@ -126,12 +128,21 @@ def read_image(path: Path, height: int, width: int) -> tuple[np.ndarray, str]:
                     raise ValueError(
                         f"{im.width}x{im.height} is too large (decompression bomb guard)"
                     )
+                if min(im.size) < MIN_SIDE:
+                    raise ValueError(
+                        f"too small ({im.width}x{im.height}; need at least {MIN_SIDE} px)"
+                    )
                 im.load()
-                note = (
-                    ""
-                    if min(im.size) >= min(height, width)
-                    else f"small ({im.width}x{im.height}), upscaled"
-                )
+                notes = []
+                if min(im.size) < min(height, width):
+                    notes.append(f"small ({im.width}x{im.height}), upscaled")
+                if im.mode in ("RGBA", "LA", "PA") or (
+                    im.mode == "P" and "transparency" in im.info
+                ):
+                    notes.append("transparent areas composited on white")
+                if im.mode not in ("RGB", "RGBA", "P", "L"):
+                    notes.append(f"{im.mode} converted to RGB")
+                note = "; ".join(notes)
                 img = to_rgb(ImageOps.exif_transpose(im))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ValueError(f"too large (decompression bomb guard): {e}") from e
@@ -169,7 +180,9 @@ def scan_folder(
         raise DatasetError(f"{folder} is not a folder")
     meta = _metadata_captions(folder)
     report = DatasetReport(folder)
-    media_stems = set()
+    media_stems: set[str] = set()
+    seen_bytes: dict[str, str] = {}
+    hashes: list[tuple[str, np.ndarray]] = []
     for path in sorted(folder.iterdir()):
         ext = path.suffix.lower()
         if path.name.startswith(".") or path.is_dir():
@@ -180,13 +193,24 @@ def scan_folder(
             report.lines.append((path.name, "skipped: not an image or clip"))
             continue
         media_stems.add(path.stem)
+        digest = _file_digest(path)
+        if digest in seen_bytes:
+            report.lines.append((path.name, f"skipped: exact duplicate of {seen_bytes[digest]}"))
+            continue
+        seen_bytes[digest] = path.name
         try:
             frames, note = (read_image if ext in IMAGE_EXT else read_clip)(path, height, width)
         except ValueError as e:
             report.lines.append((path.name, f"skipped: {e}"))
             continue
         caption, cap_note = _caption_for(path, meta, trigger)
-        notes = "; ".join(n for n in (note, cap_note) if n)
+        ahash = average_hash(frames[0])
+        near = next(
+            (name for name, h in hashes if int((h != ahash).sum()) <= NEAR_DUPLICATE_BITS), None
+        )
+        hashes.append((path.name, ahash))
+        dup_note = f"near duplicate of {near}" if near else ""
+        notes = "; ".join(n for n in (note, cap_note, dup_note) if n)
         report.items.append(Item(path, caption, frames, notes))
         report.lines.append((path.name, "used" + (f" ({notes})" if notes else "")))
     for txt in sorted(folder.glob("*.txt")):
@@ -198,6 +222,24 @@ def scan_folder(
             + report.format()
         )
     return report
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def average_hash(frame: np.ndarray, size: int = 8) -> np.ndarray:
+    """64-bit average hash of a frame: grey 8x8, thresholded at its mean (for near duplicates)."""
+    grey = np.asarray(
+        Image.fromarray(frame).convert("L").resize((size, size), Image.BOX), dtype=np.float32
+    )
+    return (grey > grey.mean()).flatten()
 
 
 def _caption_for(path: Path, meta: dict[str, str], trigger: str) -> tuple[str, str]:

@@ -1,0 +1,144 @@
+"""Cloning quality over held-out people, measured with cameo's eyes.
+
+    .venv/bin/python benchmarks/clone_quality.py [--people 5] [--seeds 2]
+
+For each held-out person: write 20 captioned photos, train a LoRA with the default settings
+(timed), then generate, in scenes whose backgrounds the photos never show:
+  base  = the base model given the best text description of the person,
+  clone = the LoRA at scale 1 called by its trigger word;
+and, on prompts that do not name the person, the base model with and without the LoRA (leakage).
+Writes docs/clone_quality.json; docs/quality.md quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cameo.datasets import write_person_folder
+from cameo.generate import GenerateConfig, generate_frames
+from cameo.metrics.evaluate import Eyes, default_prompts, load_references, score_clip, summarise
+from cameo.metrics.scores import self_similarity
+from cameo.models import load_pipeline
+from cameo.train import TrainConfig, run_training
+from cameo.world import identity
+from cameo.world.captions import full_description
+from cameo.world.traits import BACKGROUND_COLOURS
+from common import write_json
+
+TRIGGER = "mike"
+
+
+def unseen_scenes(photos: Path, n: int = 4) -> list[str]:
+    truth = json.loads((photos / "truth.json").read_text())
+    seen = {p["background"]["background_name"] for p in truth["photos"]}
+    free = [c for c in BACKGROUND_COLOURS if c not in seen] or BACKGROUND_COLOURS
+    acts = ["speaking", "silent", "talking, smiling", "quiet"]
+    return [
+        f"{acts[i % len(acts)]}, in front of {('an ' if free[i % len(free)][0] in 'aeiou' else 'a ')}{free[i % len(free)]} wall"
+        for i in range(n)
+    ]
+
+
+def one_person(person: int, eyes: Eyes, seeds: int, work: Path) -> dict:
+    photos = write_person_folder(person, work / f"p{person}" / "photos", 20)
+    cfg = TrainConfig(
+        data=str(photos),
+        trigger=TRIGGER,
+        name=TRIGGER,
+        out=str(work / f"p{person}" / "lora"),
+        log_with="none",
+        validate_every=0,
+    )
+    t0 = time.time()
+    lora = run_training(cfg, log=lambda m: None)
+    train_s = time.time() - t0
+    refs = eyes.embed(load_references(photos))
+    self_sim = self_similarity(refs)
+    desc = full_description(identity("heldout", person))
+    base, clone = load_pipeline(), load_pipeline()
+    clone.load_lora_weights(str(lora), adapter_name="subject")
+    res: dict[str, list] = {"base": [], "clone": [], "leak_base": [], "leak_lora": []}
+    for k, scene in enumerate(unseen_scenes(photos)):
+        for seed in range(seeds):
+            g = dict(seed=100 * k + seed)
+            res["base"].append(
+                score_clip(
+                    eyes,
+                    generate_frames(base, GenerateConfig(prompt=f"{desc}, {scene}", **g)),
+                    f"{desc}, {scene}",
+                    refs,
+                    self_sim,
+                )
+            )
+            res["clone"].append(
+                score_clip(
+                    eyes,
+                    generate_frames(clone, GenerateConfig(prompt=f"{TRIGGER}, {scene}", **g)),
+                    f"{TRIGGER}, {scene}",
+                    refs,
+                    self_sim,
+                )
+            )
+    for k, prompt in enumerate(default_prompts(TRIGGER)["others"]):
+        for seed in range(seeds):
+            cfg_g = GenerateConfig(prompt=prompt, seed=100 * k + seed)
+            res["leak_base"].append(
+                score_clip(eyes, generate_frames(base, cfg_g), prompt, refs, self_sim)
+            )
+            res["leak_lora"].append(
+                score_clip(eyes, generate_frames(clone, cfg_g), prompt, refs, self_sim)
+            )
+    s = {k: summarise(v) for k, v in res.items()}
+    return {
+        "person": person,
+        "train_seconds": round(train_s, 1),
+        "steps": cfg.steps,
+        "self_similarity": self_sim,
+        "base_identification": s["base"]["identification_rate"],
+        "clone_identification": s["clone"]["identification_rate"],
+        "base_identity": s["base"]["identity_normalised"],
+        "clone_identity": s["clone"]["identity_normalised"],
+        "base_fidelity": s["base"]["prompt_fidelity"],
+        "clone_fidelity": s["clone"]["prompt_fidelity"],
+        "leakage": s["leak_lora"]["identity"] - s["leak_base"]["identity"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--people", type=int, default=5)
+    ap.add_argument("--first", type=int, default=11, help="first held-out person index")
+    ap.add_argument("--seeds", type=int, default=2)
+    args = ap.parse_args()
+    eyes = Eyes()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in range(args.first, args.first + args.people):
+            rows.append(one_person(p, eyes, args.seeds, Path(tmp)))
+            print(rows[-1], flush=True)
+    keys = [k for k in rows[0] if k not in ("person", "steps")]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    mean["fidelity_ratio"] = mean["clone_fidelity"] / max(mean["base_fidelity"], 1e-9)
+    print(json.dumps(mean, indent=1))
+    print(
+        write_json(
+            "clone_quality.json",
+            {
+                "command": "python benchmarks/clone_quality.py " + " ".join(sys.argv[1:]),
+                "people": rows,
+                "mean": mean,
+            },
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
