@@ -165,6 +165,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .formats import ConversionError, convert_file
+
+    if not Path(args.src).is_file():
+        raise UserError(f"{args.src} does not exist")
+    try:
+        cov = convert_file(Path(args.src), Path(args.dst), args.to, overwrite=args.overwrite)
+    except (ConversionError, ValueError) as e:
+        raise UserError(str(e)) from e
+    print(cov.format())
+    print(f"wrote {args.dst}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -295,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="sweep", help="output folder")
     sw.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     sw.set_defaults(func=cmd_sweep)
+
+    cv = sub.add_parser(
+        "convert", help="convert a Wan LoRA between diffusers, ComfyUI and kohya/musubi keys"
+    )
+    cv.add_argument("src", help="input .safetensors")
+    cv.add_argument("dst", help="output .safetensors")
+    cv.add_argument(
+        "--to", required=True, choices=["diffusers", "comfyui", "kohya"], help="target key format"
+    )
+    cv.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    cv.set_defaults(func=cmd_convert)
 
     d = sub.add_parser("demo", help="the main job on the built-in model (what `make demo` runs)")
     d.add_argument("--out", default="cameo-demo", help="folder for everything the demo writes")

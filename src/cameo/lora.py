@@ -179,15 +179,24 @@ def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
 
 
 def load_adapter(transformer, path: Path, name: str) -> None:
-    """Load a cameo/diffusers LoRA file into ``transformer`` as adapter ``name`` (for training
-    from an existing LoRA); every key must land, or it is an error."""
+    """Load a LoRA file in any supported format (diffusers, ComfyUI, kohya) into ``transformer``
+    as adapter ``name``; every key must land on a layer, or it is an error."""
     from peft import LoraConfig, set_peft_model_state_dict
 
+    from .formats import convert_state_dict
+
     tensors, meta = read_lora_file(path)
-    packed = json.loads(meta.get(PEFT_METADATA_KEY, "{}"))
+    tensors, meta, _ = convert_state_dict(tensors, "diffusers", meta)
+    packed = json.loads(meta[PEFT_METADATA_KEY])
     cfg = {k.split(".", 1)[1]: v for k, v in packed.items() if k.startswith("transformer.")}
-    if not cfg:
-        raise ValueError(f"{path}: no LoRA config metadata; convert it with `cameo convert` first")
+    modules = {n for n, _ in transformer.named_modules()}
+    missing = sorted(
+        {k.removeprefix("transformer.").rsplit(".lora_", 1)[0] for k in tensors} - modules
+    )
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} LoRA modules match no layer of this model, e.g. {missing[:2]}"
+        )
     transformer.add_adapter(LoraConfig(**cfg), adapter_name=name)
     sd = {k.removeprefix("transformer."): v for k, v in tensors.items()}
     result = set_peft_model_state_dict(transformer, sd, adapter_name=name)

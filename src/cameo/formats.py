@@ -1,0 +1,256 @@
+"""Wan LoRA key formats, as pure state-dict converters with a coverage report.
+
+- ``diffusers`` (cameo's native): ``transformer.blocks.N.attn1.to_q.lora_A.weight``; alpha in the
+  PEFT config metadata.
+- ``comfyui`` (original Wan module names, which ComfyUI loads):
+  ``diffusion_model.blocks.N.self_attn.q.lora_A.weight`` plus ``...self_attn.q.alpha``.
+- ``kohya`` (musubi-tuner / sd-scripts): ``lora_unet_blocks_N_self_attn_q.lora_down.weight``,
+  ``.lora_up.weight`` and ``.alpha``.
+
+Every conversion goes through one canonical form, {module: (A, B, alpha)} with diffusers module
+paths, and fails if any key would be dropped or cannot be placed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+FORMATS = ("diffusers", "comfyui", "kohya")
+
+# diffusers module suffix <-> original Wan module suffix
+_MODULES = {
+    "attn1.to_q": "self_attn.q",
+    "attn1.to_k": "self_attn.k",
+    "attn1.to_v": "self_attn.v",
+    "attn1.to_out.0": "self_attn.o",
+    "attn2.to_q": "cross_attn.q",
+    "attn2.to_k": "cross_attn.k",
+    "attn2.to_v": "cross_attn.v",
+    "attn2.to_out.0": "cross_attn.o",
+    "attn2.add_k_proj": "cross_attn.k_img",
+    "attn2.add_v_proj": "cross_attn.v_img",
+    "ffn.net.0.proj": "ffn.0",
+    "ffn.net.2": "ffn.2",
+}
+_TO_DIFFUSERS = {v: k for k, v in _MODULES.items()}
+
+
+class ConversionError(ValueError):
+    """A key could not be placed, or would be dropped."""
+
+
+@dataclass
+class Module:
+    down: torch.Tensor  # A, (r, in)
+    up: torch.Tensor  # B, (out, r)
+    alpha: float
+
+
+@dataclass
+class Coverage:
+    source_format: str
+    target_format: str
+    keys_in: int
+    modules: int
+    keys_out: int
+
+    def format(self) -> str:
+        return (
+            f"{self.source_format} -> {self.target_format}: {self.keys_in} keys in, "
+            f"{self.modules} LoRA modules, {self.keys_out} keys out, 0 dropped"
+        )
+
+
+def detect_format(sd: dict[str, torch.Tensor]) -> str:
+    keys = list(sd)
+    if keys and all(k.startswith("transformer.") for k in keys):
+        return "diffusers"
+    if keys and all(k.startswith("diffusion_model.") for k in keys):
+        return "comfyui"
+    if keys and all(k.startswith("lora_unet_") for k in keys):
+        return "kohya"
+    prefixes = sorted({k.split(".", 1)[0].split("_blocks")[0] for k in keys})[:5]
+    raise ConversionError(f"not a Wan LoRA in a known format (key prefixes: {prefixes})")
+
+
+def _peft_alphas(
+    meta: dict[str, str] | None, modules: list[str], ranks: dict[str, int]
+) -> dict[str, float]:
+    """Per-module alpha from diffusers' PEFT config metadata (alpha = rank when absent)."""
+    cfg = {}
+    if meta and meta.get("lora_adapter_metadata"):
+        packed = json.loads(meta["lora_adapter_metadata"])
+        cfg = {k.split(".", 1)[1]: v for k, v in packed.items() if k.startswith("transformer.")}
+    base = cfg.get("lora_alpha")
+    pattern = cfg.get("alpha_pattern") or {}
+    out = {}
+    for m in modules:
+        hit = next(
+            (v for pat, v in pattern.items() if m.endswith(pat) or re.fullmatch(pat, m)), None
+        )
+        out[m] = float(hit if hit is not None else (base if base is not None else ranks[m]))
+        if cfg.get("use_rslora"):
+            # rsLoRA scales by alpha/sqrt(r); keep the product alpha/r fixed for other tools.
+            out[m] = out[m] * ranks[m] / ranks[m] ** 0.5
+    return out
+
+
+def to_canonical(
+    sd: dict[str, torch.Tensor], meta: dict[str, str] | None = None
+) -> tuple[dict[str, Module], str]:
+    """Any supported format -> {diffusers module path: Module}. Raises on unplaceable keys."""
+    fmt = detect_format(sd)
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    unplaced = []
+    for key, value in sd.items():
+        placed = _split_key(key, fmt)
+        if placed is None:
+            unplaced.append(key)
+            continue
+        module, kind = placed
+        parts.setdefault(module, {})[kind] = value
+    if unplaced:
+        raise ConversionError(f"{len(unplaced)} keys match no Wan LoRA module, e.g. {unplaced[:3]}")
+    incomplete = [m for m, p in parts.items() if "down" not in p or "up" not in p]
+    if incomplete:
+        raise ConversionError(
+            f"{len(incomplete)} modules lack their down or up matrix, e.g. {incomplete[:3]}"
+        )
+    ranks = {m: p["down"].shape[0] for m, p in parts.items()}
+    peft_alpha = _peft_alphas(meta, list(parts), ranks) if fmt == "diffusers" else {}
+    modules = {}
+    for m, p in parts.items():
+        alpha = float(p["alpha"].item()) if "alpha" in p else peft_alpha.get(m, float(ranks[m]))
+        modules[m] = Module(p["down"], p["up"], alpha)
+    return modules, fmt
+
+
+def _split_key(key: str, fmt: str) -> tuple[str, str] | None:
+    """A key -> (diffusers module path, 'down' | 'up' | 'alpha')."""
+    if fmt == "diffusers":
+        m = re.fullmatch(r"transformer\.(.+)\.lora_(A|B)\.weight", key)
+        return (m.group(1), "down" if m.group(2) == "A" else "up") if m else None
+    if fmt == "comfyui":
+        m = re.fullmatch(
+            r"diffusion_model\.(blocks\.\d+)\.(.+?)\.(lora_A\.weight|lora_B\.weight|lora_down\.weight|lora_up\.weight|alpha)",
+            key,
+        )
+        if not m or m.group(2) not in _TO_DIFFUSERS:
+            return None
+        kind = {
+            "lora_A.weight": "down",
+            "lora_down.weight": "down",
+            "lora_B.weight": "up",
+            "lora_up.weight": "up",
+            "alpha": "alpha",
+        }[m.group(3)]
+        return f"{m.group(1)}.{_TO_DIFFUSERS[m.group(2)]}", kind
+    m = re.fullmatch(
+        r"lora_unet_blocks_(\d+)_(.+?)\.(lora_down\.weight|lora_up\.weight|alpha)", key
+    )
+    if not m:
+        return None
+    wan = next((w for w in _TO_DIFFUSERS if w.replace(".", "_") == m.group(2)), None)
+    if wan is None:
+        return None
+    kind = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}[m.group(3)]
+    return f"blocks.{m.group(1)}.{_TO_DIFFUSERS[wan]}", kind
+
+
+def from_canonical(modules: dict[str, Module], fmt: str) -> dict[str, torch.Tensor]:
+    """{diffusers module path: Module} -> a state dict in ``fmt`` (alpha kept exactly)."""
+    if fmt not in FORMATS:
+        raise ConversionError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out: dict[str, torch.Tensor] = {}
+    for path, mod in modules.items():
+        m = re.fullmatch(r"(blocks\.\d+)\.(.+)", path)
+        if not m or m.group(2) not in _MODULES:
+            raise ConversionError(f"module {path} has no {fmt} name")
+        block, name = m.group(1), m.group(2)
+        alpha = torch.tensor(mod.alpha, dtype=torch.float32)
+        if fmt == "diffusers":
+            out[f"transformer.{path}.lora_A.weight"] = mod.down
+            out[f"transformer.{path}.lora_B.weight"] = mod.up
+        elif fmt == "comfyui":
+            stem = f"diffusion_model.{block}.{_MODULES[name]}"
+            out.update(
+                {
+                    f"{stem}.lora_A.weight": mod.down,
+                    f"{stem}.lora_B.weight": mod.up,
+                    f"{stem}.alpha": alpha,
+                }
+            )
+        else:
+            stem = f"lora_unet_{block.replace('.', '_')}_{_MODULES[name].replace('.', '_')}"
+            out.update(
+                {
+                    f"{stem}.lora_down.weight": mod.down,
+                    f"{stem}.lora_up.weight": mod.up,
+                    f"{stem}.alpha": alpha,
+                }
+            )
+    return out
+
+
+def peft_metadata(modules: dict[str, Module]) -> dict[str, str]:
+    """diffusers' PEFT config metadata for canonical modules (rank/alpha patterns if mixed)."""
+    ranks = {m: mod.down.shape[0] for m, mod in modules.items()}
+    alphas = {m: mod.alpha for m, mod in modules.items()}
+    r = max(set(ranks.values()), key=list(ranks.values()).count)
+    a = max(set(alphas.values()), key=list(alphas.values()).count)
+    cfg = {
+        "r": r,
+        "lora_alpha": a,
+        "target_modules": sorted({m.split(".", 2)[2] for m in modules}),
+        "rank_pattern": {m: v for m, v in ranks.items() if v != r},
+        "alpha_pattern": {m: v for m, v in alphas.items() if v != a},
+        "use_rslora": False,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "init_lora_weights": True,
+    }
+    return {
+        "lora_adapter_metadata": json.dumps(
+            {f"transformer.{k}": v for k, v in cfg.items()}, indent=2, sort_keys=True
+        )
+    }
+
+
+def convert_state_dict(
+    sd: dict[str, torch.Tensor], to: str, meta: dict[str, str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str], Coverage]:
+    """Convert a Wan LoRA state dict to ``to``; returns (state dict, metadata, coverage)."""
+    modules, src = to_canonical(sd, meta)
+    out = from_canonical(modules, to)
+    new_meta = {k: v for k, v in (meta or {}).items() if k.startswith("cameo.")}
+    if to == "diffusers":
+        new_meta.update(peft_metadata(modules))
+    new_meta["format"] = "pt"
+    return out, new_meta, Coverage(src, to, len(sd), len(modules), len(out))
+
+
+def convert_file(src: Path, dst: Path, to: str, overwrite: bool = False) -> Coverage:
+    """Read ``src`` (safetensors only), convert to ``to``, write ``dst`` atomically."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from .lora import read_lora_file
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists")
+    sd, meta = read_lora_file(src)
+    out, new_meta, cov = convert_state_dict(sd, to, meta)
+    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+    try:
+        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp), metadata=new_meta)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return cov
