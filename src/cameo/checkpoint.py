@@ -8,6 +8,7 @@ trust folders with the marker, so a kill at any moment leaves the previous check
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,6 +20,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 MARKER = "COMPLETE"
+
+
+class DiskFullError(OSError):
+    """No space left for a checkpoint; the previous one is untouched."""
+
+
+def _test_pause() -> None:
+    """Test hook: CAMEO_CHECKPOINT_PAUSE=seconds holds a save half-written, so kill tests can
+    hit the middle of a save reliably."""
+    pause = float(os.environ.get("CAMEO_CHECKPOINT_PAUSE", "0") or 0)
+    if pause > 0:
+        time.sleep(pause)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,24 +55,38 @@ def save(
     optimizer: dict[str, Any] | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint ``step`` under ``root`` atomically and prune all but the newest ``keep``."""
+    """Write checkpoint ``step`` under ``root`` atomically and prune all but the newest ``keep``.
+
+    Files go to a temporary folder, are fsynced, the COMPLETE marker is written last, and the
+    folder is renamed into place; only then are older checkpoints pruned. A full disk raises
+    DiskFullError and leaves the previous checkpoints as they were.
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-        str(tmp / "model.safetensors"),
-    )
-    if optimizer is not None:
-        torch.save(optimizer, tmp / "optim.pt")
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "time": time.time()}))
-    (tmp / MARKER).write_text("ok\n")
-    for f in tmp.iterdir():
-        _fsync_file(f)
-    _fsync_dir(tmp)
+    try:
+        tmp.mkdir()
+        weights = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        _test_pause()
+        if optimizer is not None:
+            torch.save(optimizer, tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "time": time.time()}))
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        (tmp / MARKER).write_text("ok\n")
+        _fsync_file(tmp / MARKER)
+        _fsync_dir(tmp)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"disk full while writing checkpoint {step} in {root}; the previous checkpoint is intact",
+            ) from e
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -2,18 +2,19 @@
 
 User mistakes (bad paths, bad values, existing outputs) end with a one-line message and a
 non-zero exit code, never a traceback. Exit codes: 0 ok, 2 usage or input error, 3 refused
-(would overwrite, nothing to do), 4 training diverged (NaN/Inf), 130 interrupted.
+(would overwrite, nothing to do), 4 training diverged (NaN/Inf), 5 disk full, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_USAGE, EXIT_REFUSED, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
+EXIT_USAGE, EXIT_REFUSED, EXIT_DIVERGED, EXIT_DISK, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 
 
 class UserError(Exception):
@@ -110,9 +111,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cfg = dataclass_from_args(GenerateConfig, args)
     try:
         cfg.validate()
+        paths = generate_to_files(cfg)
     except ValueError as e:
         raise UserError(str(e)) from e
-    paths = generate_to_files(cfg)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -408,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"cameo {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        if e.errno == errno.ENOSPC or e.__class__.__name__ == "DiskFullError":
+            print(f"cameo {args.command}: {e}", file=sys.stderr)
+            return EXIT_DISK
+        raise
     except KeyboardInterrupt:
         print(f"cameo {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

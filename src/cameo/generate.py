@@ -70,17 +70,17 @@ def parse_lora_arg(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
-def apply_loras(pipe, specs: list[str], fuse: bool = False) -> list[str]:
+def apply_loras(
+    pipe, specs: list[str], fuse: bool = False, base_dir: Path | None = None
+) -> list[str]:
     """Load LoRA files into ``pipe`` (stock diffusers loader), set their scales, optionally fuse.
     Returns the adapter names."""
-    from .lora import read_lora_file
+    from .lora import check_compatible
 
     names, weights = [], []
     for i, spec in enumerate(specs):
         path, scale = parse_lora_arg(spec)
-        read_lora_file(
-            Path(path)
-        )  # refuses pickles and non-finite weights before diffusers sees it
+        check_compatible(pipe.transformer, Path(path), base_dir)  # never a silent no-op
         name = f"lora{i}_{Path(path).stem}".replace(".", "_").replace("-", "_")
         pipe.load_lora_weights(path, adapter_name=name)
         names.append(name)
@@ -116,7 +116,9 @@ def generate_to_files(cfg: GenerateConfig, pipe=None) -> list[Path]:
     """Generate and write the MP4, GIF, PNG contact sheet and a JSON of the settings."""
     out = Path(cfg.out)
     if pipe is None:
+        from .models import resolve_base
+
         pipe = load_pipeline(cfg.base)
-        apply_loras(pipe, cfg.lora, cfg.fuse)
+        apply_loras(pipe, cfg.lora, cfg.fuse, resolve_base(cfg.base))
     frames = generate_frames(pipe, cfg)
     return save_clip_outputs(frames, out, fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg))

@@ -165,17 +165,61 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 
 def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors LoRA file; refuses non-finite weights."""
+    """Tensors and metadata of a safetensors LoRA file. Refuses, with a ValueError that says
+    why: other file types (pickles can run code), unreadable headers, non-float tensors and
+    non-finite weights."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(
             f"{path}: only .safetensors LoRA files are loaded (pickle files can run code)"
         )
-    tensors = load_file(str(path))
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    try:
+        tensors = load_file(str(path))
+        meta = read_metadata(path)
+    except Exception as e:  # safetensors raises its own error types for malformed files
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({e.__class__.__name__}: {str(e)[:120]})"
+        ) from e
+    if not tensors:
+        raise ValueError(f"{path}: holds no tensors")
+    odd = [k for k, v in tensors.items() if not v.is_floating_point()]
+    if odd:
+        raise ValueError(f"{path}: {len(odd)} tensors are not floating point, e.g. {odd[0]}")
+    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"{path}: non-finite values in {len(bad)} tensors, e.g. {bad[0]}")
-    return tensors, read_metadata(path)
+    return tensors, meta
+
+
+def check_compatible(transformer, path: Path, base_dir: Path | None = None) -> None:
+    """Refuse a LoRA that does not fit this transformer: keys that match no layer, matrix
+    shapes that differ from the layers', or a cameo file made for another base model."""
+    from .formats import convert_state_dict
+
+    tensors, meta = read_lora_file(path)
+    tensors, _, _ = convert_state_dict(tensors, "diffusers", meta)
+    layers = dict(transformer.named_modules())
+    for key, value in tensors.items():
+        module = key.removeprefix("transformer.").rsplit(".lora_", 1)[0]
+        layer = layers.get(module)
+        layer = getattr(layer, "base_layer", layer)
+        if layer is None or not hasattr(layer, "in_features"):
+            raise ValueError(f"{path}: {module} matches no linear layer of this base model")
+        want = layer.in_features if ".lora_A." in key else layer.out_features
+        got = value.shape[1] if ".lora_A." in key else value.shape[0]
+        if value.dim() != 2 or got != want:
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(value.shape)}, but the layer has "
+                f"{layer.in_features} inputs and {layer.out_features} outputs: made for another base model"
+            )
+    made_for = meta.get("cameo.base_hash")
+    if made_for and base_dir is not None:
+        here = base_hash(base_dir)
+        if here != made_for:
+            raise ValueError(
+                f"{path}: trained on base model {meta.get('cameo.base', '?')} (hash {made_for}), "
+                f"but this base model's hash is {here}"
+            )
 
 
 def load_adapter(transformer, path: Path, name: str) -> None:

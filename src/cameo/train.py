@@ -435,7 +435,12 @@ class Trainer:
                 "Lower --lr, or use --mixed-precision no."
             )
         self.acc.backward(loss)
-        self.acc.clip_grad_norm_(lora_parameters(_unwrap(self.model)), 1.0)
+        norm = self.acc.clip_grad_norm_(lora_parameters(_unwrap(self.model)), 1.0)
+        if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+            raise FloatingPointError(
+                f"gradients became non-finite at step {step}; the last good checkpoint is kept. "
+                "Lower --lr, or use --mixed-precision no."
+            )
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
