@@ -1,3 +1,79 @@
-"""cameo: clone a person into a text-to-video diffusion model with LoRA, and measure it."""
+"""cameo: clone a person into a text-to-video diffusion model with LoRA, and measure it.
+
+The Python API mirrors the command line::
+
+    import cameo
+    lora = cameo.train("photos/", trigger="mike", out="runs/mike")
+    frames = cameo.generate("mike, speaking, in front of a blue wall", lora=[f"{lora}:0.8"])
+    cameo.convert(lora, "mike-comfy.safetensors", to="comfyui")
+    report = cameo.evaluate(lora=lora, photos="photos/")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["convert", "evaluate", "generate", "train"]
+
+
+def train(data: str | Path, trigger: str, *, resume: bool = False, **options: Any) -> Path:
+    """Train a LoRA on a folder of captioned photos; returns the LoRA file's path.
+
+    ``options`` are the fields of :class:`cameo.train.TrainConfig` (``name``, ``out``, ``rank``,
+    ``steps``, ``lr``, ``base``, ...), with the same defaults as ``cameo train``.
+    """
+    from .train import TrainConfig, run_training
+
+    return run_training(TrainConfig(data=str(data), trigger=trigger, **options), resume=resume)
+
+
+def generate(prompt: str, *, out: str | Path | None = None, pipe=None, **options: Any):
+    """Generate a clip; returns uint8 frames (F, H, W, 3). With ``out``, also writes the MP4,
+    GIF, PNG contact sheet and JSON beside it. ``options`` are the fields of
+    :class:`cameo.generate.GenerateConfig` (``lora=["mike.safetensors:0.8"]``, ``seed``, ...)."""
+    from dataclasses import asdict
+
+    from .generate import GenerateConfig, apply_loras, generate_frames
+    from .media import save_clip_outputs
+    from .models import load_pipeline, resolve_base
+
+    cfg = GenerateConfig(prompt=prompt, **options)
+    cfg.validate()
+    if pipe is None:
+        pipe = load_pipeline(cfg.base)
+        apply_loras(pipe, cfg.lora, cfg.fuse, resolve_base(cfg.base))
+    frames = generate_frames(pipe, cfg)
+    if out is not None:
+        save_clip_outputs(frames, Path(out), fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg))
+    return frames
+
+
+def convert(src: str | Path, dst: str | Path, to: str, overwrite: bool = False):
+    """Convert a Wan LoRA file between ``diffusers``, ``comfyui`` and ``kohya`` key formats;
+    returns the coverage report (raises if any key would be dropped)."""
+    from .formats import convert_file
+
+    return convert_file(Path(src), Path(dst), to, overwrite=overwrite)
+
+
+def evaluate(
+    *,
+    photos: str | Path | None = None,
+    lora: str | Path | None = None,
+    clips: str | Path | None = None,
+    **options: Any,
+) -> dict:
+    """Measure identity, prompt fidelity and leakage: of a LoRA (generating with it and with the
+    base model) or of a folder of clips. Returns the report ``cameo eval`` writes as JSON."""
+    from .metrics.evaluate import Eyes, eval_clip_folder, eval_lora
+
+    if (lora is None) == (clips is None):
+        raise ValueError("give exactly one of lora= or clips=")
+    eyes = Eyes()
+    if clips is not None:
+        return eval_clip_folder(eyes, Path(clips), Path(photos) if photos else None)
+    if photos is None:
+        raise ValueError("evaluating a LoRA needs photos=, the subject's reference photos")
+    return eval_lora(eyes, Path(lora), Path(photos), **options)

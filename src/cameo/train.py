@@ -52,6 +52,10 @@ class TrainConfig:
         default="cameo-tiny",
         metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"},
     )
+    height: int = field(
+        default=64, metadata={"help": "training height: photos are resized and cropped to it"}
+    )
+    width: int = field(default=64, metadata={"help": "training width (multiple of 16)"})
     rank: int = field(default=16, metadata={"help": "LoRA rank r"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale alpha/r)"})
     targets: str = field(
@@ -124,6 +128,8 @@ class TrainConfig:
             raise ValueError("--mixed-precision must be no, bf16 or fp16")
         if not 0 <= self.ema < 1 or not 0 <= self.caption_dropout < 1:
             raise ValueError("--ema and --caption-dropout must be in [0, 1)")
+        if self.height % 16 or self.width % 16 or min(self.height, self.width) < 16:
+            raise ValueError("--height and --width must be multiples of 16")
         self.lora_spec().validate()
 
     @classmethod
@@ -287,7 +293,13 @@ class Trainer:
             project_dir=str(self.out / "logs"),
         )
         self.resume = resume
-        self.report = scan_folder(Path(cfg.data), cfg.trigger, min_usable=cfg.min_photos)
+        self.report = scan_folder(
+            Path(cfg.data),
+            cfg.trigger,
+            height=cfg.height,
+            width=cfg.width,
+            min_usable=cfg.min_photos,
+        )
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -563,7 +575,8 @@ class Validator:
         model.eval()
         recs = []
         for k, prompt in enumerate(self.prompts):
-            frames = generate_frames(t.pipe, GenerateConfig(prompt=prompt, seed=k))
+            gen = GenerateConfig(prompt=prompt, seed=k, height=t.cfg.height, width=t.cfg.width)
+            frames = generate_frames(t.pipe, gen)
             recs.append(score_clip(self.eyes, frames, prompt, self.refs, self.self_sim))
             save_clip_outputs(
                 frames,
