@@ -180,6 +180,32 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate, to_json
+    from .lora import LoraSpec
+    from .models import resolve_base
+
+    spec = LoraSpec(rank=args.rank, alpha=args.rank, targets=args.targets, ffn=args.ffn)
+    try:
+        spec.validate()
+        e = estimate(
+            resolve_base(args.base),
+            spec=spec,
+            batch=args.batch,
+            frames=args.frames,
+            height=args.height,
+            width=args.width,
+            precision=args.precision,
+            grad_checkpointing=args.grad_checkpointing,
+            fused_attention=args.fused_attention,
+            matmul_tflops=args.tflops,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    print(to_json(e) if args.json else e.format())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -321,6 +347,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cv.add_argument("--overwrite", action="store_true", help="replace an existing output")
     cv.set_defaults(func=cmd_convert)
+
+    es = sub.add_parser("estimate", help="predict peak memory and time per step of a training run")
+    es.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")
+    es.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    es.add_argument("--targets", default="to_q,to_k,to_v,to_out.0", help="adapted modules")
+    es.add_argument("--ffn", action="store_true", help="also adapt the feed-forward layers")
+    es.add_argument("--batch", type=int, default=8, help="batch size")
+    es.add_argument("--frames", type=int, default=1, help="frames per sample (1 for photos)")
+    es.add_argument("--height", type=int, default=64, help="height in pixels")
+    es.add_argument("--width", type=int, default=64, help="width in pixels")
+    es.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="weight/activation precision",
+    )
+    es.add_argument(
+        "--grad-checkpointing", action="store_true", help="recompute activations in backward"
+    )
+    es.add_argument(
+        "--fused-attention", action="store_true", help="flash/memory-efficient attention (GPU)"
+    )
+    es.add_argument(
+        "--tflops",
+        type=float,
+        default=None,
+        help="sustained matmul TFLOP/s (default: measured here)",
+    )
+    es.add_argument("--json", action="store_true", help="print JSON")
+    es.set_defaults(func=cmd_estimate)
 
     d = sub.add_parser("demo", help="the main job on the built-in model (what `make demo` runs)")
     d.add_argument("--out", default="cameo-demo", help="folder for everything the demo writes")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .media import save_clip_outputs
-from .models import MAX_TEXT_TOKENS, load_pipeline
+from .models import load_pipeline, text_tokens_for
 
 
 @dataclass
@@ -106,7 +106,7 @@ def generate_frames(pipe, cfg: GenerateConfig) -> np.ndarray:
             num_inference_steps=cfg.steps,
             guidance_scale=cfg.guidance,
             generator=gen,
-            max_sequence_length=MAX_TEXT_TOKENS,
+            max_sequence_length=text_tokens_for(pipe),
             output_type="np",
         ).frames[0]
     return (np.clip(video, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -232,8 +232,15 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def encode_prompts(pipe, prompts: list[str], max_tokens: int = MAX_TEXT_TOKENS) -> torch.Tensor:
+def text_tokens_for(pipe) -> int:
+    """Prompt length the base model expects: 64 for cameo-tiny (MiniLM), Wan's 512 otherwise,
+    since real Wan checkpoints were trained on 512 zero-padded UMT5 tokens."""
+    return MAX_TEXT_TOKENS if type(pipe.text_encoder).__name__ == "BertModel" else 512
+
+
+def encode_prompts(pipe, prompts: list[str], max_tokens: int | None = None) -> torch.Tensor:
     """Text embeddings exactly as ``WanPipeline`` computes them at generation (B, T, D)."""
+    max_tokens = max_tokens or text_tokens_for(pipe)
     with torch.no_grad():
         embeds, _ = pipe.encode_prompt(
             prompts,

@@ -249,6 +249,27 @@ def _unwrap(model):
 # -------------------------------------------------------------------------- the trainer
 
 
+def offload_encoders(pipe) -> None:
+    """With inputs cached, the text encoder and VAE leave the accelerator for the training loop
+    (UMT5-XXL alone is ~11 GB in bf16); validation brings them back for its previews."""
+    if pipe.device.type != "cpu":
+        pipe.text_encoder.to("cpu")
+        pipe.vae.to("cpu")
+
+
+@contextlib.contextmanager
+def encoders_on(pipe, device) -> Iterator[None]:
+    if torch.device(device).type == "cpu":
+        yield
+        return
+    pipe.text_encoder.to(device)
+    pipe.vae.to(device)
+    try:
+        yield
+    finally:
+        offload_encoders(pipe)
+
+
 class TrainingInterrupted(Exception):
     """Ctrl+C: the run stopped after a complete step and saved a checkpoint."""
 
@@ -305,8 +326,12 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.base_dir = resolve_base(cfg.base)
-        self.pipe = load_pipeline(self.base_dir, device=str(self.acc.device))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            cfg.mixed_precision, torch.float32
+        )
+        self.pipe = load_pipeline(self.base_dir, device=str(self.acc.device), dtype=dtype)
         self.cache = build_cache(self.pipe, self.report, cfg)
+        offload_encoders(self.pipe)
         model = self.pipe.transformer
         if cfg.init_from:
             model.requires_grad_(False)
@@ -315,6 +340,8 @@ class Trainer:
                 p.requires_grad_("lora_" in n)
         else:
             add_lora(model, cfg.lora_spec(), "default")
+        for p in lora_parameters(model):  # the frozen base may be bf16; the LoRA trains in fp32
+            p.data = p.data.float()
         if cfg.grad_checkpointing:
             model.enable_gradient_checkpointing()
         trainable, frozen = parameter_counts(model)
@@ -566,14 +593,22 @@ class Validator:
     def run(self, step: int) -> dict | None:
         if self.eyes is None:
             return None
-        from .generate import GenerateConfig, generate_frames
-        from .media import save_clip_outputs
-        from .metrics.evaluate import score_clip, summarise
+        from .metrics.evaluate import summarise
 
         t = self.trainer
         model = _unwrap(t.model)
         model.eval()
-        recs = []
+        with encoders_on(t.pipe, t.acc.device):
+            recs = self._previews(step)
+        model.train()
+        return summarise(recs)
+
+    def _previews(self, step: int) -> list[dict]:
+        from .generate import GenerateConfig, generate_frames
+        from .media import save_clip_outputs
+        from .metrics.evaluate import score_clip
+
+        t, recs = self.trainer, []
         for k, prompt in enumerate(self.prompts):
             gen = GenerateConfig(prompt=prompt, seed=k, height=t.cfg.height, width=t.cfg.width)
             frames = generate_frames(t.pipe, gen)
@@ -584,8 +619,7 @@ class Validator:
                 overwrite=True,
                 meta={"prompt": prompt, "step": step},
             )
-        model.train()
-        return summarise(recs)
+        return recs
 
 
 def run_training(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
