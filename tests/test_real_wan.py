@@ -13,7 +13,28 @@ from diffusers import (
 from cameo.cli import main
 from cameo.datasets import write_person_folder
 
-WORDS = ["mike", "a", "man", "woman", "with", "short", "long", "red", "black", "hair", "speaking", "silent", "in", "front", "of", "blue", "green", "wall", ",", "photo"]
+WORDS = [
+    "mike",
+    "a",
+    "man",
+    "woman",
+    "with",
+    "short",
+    "long",
+    "red",
+    "black",
+    "hair",
+    "speaking",
+    "silent",
+    "in",
+    "front",
+    "of",
+    "blue",
+    "green",
+    "wall",
+    ",",
+    "photo",
+]
 
 
 def _tokenizer():

@@ -236,21 +236,13 @@ def convert_state_dict(
 
 def convert_file(src: Path, dst: Path, to: str, overwrite: bool = False) -> Coverage:
     """Read ``src`` (safetensors only), convert to ``to``, write ``dst`` atomically."""
-    import os
 
-    from safetensors.torch import save_file
-
-    from .lora import read_lora_file
+    from .lora import read_lora_file, write_safetensors
 
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} exists")
     sd, meta = read_lora_file(src)
     out, new_meta, cov = convert_state_dict(sd, to, meta)
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
-    try:
-        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp), metadata=new_meta)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_safetensors(dst, out, new_meta)
     return cov

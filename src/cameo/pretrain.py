@@ -134,6 +134,24 @@ def _deadline(cfg: PretrainConfig) -> float:
     return _STARTED + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
 
 
+def _checkpoint_or_stop(
+    cfg: PretrainConfig, root: Path, done: int, total: int, deadline: float, module, opt
+) -> bool:
+    """Checkpoint when due, at the end, or at the time budget; True means stop now."""
+    over = time.time() > deadline
+    if done % cfg.checkpoint_every == 0 or done == total or over:
+        ckpt.save(root, done, module.state_dict(), {"rng": ckpt.rng_state()}, opt.state_dict())
+    if over:
+        print(
+            f"time budget reached at {root.name} step {done}; resume with --resume", file=sys.stderr
+        )
+    return over
+
+
+def _bar(start: int, total: int, desc: str):
+    return tqdm(range(start, total), initial=start, total=total, desc=desc, dynamic_ncols=True)
+
+
 def train_vae(cfg: PretrainConfig, run: Path):
     torch.manual_seed(cfg.seed)
     vae = cfg.vae.build().train()
@@ -141,14 +159,7 @@ def train_vae(cfg: PretrainConfig, run: Path):
     root = run / "vae"
     start = _resume_state(root, vae, opt)
     deadline = _deadline(cfg)
-    bar = tqdm(
-        range(start, cfg.vae_steps),
-        initial=start,
-        total=cfg.vae_steps,
-        desc="vae",
-        dynamic_ncols=True,
-    )
-    step = start
+    bar = _bar(start, cfg.vae_steps, "vae")
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
@@ -167,11 +178,7 @@ def train_vae(cfg: PretrainConfig, run: Path):
         bar.set_postfix(loss=f"{loss_sum:.4f}", **{k: f"{v:.1f}" for k, v in logs.items()})
         if step % 10 == 0:
             _log(run, {"stage": "vae", "step": step, "loss": loss_sum, **logs, "t": time.time()})
-        done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.vae_steps or time.time() > deadline:
-            ckpt.save(root, done, vae.state_dict(), {"rng": ckpt.rng_state()}, opt.state_dict())
-        if time.time() > deadline:
-            print(f"time budget reached at VAE step {done}; resume with --resume", file=sys.stderr)
+        if _checkpoint_or_stop(cfg, root, step + 1, cfg.vae_steps, deadline, vae, opt):
             return None
     return vae.eval()
 
@@ -288,13 +295,7 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe):
     root = run / "transformer"
     start = _resume_state(root, model, opt)
     deadline = _deadline(cfg)
-    bar = tqdm(
-        range(start, cfg.steps),
-        initial=start,
-        total=cfg.steps,
-        desc="transformer",
-        dynamic_ncols=True,
-    )
+    bar = _bar(start, cfg.steps, "transformer")
     ema = None
     for step in bar:
         for g in opt.param_groups:
@@ -318,14 +319,7 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe):
                     "t": time.time(),
                 },
             )
-        done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps or time.time() > deadline:
-            ckpt.save(root, done, model.state_dict(), {"rng": ckpt.rng_state()}, opt.state_dict())
-        if time.time() > deadline:
-            print(
-                f"time budget reached at transformer step {done}; resume with --resume",
-                file=sys.stderr,
-            )
+        if _checkpoint_or_stop(cfg, root, step + 1, cfg.steps, deadline, model, opt):
             return None
     return model.eval()
 
