@@ -8,7 +8,7 @@ from diffusers import WanPipeline
 from cameo import checkpoint as ckpt
 from cameo.models import TransformerConfig, VAEConfig
 from cameo.pretrain import PretrainConfig, run_pretrain
-from conftest import TINY_TRANSFORMER, TINY_VAE  # noqa: I001
+from conftest import TINY_TRANSFORMER, TINY_VAE
 
 
 def _cfg(out, **kw):
