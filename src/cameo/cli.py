@@ -256,7 +256,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists")
-    eyes = Eyes()
+    eyes = Eyes(encoder_dir=Path(args.encoder) if args.encoder else None)
     if args.clips is not None:
         report = eval_clip_folder(
             eyes, Path(args.clips), Path(args.photos) if args.photos else None
@@ -438,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
     ev.add_argument("--scale", type=float, default=1.0, help="LoRA scale")
     ev.add_argument("--save-clips", default=None, help="also write the generated clips here")
+    ev.add_argument(
+        "--encoder",
+        default=None,
+        help="local transformers vision model dir as identity encoder (e.g. DINOv2) for real photos",
+    )
     ev.add_argument("--out", default="eval.json", help="JSON report path")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing report")
     ev.set_defaults(func=cmd_eval)

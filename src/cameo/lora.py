@@ -103,7 +103,9 @@ def adapter_state_dict(transformer, name: str = "default") -> dict[str, torch.Te
     from peft.utils import get_peft_model_state_dict
 
     sd = get_peft_model_state_dict(transformer, adapter_name=name)
-    return {f"transformer.{k}": v.detach().float().cpu().contiguous() for k, v in sd.items()}
+    return {
+        f"transformer.{k}": v.detach().float().cpu().clone() for k, v in sd.items()
+    }  # a snapshot, never a view of live weights
 
 
 def base_hash(base_dir: Path) -> str:

@@ -44,9 +44,21 @@ class Reading:
 class Eyes:
     """The identity encoder and attribute probes, loaded once."""
 
-    def __init__(self, identity_path: Path | None = None, probe_path: Path | None = None):
+    def __init__(
+        self,
+        identity_path: Path | None = None,
+        probe_path: Path | None = None,
+        encoder_dir: Path | None = None,
+    ):
+        """``encoder_dir``: a local transformers vision model to use as identity encoder (for real
+        photos); cameo's own world encoder otherwise. The attribute probes are always cameo's."""
         from .train_eyes import speaking_threshold
 
+        self.external = None
+        if encoder_dir is not None:
+            from .encoders import HFImageEncoder
+
+            self.external = HFImageEncoder(encoder_dir)
         self.encoder = load_identity_encoder(identity_path)
         self.probe = load_attribute_probe(probe_path)
         self.speaking_threshold = speaking_threshold()
@@ -55,6 +67,8 @@ class Eyes:
     @torch.no_grad()
     def embed(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 frames (N, 64, 64, 3) of one person each -> (N, D) unit embeddings."""
+        if self.external is not None:
+            return torch.cat([self.external(frames[i : i + 32]) for i in range(0, len(frames), 32)])
         return torch.cat(
             [self.encoder(to_input(frames[i : i + 128])) for i in range(0, len(frames), 128)]
         )

@@ -1,0 +1,135 @@
+"""Training options that change the result: TOML config, prior preservation, EMA, early stop,
+TensorBoard logs; and `cameo sweep`."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cameo.cli import main
+from cameo.datasets import write_person_folder
+from cameo.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return write_person_folder(8, tmp_path_factory.mktemp("opt") / "photos", 5)
+
+
+def _run(photos, tiny, out, **kw):
+    cfg = dict(
+        data=str(photos),
+        trigger="mike",
+        name="mike",
+        out=str(out),
+        base=str(tiny),
+        steps=4,
+        batch=2,
+        rank=4,
+        validate_every=0,
+        log_with="none",
+    )
+    return load_file(str(Trainer(TrainConfig(**{**cfg, **kw})).train()))
+
+
+def test_toml_config_with_flag_overrides(photos, tiny_pipeline_dir, tmp_path):
+    toml = tmp_path / "mike.toml"
+    toml.write_text(
+        f'[train]\ndata = "{photos}"\ntrigger = "mike"\nrank = 4\nsteps = 2\nbatch = 2\n'
+        f'base = "{tiny_pipeline_dir}"\nvalidate-every = 0\nlog_with = "none"\n'
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(toml), "--out", str(out), "--steps", "3"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["rank"] == 4 and cfg["steps"] == 3  # from the file, and the flag wins
+    (tmp_path / "bad.toml").write_text("[train]\nrnak = 4\n")
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "bad.toml"),
+                "--data",
+                str(photos),
+                "--trigger",
+                "mike",
+            ]
+        )
+        == 2
+    )
+
+
+def test_prior_preservation_and_ema_change_the_result(photos, tiny_pipeline_dir, tmp_path):
+    plain = _run(photos, tiny_pipeline_dir, tmp_path / "plain")
+    prior = _run(photos, tiny_pipeline_dir, tmp_path / "prior", prior_preservation=1.0)
+    ema = _run(photos, tiny_pipeline_dir, tmp_path / "ema", ema=0.5)
+    key = "transformer.blocks.0.attn1.to_q.lora_B.weight"
+    assert plain[key].abs().max() > 0
+    assert not torch.allclose(plain[key], prior[key])
+    assert not torch.allclose(plain[key], ema[key])
+
+
+def test_tensorboard_logs_are_written(photos, tiny_pipeline_dir, tmp_path):
+    _run(photos, tiny_pipeline_dir, tmp_path / "tb", log_with="tensorboard", steps=2)
+    assert list((tmp_path / "tb" / "logs").rglob("events.out.tfevents*"))
+
+
+def test_early_stop_and_best_checkpoint(photos, tiny_pipeline_dir, tmp_path, monkeypatch):
+    import cameo.train as tr
+
+    scores = iter([0.5, 0.7, 0.6, 0.6, 0.6, 0.6])
+
+    class FakeValidator:
+        def __init__(self, trainer):
+            pass
+
+        def run(self, step):
+            return {"identity_normalised": next(scores), "prompt_fidelity": 1.0}
+
+    monkeypatch.setattr(tr, "Validator", FakeValidator)
+    out = tmp_path / "es"
+    cfg = TrainConfig(
+        data=str(photos),
+        trigger="mike",
+        name="mike",
+        out=str(out),
+        base=str(tiny_pipeline_dir),
+        steps=6,
+        batch=2,
+        rank=4,
+        validate_every=1,
+        early_stop=2,
+        log_with="none",
+    )
+    Trainer(cfg).train()
+    meta = json.loads((out / "metrics.json").read_text())
+    assert meta["best_step"] == 2  # the 0.7 validation
+    steps = [json.loads(x)["step"] for x in (out / "losses.jsonl").read_text().splitlines()]
+    assert max(steps) == 3  # stopped after two validations without gain
+    assert (out / "mike-last.safetensors").exists()
+
+
+def test_sweep_writes_grid(photos, tiny_pipeline_dir, tmp_path):
+    from cameo.sweep import run_sweep
+
+    lora = Trainer(
+        TrainConfig(
+            data=str(photos),
+            trigger="mike",
+            name="mike",
+            out=str(tmp_path / "l"),
+            base=str(tiny_pipeline_dir),
+            steps=2,
+            batch=2,
+            rank=4,
+            validate_every=0,
+            log_with="none",
+        )
+    ).train()
+    report = run_sweep(lora, [0.0, 1.0], tmp_path / "sw", base=str(tiny_pipeline_dir))
+    import imageio.v3 as iio
+
+    grid = iio.imread(tmp_path / "sw" / "grid.gif", index=None)
+    assert grid.shape[2] == 3 * (64 * 2 + 2)  # two 64-px clips and a 2-px gap, GIF enlarged 3x
+    assert [r["scale"] for r in report["rows"]] == [0.0, 1.0]
