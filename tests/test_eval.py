@@ -1,0 +1,117 @@
+"""cameo's eyes and `cameo eval` on known renders (uses the shipped encoder and probes)."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from cameo.cli import main
+from cameo.datasets import write_person_clip, write_person_folder
+from cameo.metrics.evaluate import Eyes
+from cameo.metrics.train_eyes import random_still
+
+
+@pytest.fixture(scope="module")
+def eyes():
+    return Eyes()
+
+
+def test_identity_encoder_is_invariant_to_scene(eyes):
+    rng = random.Random("test/invariance")
+    people, shots = 12, 4
+    pix = np.stack(
+        [random_still("heldout", 700 + p, rng)[0] for p in range(people) for _ in range(shots)]
+    )
+    e = eyes.embed(pix).view(people, shots, -1)
+    sims = torch.einsum("psd,qtd->psqt", e, e)
+    same = torch.stack(
+        [sims[p, :, p][~torch.eye(shots, dtype=torch.bool)].mean() for p in range(people)]
+    ).mean()
+    diff = torch.stack(
+        [sims[p, :, q].mean() for p in range(people) for q in range(people) if p != q]
+    ).mean()
+    assert same > diff + 0.3, (same, diff)
+
+
+def test_probes_read_known_renders(eyes):
+    rng = random.Random("test/probes")
+    data = [random_still("heldout", 900 + i, rng) for i in range(60)]
+    out = eyes.probe(
+        torch.as_tensor(np.stack([d[0] for d in data])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    )
+    for head in ("background", "glasses", "hat"):
+        y = torch.tensor([d[1][head] for d in data])
+        assert (out[head].argmax(1) == y).float().mean() > 0.85, head
+
+
+def test_eval_clip_folder_identifies_the_real_person(tmp_path, capsys):
+    photos = write_person_folder(31, tmp_path / "photos", 8)
+    clips = tmp_path / "clips"
+    write_person_clip(31, clips / "same.mp4", scene_seed=1)
+    write_person_clip(32, clips / "other.mp4", scene_seed=1)
+    out = tmp_path / "report.json"
+    assert main(["eval", "--clips", str(clips), "--photos", str(photos), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    by = {c["file"]: c["people"][0] for c in report["clips"]}
+    for rec in by.values():
+        assert {
+            "identity",
+            "identity_normalised",
+            "identity_per_frame",
+            "identified",
+            "identification_rank",
+            "prompt_fidelity",
+            "temporal_consistency",
+            "observed",
+            "expected",
+        } <= rec.keys()
+        assert len(rec["identity_per_frame"]) == 17
+    assert by["same.mp4"]["identified"] and by["same.mp4"]["identity_normalised"] > 0.8
+    assert by["other.mp4"]["identity_normalised"] < by["same.mp4"]["identity_normalised"] - 0.2
+    assert "summary" in capsys.readouterr().out
+    assert (
+        main(["eval", "--clips", str(clips), "--photos", str(photos), "--out", str(out)]) == 3
+    )  # no overwrite
+
+
+def test_a_local_transformers_vision_model_can_be_the_encoder(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    vit_dir = tmp_path / "vit"
+    ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+        )
+    ).save_pretrained(vit_dir)
+    eyes = Eyes(encoder_dir=vit_dir)
+    frames = np.stack([random_still("heldout", i, random.Random(i))[0] for i in range(3)])
+    emb = eyes.embed(frames)
+    assert emb.shape == (3, 32) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    photos = write_person_folder(3, tmp_path / "photos", 4)
+    write_person_clip(3, tmp_path / "clips" / "c.mp4")
+    out = tmp_path / "r.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--clips",
+                str(tmp_path / "clips"),
+                "--photos",
+                str(photos),
+                "--encoder",
+                str(vit_dir),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(out.read_text())["clips"][0]["people"][0]["identity"] is not None
