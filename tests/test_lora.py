@@ -137,7 +137,7 @@ def test_two_loras_with_scales(pipe, tiny_pipeline_dir, tmp_path):
     fresh = load_pipeline(tiny_pipeline_dir)
     p2 = _lora_file(fresh, tmp_path, seed=2)
     both = load_pipeline(tiny_pipeline_dir)
-    names = apply_loras(both, [f"{p1}:1", f"{p2}:1"])
+    names = apply_loras(both, [f"{p1}:1", f"{p2}:1"]).names
     assert len(names) == 2
     only_first = load_pipeline(tiny_pipeline_dir)
     apply_loras(only_first, [f"{p1}:1", f"{p2}:0"])

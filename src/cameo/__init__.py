@@ -43,8 +43,10 @@ def generate(prompt: str, *, out: str | Path | None = None, pipe=None, **options
     cfg.validate()
     if pipe is None:
         pipe = load_pipeline(cfg.base)
-        apply_loras(pipe, cfg.lora, cfg.fuse, resolve_base(cfg.base))
-    frames = generate_frames(pipe, cfg)
+        loaded = apply_loras(pipe, cfg.lora, cfg.fuse, resolve_base(cfg.base), cfg.mix, cfg.region)
+    else:
+        loaded = None
+    frames = generate_frames(pipe, cfg, loaded)
     if out is not None:
         save_clip_outputs(frames, Path(out), fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg))
     return frames

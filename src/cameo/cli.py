@@ -27,6 +27,15 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         flag = "--" + f.name.replace("_", "-")
         if f.name in skip:
             continue
+        if f.name == "region":
+            parser.add_argument(
+                flag,
+                action="append",
+                default=[],
+                metavar="TRIGGER=WHERE",
+                help=f.metadata.get("help", ""),
+            )
+            continue
         if f.name == "lora":  # repeatable FILE[:SCALE]
             parser.add_argument(
                 flag,
@@ -206,6 +215,63 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from .compose import (
+        inspect_modules,
+        interference_score,
+        load_modules,
+        overlap,
+        recommended_rank,
+    )
+
+    for f in args.files:
+        if not Path(f).is_file():
+            raise UserError(f"{f} does not exist")
+    try:
+        mods = [load_modules(Path(f))[0] for f in args.files]
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    report: dict = {}
+    for f, m in zip(args.files, mods, strict=True):
+        rows = inspect_modules(m)
+        report[f] = {"modules": rows, "recommended_rank": recommended_rank(rows)}
+        print(f"{f}: {len(rows)} modules, recommended rank {report[f]['recommended_rank']}")
+        print(f"  {'module':34s} {'rank':>4s} {'|dW|':>9s} {'r90':>4s} {'r99':>4s}")
+        for r in rows:
+            print(
+                f"  {r['module']:34s} {r['rank']:4d} {r['norm']:9.4f} {r['rank90']:4d} {r['rank99']:4d}"
+            )
+    if len(mods) == 2:
+        rows = overlap(*mods)
+        score = interference_score(rows)
+        report["overlap"] = {"modules": rows, "interference": score}
+        print(
+            f"overlap of the two files: predicted interference {score:.4f} (0 = disjoint input subspaces, 1 = the same)"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    from .compose import load_modules, resize, save_modules
+
+    if not Path(args.src).is_file():
+        raise UserError(f"{args.src} does not exist")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists")
+    if args.rank < 1:
+        raise UserError("--rank must be at least 1")
+    mods, meta = load_modules(Path(args.src))
+    small, kept = resize(mods, args.rank)
+    save_modules(out, small, {**meta, "cameo.resized_from": Path(args.src).name})
+    print(f"rank {args.rank}: kept {kept:.4%} of the squared norm of the change; wrote {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -347,6 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cv.add_argument("--overwrite", action="store_true", help="replace an existing output")
     cv.set_defaults(func=cmd_convert)
+
+    ins = sub.add_parser(
+        "inspect", help="per-layer norm, spectrum and effective rank of LoRA files; overlap of two"
+    )
+    ins.add_argument("files", nargs="+", help="one or two LoRA files (any key format)")
+    ins.add_argument("--json", default=None, help="also write the full report here")
+    ins.set_defaults(func=cmd_inspect)
+
+    rs = sub.add_parser("resize", help="truncate a LoRA to a lower rank by SVD")
+    rs.add_argument("src", help="input LoRA")
+    rs.add_argument("--rank", type=int, required=True, help="new rank")
+    rs.add_argument("--out", required=True, help="output LoRA")
+    rs.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    rs.set_defaults(func=cmd_resize)
 
     es = sub.add_parser("estimate", help="predict peak memory and time per step of a training run")
     es.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")

@@ -38,7 +38,7 @@ def run_sweep(
     trigger = read_metadata(lora).get("cameo.trigger", "")
     prompt = prompt or f"{trigger or 'a person'}, speaking, in front of a blue wall"
     pipe = load_pipeline(base)
-    names = apply_loras(pipe, [str(lora)])
+    names = apply_loras(pipe, [str(lora)]).names
     eyes, refs, self_sim = _eyes_and_refs(photos)
     clips, rows = [], []
     for s in scales:

@@ -63,6 +63,18 @@ class TrainConfig:
     )
     ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})
     rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA scaling"})
+    orthogonal_slot: int = field(
+        default=-1,
+        metadata={
+            "help": "composition-ready training: freeze A to this slot of a shared orthogonal basis (-1 = off)"
+        },
+    )
+    orthogonal_seed: int = field(
+        default=0,
+        metadata={
+            "help": "seed of the shared orthogonal basis (the same for people who will be combined)"
+        },
+    )
     steps: int = field(default=500, metadata={"help": "optimiser steps"})
     batch: int = field(default=8, metadata={"help": "global batch size"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
@@ -340,6 +352,10 @@ class Trainer:
                 p.requires_grad_("lora_" in n)
         else:
             add_lora(model, cfg.lora_spec(), "default")
+            if cfg.orthogonal_slot >= 0:
+                from .compose import set_orthogonal_down
+
+                set_orthogonal_down(model, cfg.orthogonal_slot, cfg.rank, cfg.orthogonal_seed)
         for p in lora_parameters(model):  # the frozen base may be bf16; the LoRA trains in fp32
             p.data = p.data.float()
         if cfg.grad_checkpointing:
@@ -532,6 +548,14 @@ class Trainer:
             "base_hash": base_hash(self.base_dir),
             "config": asdict(cfg),
             "train_seconds": round(seconds, 1),
+            **(
+                {
+                    "orthogonal_slot": str(cfg.orthogonal_slot),
+                    "orthogonal_seed": str(cfg.orthogonal_seed),
+                }
+                if cfg.orthogonal_slot >= 0
+                else {}
+            ),
         }
         chosen, chosen_meta = (
             last,

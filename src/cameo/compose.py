@@ -1,0 +1,307 @@
+"""Several people in one video: LoRA analysis, merging, orthogonal slots and regional masks.
+
+All functions work on the canonical form of ``cameo.formats`` ({module: Module(A, B, alpha)}),
+so they accept files in any supported key format. ΔW = (alpha / r) · B · A per module.
+
+- ``inspect``: per-module norm of ΔW, singular spectrum, effective rank at 90 % / 99 % energy;
+  for two files the principal angles between their ΔW subspaces and an interference score.
+- ``resize``: SVD truncation of ΔW to rank r, with the energy kept.
+- ``merge``: ``linear`` and ``cat`` (exact sum, ranks concatenated), ``svd`` (sum, truncated),
+  ``ties`` and ``dare_linear`` (PEFT's merge utilities on ΔW, Yadav et al. 2023; Yu et al. 2024).
+- orthogonal slots (after Po et al., CVPR 2024, "Orthogonal Adaptation"): person k's A is rows
+  [k·r, (k+1)·r) of a seeded orthogonal basis of each layer's input space, frozen; only B trains.
+  Two people in different slots have A_i A_jᵀ = 0, so their ΔW can simply be summed.
+- regional masks: each adapter acts only on its region's video tokens and on its trigger's text
+  tokens, through forward hooks on the PEFT ``lora_B`` modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from .formats import Module, from_canonical, peft_metadata, to_canonical
+from .lora import read_lora_file, write_safetensors
+
+
+def load_modules(path: Path) -> tuple[dict[str, Module], dict[str, str]]:
+    sd, meta = read_lora_file(Path(path))
+    return to_canonical(sd, meta)[0], meta
+
+
+def delta(mod: Module) -> torch.Tensor:
+    """ΔW = (alpha / r) · B · A, (out, in)."""
+    return (mod.alpha / mod.down.shape[0]) * (mod.up.float() @ mod.down.float())
+
+
+def effective_rank(s: torch.Tensor, energy: float) -> int:
+    """Smallest k whose top-k singular values hold ``energy`` of the squared total."""
+    e = (s**2).cumsum(0) / (s**2).sum().clamp_min(1e-30)
+    return int((e < energy).sum().item()) + 1
+
+
+def inspect_modules(modules: dict[str, Module]) -> list[dict]:
+    rows = []
+    for name, mod in sorted(modules.items()):
+        s = torch.linalg.svdvals(delta(mod))
+        rows.append(
+            {
+                "module": name,
+                "rank": mod.down.shape[0],
+                "norm": float(s.norm()),
+                "rank90": effective_rank(s, 0.90),
+                "rank99": effective_rank(s, 0.99),
+                "spectrum": [round(float(v), 6) for v in s[: mod.down.shape[0]]],
+            }
+        )
+    return rows
+
+
+def recommended_rank(rows: list[dict]) -> int:
+    """The 99 %-energy rank of the layer that needs most, rounded up to a power of two."""
+    need = max(r["rank99"] for r in rows)
+    return 2 ** math.ceil(math.log2(max(need, 1)))
+
+
+def principal_cosines(a: torch.Tensor, b: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """Cosines of the principal angles between the column spaces of a and b (top-k each)."""
+    ua = torch.linalg.svd(a, full_matrices=False)[0]
+    ub = torch.linalg.svd(b, full_matrices=False)[0]
+    if k is not None:
+        ua, ub = ua[:, :k], ub[:, :k]
+    return torch.linalg.svdvals(ua.T @ ub).clamp(0, 1)
+
+
+def overlap(ma: dict[str, Module], mb: dict[str, Module]) -> list[dict]:
+    """Per shared module: principal-angle cosines between the two ΔW's input (row) spaces and
+    output (column) spaces, and an interference score: the mean squared cosine of the input
+    spaces weighted by both norms (0 = the two changes read disjoint directions)."""
+    rows = []
+    for name in sorted(set(ma) & set(mb)):
+        da, db = delta(ma[name]), delta(mb[name])
+        ra, rb = ma[name].down.shape[0], mb[name].down.shape[0]
+        cin = principal_cosines(da.T, db.T, min(ra, rb))
+        cout = principal_cosines(da, db, min(ra, rb))
+        rows.append(
+            {
+                "module": name,
+                "input_cos_max": float(cin.max()),
+                "output_cos_max": float(cout.max()),
+                "interference": float((cin**2).mean()),
+                "weight": float(da.norm() * db.norm()),
+            }
+        )
+    return rows
+
+
+def interference_score(rows: list[dict]) -> float:
+    w = sum(r["weight"] for r in rows)
+    return sum(r["interference"] * r["weight"] for r in rows) / max(w, 1e-30)
+
+
+def truncate(d: torch.Tensor, rank: int) -> tuple[Module, float]:
+    """Best rank-r factorisation of ΔW (Eckart-Young) as a Module with alpha = r, and the
+    fraction of squared energy it keeps."""
+    u, s, vh = torch.linalg.svd(d, full_matrices=False)
+    r = min(rank, len(s))
+    root = s[:r].sqrt()
+    mod = Module(
+        down=(root[:, None] * vh[:r]).contiguous(),
+        up=(u[:, :r] * root[None]).contiguous(),
+        alpha=float(r),
+    )
+    kept = float((s[:r] ** 2).sum() / (s**2).sum().clamp_min(1e-30))
+    return mod, kept
+
+
+def resize(modules: dict[str, Module], rank: int) -> tuple[dict[str, Module], float]:
+    """Every module truncated to ``rank``; returns the modules and the overall energy kept."""
+    out, kept_e, total_e = {}, 0.0, 0.0
+    for name, mod in modules.items():
+        d = delta(mod)
+        out[name], frac = truncate(d, rank)
+        e = float((d**2).sum())
+        kept_e, total_e = kept_e + frac * e, total_e + e
+    return out, kept_e / max(total_e, 1e-30)
+
+
+MERGES = ("linear", "cat", "svd", "ties", "dare_linear")
+TEXT_SIDE = (
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.add_k_proj",
+    "attn2.add_v_proj",
+)  # layers fed the prompt
+
+
+def merge(
+    loras: list[dict[str, Module]],
+    weights: list[float],
+    method: str,
+    density: float = 0.5,
+    rank: int | None = None,
+    seed: int = 0,
+) -> dict[str, Module]:
+    """Merge several LoRAs into one. ``linear``/``cat`` are exact (ranks concatenated, each B
+    scaled by its weight); ``svd``, ``ties`` and ``dare_linear`` combine ΔW and refactor it to
+    ``rank`` (default: the sum of the input ranks)."""
+    if method not in MERGES:
+        raise ValueError(f"unknown merge {method!r}; choose from {', '.join(MERGES)}")
+    from peft.utils import merge_utils
+
+    names = sorted(set().union(*loras))
+    out = {}
+    torch.manual_seed(seed)  # dare's random pruning
+    for name in names:
+        present = [(lo[name], w) for lo, w in zip(loras, weights, strict=True) if name in lo]
+        if method in ("linear", "cat"):
+            downs = [m.down.float() * math.sqrt(m.alpha / m.down.shape[0]) for m, _ in present]
+            ups = [m.up.float() * math.sqrt(m.alpha / m.down.shape[0]) * w for m, w in present]
+            r = sum(d.shape[0] for d in downs)
+            out[name] = Module(torch.cat(downs, 0), torch.cat(ups, 1), float(r))
+            continue
+        deltas = [delta(m) for m, _ in present]
+        w = torch.tensor([w for _, w in present], dtype=torch.float32)
+        if method == "svd":
+            combined = sum(wi * d for wi, d in zip(w.tolist(), deltas, strict=True))
+        elif method == "ties":
+            combined = merge_utils.ties(deltas, w, density)
+        else:
+            combined = merge_utils.dare_linear(deltas, w, density)
+        target = rank or sum(m.down.shape[0] for m, _ in present)
+        out[name] = truncate(combined, target)[0]
+    return out
+
+
+def save_modules(path: Path, modules: dict[str, Module], meta: dict[str, str]) -> Path:
+    sd = from_canonical(modules, "diffusers")
+    keep = {k: v for k, v in meta.items() if k.startswith("cameo.")}
+    return write_safetensors(path, sd, {**keep, **peft_metadata(modules), "format": "pt"})
+
+
+# ------------------------------------------------------------------ orthogonal adaptation
+
+
+def orthogonal_basis(in_features: int, module: str, seed: int) -> torch.Tensor:
+    """A seeded random orthogonal (in, in) matrix for one layer, the same on every machine."""
+    import hashlib
+
+    h = int.from_bytes(hashlib.sha256(f"{seed}/{module}".encode()).digest()[:8], "little")
+    g = torch.Generator().manual_seed(h)
+    q, r = torch.linalg.qr(torch.randn(in_features, in_features, generator=g, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).float()  # sign fix: a unique Q for the seed
+
+
+def set_orthogonal_down(
+    transformer, slot: int, rank: int, seed: int, adapter: str = "default"
+) -> None:
+    """Freeze every lora_A of ``adapter`` to rows [slot*r, (slot+1)*r) of its layer's basis,
+    scaled to PEFT's default init norm so learning rates carry over."""
+    for name, module in transformer.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if lora_a is None or adapter not in lora_a:
+            continue
+        weight = lora_a[adapter].weight  # (r, in)
+        k = weight.shape[1]
+        if (slot + 1) * rank > k:
+            raise ValueError(
+                f"slot {slot} with rank {rank} needs {(slot + 1) * rank} input directions; {name} has {k}"
+            )
+        basis = orthogonal_basis(k, name.removeprefix("base_model.model."), seed)
+        with (
+            torch.no_grad()
+        ):  # unit rows / sqrt(3): the entry scale of PEFT's kaiming init, 1/sqrt(3k)
+            weight.copy_(basis[slot * rank : (slot + 1) * rank] / math.sqrt(3))
+        weight.requires_grad_(False)
+
+
+def check_slots(metas: list[dict[str, str]]) -> None:
+    """Refuse to sum orthogonal LoRAs that share a slot of the same basis."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, m in enumerate(metas):
+        if "cameo.orthogonal_slot" not in m:
+            continue
+        key = (m.get("cameo.orthogonal_seed", "0"), m["cameo.orthogonal_slot"])
+        if key in seen:
+            raise ValueError(
+                f"LoRAs {seen[key]} and {i} use the same orthogonal slot {key[1]}: their changes would collide"
+            )
+        seen[key] = i
+
+
+# --------------------------------------------------------------------------- regional masks
+
+
+def region_token_mask(
+    region: str | tuple[float, float, float, float], frames: int, height: int, width: int
+) -> torch.Tensor:
+    """Video-token mask (F' * h * w,) of a region: 'left', 'right', 'top', 'bottom', 'all', or a
+    box (x0, y0, x1, y1) in [0, 1] of the frame. Tokens are ordered frame, row, column, as the
+    Wan transformer flattens its patches."""
+    ys = (torch.arange(height) + 0.5) / height
+    xs = (torch.arange(width) + 0.5) / width
+    boxes = {
+        "left": (0, 0, 0.5, 1),
+        "right": (0.5, 0, 1, 1),
+        "top": (0, 0, 1, 0.5),
+        "bottom": (0, 0.5, 1, 1),
+        "all": (0, 0, 1, 1),
+    }
+    x0, y0, x1, y1 = boxes[region] if isinstance(region, str) else region
+    m2 = (
+        (ys[:, None] >= y0) & (ys[:, None] < y1) & (xs[None] >= x0) & (xs[None] < x1)
+    ).float()  # (h, w)
+    return m2.flatten().repeat(frames)
+
+
+def trigger_token_mask(tokenizer, prompt: str, trigger: str, length: int) -> torch.Tensor:
+    """Text-token mask (length,) of the positions of ``trigger``'s word pieces in ``prompt``."""
+    ids = tokenizer(
+        prompt, padding="max_length", max_length=length, truncation=True, add_special_tokens=True
+    )["input_ids"]
+    want = tokenizer(trigger, add_special_tokens=False)["input_ids"]
+    mask = torch.zeros(length)
+    for i in range(len(ids) - len(want) + 1):
+        if ids[i : i + len(want)] == want:
+            mask[i : i + len(want)] = 1
+    return mask
+
+
+@contextlib.contextmanager
+def regional(transformer, masks: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    """While active, adapter ``name``'s output is multiplied per token by its text mask in the
+    layers that read the prompt (cross-attention keys and values) and by its video mask in all
+    others (they read video tokens).
+
+    masks: {adapter: (video_mask (T_video,), text_mask (T_text,))}.
+    """
+    handles = []
+
+    def hook_for(mask: torch.Tensor, where: str):
+        def hook(module, inputs, output):  # output (B, T, out)
+            if output.shape[1] != mask.numel():
+                raise RuntimeError(
+                    f"regional LoRA: {where} has {output.shape[1]} tokens, its mask {mask.numel()}"
+                )
+            return output * mask.to(output.dtype).to(output.device).view(1, -1, 1)
+
+        return hook
+
+    for name, module in transformer.named_modules():
+        lora_b = getattr(module, "lora_B", None)
+        if lora_b is None:
+            continue
+        reads_text = name.endswith(TEXT_SIDE)
+        for adapter, (video, text) in masks.items():
+            if adapter in lora_b:
+                mask = text if reads_text else video
+                handles.append(lora_b[adapter].register_forward_hook(hook_for(mask, name)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
