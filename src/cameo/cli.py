@@ -85,6 +85,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_export(args: argparse.Namespace) -> int:
+    from .models import TINY_DIR
+    from .pretrain import export_model
+
+    print(
+        f"exported to {export_model(Path(args.run), Path(args.to) if args.to else TINY_DIR, args.notes)}"
+    )
+    return 0
+
+
 def cmd_model_path(args: argparse.Namespace) -> int:
     from .models import tiny_model_dir
 
@@ -533,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
         "path", help="print the cameo-tiny directory (loadable with WanPipeline.from_pretrained)"
     )
     mp.set_defaults(func=cmd_model_path)
+    mx = msub.add_parser(
+        "export", help="copy a finished pretraining run's pipeline here, with its model card"
+    )
+    mx.add_argument("--run", default="runs/pretrain", help="the pretraining run folder")
+    mx.add_argument("--to", default=None, help="destination (default: the package's cameo-tiny)")
+    mx.add_argument("--notes", default="", help="text added to the model card")
+    mx.set_defaults(func=cmd_model_export)
     return p
 
 
