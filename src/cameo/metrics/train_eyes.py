@@ -249,7 +249,43 @@ def train_eyes(cfg: EyesConfig) -> dict:
     save_net(enc, out / "identity.safetensors", card)
     save_net(probe, out / "probes.safetensors", card)
     (out / "report.json").write_text(json.dumps(card, indent=2))
+    write_card(out, card)
     return card
+
+
+def write_card(out: Path, card: dict, command: str | None = None) -> Path:
+    """README.md beside the weights: how they were made and how well they see."""
+    import platform
+    import sys
+
+    v, c = card["validation"], card["config"]
+    command = command or " ".join(["cameo", *sys.argv[1:]])
+    acc = {k: v[k] for k in v if k.endswith("accuracy") or "accuracy_" in k}
+    lines = [
+        "# cameo's eyes: identity encoder and attribute probes",
+        "",
+        'Small CNNs trained by `cameo eyes train` on renders of the procedural world\'s "eyes" split',
+        "(people the base model never sees), validated on held-out people nobody trained on.",
+        "",
+        f"- command: `{command}`",
+        f"- seed {c['seed']}, {c['steps']} steps, {c['identities']} people x {c['photos_per_identity']} photos, "
+        f"{card['train_minutes']} minutes on {platform.machine()} with {c.get('threads') or 'all'} torch threads",
+        "- identity loss: supervised contrastive over P people x K photos per batch (Khosla et al. 2020);",
+        "  renders blurred, noised and shifted at random so generated frames are read too",
+        "",
+        "| held-out check | value | target |",
+        "|---|---|---|",
+        f"| 1:N identification among {v['people']} people (top-1) | {v['identification_top1']:.3f} | >= 0.98 |",
+        f"| verification ROC AUC | {v['verification_auc']:.4f} | >= 0.99 |",
+        *[f"| probe {k} | {val:.3f} | >= 0.95 |" for k, val in acc.items()],
+        f"| yaw MAE (rad) | {v['yaw_mae_rad']:.3f} | - |",
+        f"| mouth-opening MAE | {v['mouth_mae']:.3f} | - |",
+        "",
+        "Reproduce the table: `cameo eyes train` (retrains and re-validates) or see `docs/measurement.md`.",
+    ]
+    path = Path(out) / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def speaking_threshold() -> float:
