@@ -162,3 +162,106 @@ def test_train_and_generate_on_a_umt5_wan_checkpoint(wan21_dir, tmp_path):
     from cameo.lora import read_metadata
 
     assert read_metadata(lora)["cameo.base_hash"]
+
+
+@pytest.fixture(scope="module")
+def wan22_dir(tmp_path_factory, wan21_dir):
+    """Wan 2.2 A14B layout: a high-noise `transformer` and a low-noise `transformer_2`."""
+    pipe = WanPipeline.from_pretrained(wan21_dir)
+    torch.manual_seed(1)
+    second = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+    )
+    two = WanPipeline(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        vae=pipe.vae,
+        transformer=pipe.transformer,
+        transformer_2=second,
+        scheduler=pipe.scheduler,
+        boundary_ratio=0.875,
+    )
+    path = tmp_path_factory.mktemp("wan22") / "Wan2.2-tiny"
+    two.save_pretrained(path)
+    return path
+
+
+def test_wan22_two_experts_each_get_their_lora(wan22_dir, tmp_path):
+    from cameo.generate import apply_loras
+    from cameo.lora import read_metadata
+    from cameo.models import load_pipeline
+
+    photos = write_person_folder(2, tmp_path / "photos", 5)
+    files = {}
+    for expert in ("high", "low"):
+        out = tmp_path / expert
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(photos),
+                    "--trigger",
+                    "mike",
+                    "--name",
+                    "mike",
+                    "--out",
+                    str(out),
+                    "--base",
+                    str(wan22_dir),
+                    "--expert",
+                    expert,
+                    "--steps",
+                    "2",
+                    "--batch",
+                    "2",
+                    "--rank",
+                    "4",
+                    "--validate-every",
+                    "0",
+                    "--log-with",
+                    "none",
+                ]
+            )
+            == 0
+        )
+        files[expert] = out / "mike.safetensors"
+        assert read_metadata(files[expert])["cameo.expert"] == expert
+    pipe = load_pipeline(wan22_dir)
+    apply_loras(pipe, [str(files["high"]), str(files["low"])])
+    assert any("lora_" in n for n, _ in pipe.transformer.named_parameters())
+    assert any("lora_" in n for n, _ in pipe.transformer_2.named_parameters())
+    clip = tmp_path / "c.mp4"
+    assert (
+        main(
+            [
+                "generate",
+                "mike, speaking",
+                "--base",
+                str(wan22_dir),
+                "--lora",
+                str(files["high"]),
+                "--lora",
+                str(files["low"]),
+                "--out",
+                str(clip),
+                "--frames",
+                "5",
+                "--height",
+                "32",
+                "--width",
+                "32",
+                "--steps",
+                "2",
+            ]
+        )
+        == 0
+    )

@@ -133,9 +133,13 @@ def apply_loras(
     from .lora import check_compatible, read_metadata
 
     paths = [parse_lora_arg(s) for s in specs]
-    for path, _ in paths:
-        check_compatible(pipe.transformer, Path(path), base_dir)  # never a silent no-op
     metas = [read_metadata(Path(p)) for p, _ in paths]
+    for (path, _), meta in zip(paths, metas, strict=True):
+        check_compatible(_expert_of(pipe, meta), Path(path), base_dir)  # never a silent no-op
+    if mix != "linear" and mix != "regional" and any(m.get("cameo.expert") == "low" for m in metas):
+        raise ValueError(
+            "merging is for LoRAs of one transformer; mix Wan 2.2 experts with --mix linear"
+        )
     if mix == "linear":
         check_slots(metas)
     if mix in MERGES and mix != "linear" and len(paths) > 1:
@@ -143,7 +147,10 @@ def apply_loras(
     loaded = LoadedLoras()
     for i, (path, _) in enumerate(paths):
         name = f"lora{i}_{Path(path).stem}".replace(".", "_").replace("-", "_")
-        pipe.load_lora_weights(str(path), adapter_name=name)
+        low = len(paths) == len(metas) and metas[i].get("cameo.expert") == "low"
+        pipe.load_lora_weights(
+            str(path), adapter_name=name, **({"load_into_transformer_2": True} if low else {})
+        )
         loaded.names.append(name)
     if not loaded.names:
         return loaded
@@ -154,6 +161,17 @@ def apply_loras(
         pipe.fuse_lora(components=["transformer"], adapter_names=loaded.names, lora_scale=1.0)
         pipe.unload_lora_weights()  # the change now lives in the weights
     return loaded
+
+
+def _expert_of(pipe, meta: dict):
+    """The transformer a LoRA file belongs to (Wan 2.2's low-noise expert or the main one)."""
+    if meta.get("cameo.expert") == "low":
+        if getattr(pipe, "transformer_2", None) is None:
+            raise ValueError(
+                "this LoRA adapts the low-noise expert of a Wan 2.2 A14B base; this base has none"
+            )
+        return pipe.transformer_2
+    return pipe.transformer
 
 
 def _merged_file(paths: list[tuple[str, float]], method: str) -> Path:

@@ -63,6 +63,12 @@ class TrainConfig:
     )
     ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})
     rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA scaling"})
+    expert: str = field(
+        default="high",
+        metadata={
+            "help": "Wan 2.2 A14B: which expert to adapt, high (noisy steps, `transformer`) or low (`transformer_2`)"
+        },
+    )
     orthogonal_slot: int = field(
         default=-1,
         metadata={
@@ -136,6 +142,8 @@ class TrainConfig:
             raise ValueError(f"--lr must be in (0, 1), not {self.lr}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError("--schedule must be cosine or constant")
+        if self.expert not in ("high", "low"):
+            raise ValueError("--expert must be high or low")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError("--mixed-precision must be no, bf16 or fp16")
         if not 0 <= self.ema < 1 or not 0 <= self.caption_dropout < 1:
@@ -201,7 +209,28 @@ def class_prompt(caption: str, trigger: str, class_word: str) -> str:
     return out
 
 
-def make_batch(cache: dict, cfg: TrainConfig, step: int, rank: int = 0, world: int = 1) -> dict:
+def expert_and_range(pipe, expert: str) -> tuple[torch.nn.Module, tuple[float, float]]:
+    """The transformer to adapt and the sigma range it serves. Wan 2.2 A14B hands steps with
+    t >= boundary_ratio * 1000 to ``transformer`` and the rest to ``transformer_2``."""
+    boundary = getattr(pipe.config, "boundary_ratio", None)
+    second = getattr(pipe, "transformer_2", None)
+    if boundary is None or second is None:
+        if expert == "low":
+            raise ValueError(
+                "--expert low needs a two-expert base (Wan 2.2 A14B); this one has one transformer"
+            )
+        return pipe.transformer, (0.0, 1.0)
+    return (pipe.transformer, (boundary, 1.0)) if expert == "high" else (second, (0.0, boundary))
+
+
+def make_batch(
+    cache: dict,
+    cfg: TrainConfig,
+    step: int,
+    rank: int = 0,
+    world: int = 1,
+    sigma_range: tuple[float, float] = (0.0, 1.0),
+) -> dict:
     """The global batch of ``step`` (a pure function of seed and step); this process's slice."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     sizes = torch.tensor([len(gr["latents"]) for gr in cache["groups"]], dtype=torch.float)
@@ -213,7 +242,8 @@ def make_batch(cache: dict, cfg: TrainConfig, step: int, rank: int = 0, world: i
     drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
     text[drop] = cache["empty"]
     noise = torch.randn(x0.shape, generator=g)
-    sigmas = sample_sigmas(cfg.batch, FLOW_SHIFT, g)
+    lo, hi = sigma_range
+    sigmas = lo + (hi - lo) * sample_sigmas(cfg.batch, FLOW_SHIFT, g)  # within this expert's range
     per = cfg.batch // world
     sl = slice(rank * per, (rank + 1) * per)
     return {
@@ -344,7 +374,7 @@ class Trainer:
         self.pipe = load_pipeline(self.base_dir, device=str(self.acc.device), dtype=dtype)
         self.cache = build_cache(self.pipe, self.report, cfg)
         offload_encoders(self.pipe)
-        model = self.pipe.transformer
+        model, self.sigma_range = expert_and_range(self.pipe, cfg.expert)
         if cfg.init_from:
             model.requires_grad_(False)
             load_adapter(model, Path(cfg.init_from), "default")
@@ -480,7 +510,9 @@ class Trainer:
         cfg = self.cfg
         for g in self.opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.schedule)
-        batch = make_batch(self.cache, cfg, step, self.acc.process_index, self.acc.num_processes)
+        batch = make_batch(
+            self.cache, cfg, step, self.acc.process_index, self.acc.num_processes, self.sigma_range
+        )
         batch = {k: v.to(self.acc.device) for k, v in batch.items()}
         with self.acc.autocast():
             loss = training_loss(self.model, batch, cfg)
@@ -548,6 +580,9 @@ class Trainer:
             "base_hash": base_hash(self.base_dir),
             "config": asdict(cfg),
             "train_seconds": round(seconds, 1),
+            "expert": cfg.expert
+            if getattr(self.pipe, "transformer_2", None) is not None
+            else "single",
             **(
                 {
                     "orthogonal_slot": str(cfg.orthogonal_slot),
