@@ -311,9 +311,11 @@ def eval_lora(
     prompts = prompts or default_prompts(trigger)
     refs = eyes.embed(load_references(photos))
     self_sim = self_similarity(refs)
+    from ..generate import apply_loras
+    from ..models import resolve_base
+
     pipe = load_pipeline(base)
-    pipe.load_lora_weights(str(lora), adapter_name="subject")
-    pipe.set_adapters(["subject"], [scale])
+    apply_loras(pipe, [f"{lora}:{scale}"], base_dir=resolve_base(base))
     results: dict[str, dict[str, list]] = {}
     for group, plist in prompts.items():
         for variant in ("lora", "base"):
