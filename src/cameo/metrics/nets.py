@@ -32,13 +32,19 @@ PROBE_CLASSES: dict[str, list[str]] = {
 PROBE_REGRESSIONS = {"mouth": 1, "yaw": 1, "pitch": 1}
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    # GroupNorm has no batch statistics, so inputs of different shapes (64x64 people, 64x128
+    # scenes) cannot skew each other's normalisation at evaluation time.
+    return nn.BatchNorm2d(channels) if kind == "batch" else nn.GroupNorm(8, channels)
+
+
+def _block(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm(norm, cout),
         nn.SiLU(),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm(norm, cout),
         nn.SiLU(),
     )
 
@@ -46,11 +52,16 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class Trunk(nn.Module):
     """Four conv stages, 64x64 -> 4x4, then global average pooling (any width works)."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, norm: str = "batch"):
         super().__init__()
         w = [width, width * 2, width * 4, width * 8]
         self.stages = nn.ModuleList(
-            [_block(3, w[0]), _block(w[0], w[1]), _block(w[1], w[2]), _block(w[2], w[3])]
+            [
+                _block(3, w[0], norm),
+                _block(w[0], w[1], norm),
+                _block(w[1], w[2], norm),
+                _block(w[2], w[3], norm),
+            ]
         )
         self.out_dim = w[3]
 
@@ -82,10 +93,10 @@ class IdentityEncoder(nn.Module):
 class AttributeProbe(nn.Module):
     """Frame -> logits per classification head and values per regression head."""
 
-    def __init__(self, width: int = 24):
+    def __init__(self, width: int = 24, norm: str = "group"):
         super().__init__()
-        self.config = {"width": width}
-        self.trunk = Trunk(width)
+        self.config = {"width": width, "norm": norm}
+        self.trunk = Trunk(width, norm)
         d = self.trunk.out_dim
         self.heads = nn.ModuleDict({k: nn.Linear(d, len(v)) for k, v in PROBE_CLASSES.items()})
         self.regs = nn.ModuleDict({k: nn.Linear(d, n) for k, n in PROBE_REGRESSIONS.items()})

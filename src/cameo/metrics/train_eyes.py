@@ -62,6 +62,12 @@ class EyesConfig:
     )
     probe_width: int = field(default=16, metadata={"help": "first-stage channels of the probe"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = default"})
+    only: str = field(
+        default="",
+        metadata={
+            "help": "train only 'identity' or only 'probes' (the other net is loaded from --out)"
+        },
+    )
 
 
 def random_still(split: str, index: int, rng: random.Random, width: int = 64, two: bool = False):
@@ -196,46 +202,65 @@ def probe_loss(out: dict, labels: list[dict], keys: list[str]) -> torch.Tensor:
     return loss
 
 
+def _identity_loss(
+    enc, bank, by_id, cfg: EyesConfig, step: int, g: torch.Generator
+) -> torch.Tensor:
+    """P people x K photos each; each photo should find its K-1 siblings among the batch."""
+    who = torch.randperm(cfg.identities, generator=g)[: cfg.ids_per_batch].tolist()
+    rng = np.random.default_rng
+    idx = np.concatenate(
+        [rng(step * 7919 + w).choice(by_id[w], cfg.per_id, replace=False) for w in who]
+    )
+    emb = enc(augment(to_input(bank["pix"][idx]), g))
+    return supervised_contrastive(emb, torch.as_tensor(bank["ids"][idx]), cfg.temperature)
+
+
+SINGLE_KEYS = ["hair", "background", "glasses", "hat", "people", "mouth", "yaw", "pitch"]
+
+
+def _probe_loss(probe, bank, cfg: EyesConfig, g: torch.Generator) -> torch.Tensor:
+    """Single photos train every head; wide photos (one or two people) the count and background."""
+    pidx = torch.randint(len(bank["pix"]), (cfg.probe_batch,), generator=g).numpy()
+    loss = probe_loss(
+        probe(augment(to_input(bank["pix"][pidx]), g)),
+        [bank["labels"][i] for i in pidx],
+        SINGLE_KEYS,
+    )
+    widx = torch.randint(len(bank["wide"]), (cfg.probe_batch // 4,), generator=g).numpy()
+    wout = probe(augment(to_input(bank["wide"][widx]), g))
+    return loss + probe_loss(wout, [bank["wide_labels"][i] for i in widx], ["people", "background"])
+
+
 def train_eyes(cfg: EyesConfig) -> dict:
-    """Train both nets, evaluate them on held-out people, save weights and a model card."""
+    """Train the identity encoder and/or the probes (``cfg.only``), validate both on held-out
+    people, save weights, the report and a model card."""
+    from .nets import load_identity_encoder
+
     t0 = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     bank = build_bank(cfg)
-    enc = IdentityEncoder(cfg.encoder_width).train()
+    out = Path(cfg.out)
+    train_id, train_probe = cfg.only in ("", "identity"), cfg.only in ("", "probes")
+    enc = (
+        IdentityEncoder(cfg.encoder_width).train()
+        if train_id
+        else load_identity_encoder(out / "identity.safetensors")
+    )
     probe = AttributeProbe(cfg.probe_width).train()
-    params = [*enc.parameters(), *probe.parameters()]
+    params = [*(enc.parameters() if train_id else []), *(probe.parameters() if train_probe else [])]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(cfg.seed)
     by_id = [np.flatnonzero(bank["ids"] == i) for i in range(cfg.identities)]
-    single_keys = ["hair", "background", "glasses", "hat", "people", "mouth", "yaw", "pitch"]
-    bar = tqdm(range(cfg.steps), desc="eyes", dynamic_ncols=True)
+    bar = tqdm(range(cfg.steps), desc=f"eyes {cfg.only or 'both'}", dynamic_ncols=True)
     for step in bar:
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, cfg.steps, cfg.lr, 50)
-        # Identity: P people x K photos each; each photo should find its K-1 siblings.
-        who = torch.randperm(cfg.identities, generator=g)[: cfg.ids_per_batch].tolist()
-        idx = np.concatenate(
-            [
-                np.random.default_rng(step * 7919 + w).choice(by_id[w], cfg.per_id, replace=False)
-                for w in who
-            ]
-        )
-        emb = enc(augment(to_input(bank["pix"][idx]), g))
-        id_loss = supervised_contrastive(emb, torch.as_tensor(bank["ids"][idx]), cfg.temperature)
-        # Probes: single photos for every head, wide photos for people count and background.
-        pidx = torch.randint(len(bank["pix"]), (cfg.probe_batch,), generator=g).numpy()
-        out = probe(augment(to_input(bank["pix"][pidx]), g))
-        p_loss = probe_loss(out, [bank["labels"][i] for i in pidx], single_keys)
-        widx = torch.randint(len(bank["wide"]), (cfg.probe_batch // 4,), generator=g).numpy()
-        wout = probe(augment(to_input(bank["wide"][widx]), g))
-        p_loss = p_loss + probe_loss(
-            wout, [bank["wide_labels"][i] for i in widx], ["people", "background"]
-        )
-        loss = id_loss + p_loss
+        id_loss = _identity_loss(enc, bank, by_id, cfg, step, g) if train_id else torch.zeros(())
+        p_loss = _probe_loss(probe, bank, cfg, g) if train_probe else torch.zeros(())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (id_loss + p_loss).backward()
         opt.step()
         bar.set_postfix(id=f"{id_loss.item():.3f}", probe=f"{p_loss.item():.3f}")
     enc.eval()
@@ -244,10 +269,25 @@ def train_eyes(cfg: EyesConfig) -> dict:
 
     report = validate_eyes(enc, probe)
     minutes = (time.time() - t0) / 60
-    card = {"config": asdict(cfg), "train_minutes": round(minutes, 1), "validation": report}
-    out = Path(cfg.out)
-    save_net(enc, out / "identity.safetensors", card)
-    save_net(probe, out / "probes.safetensors", card)
+    import sys
+
+    card = {
+        "config": asdict(cfg),
+        "command": " ".join(["cameo", *sys.argv[1:]]),
+        "train_minutes": round(minutes, 1),
+        "validation": report,
+    }
+    previous = (
+        json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
+    )
+    card["history"] = [
+        *(previous.get("history") or ([previous] if previous else [])),
+        {k: v for k, v in card.items() if k != "history"},
+    ]
+    if train_id:
+        save_net(enc, out / "identity.safetensors", card)
+    if train_probe:
+        save_net(probe, out / "probes.safetensors", card)
     (out / "report.json").write_text(json.dumps(card, indent=2))
     write_card(out, card)
     return card
