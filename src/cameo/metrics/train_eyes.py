@@ -322,6 +322,14 @@ def write_card(out: Path, card: dict, command: str | None = None) -> Path:
         f"| mouth-opening MAE | {v['mouth_mae']:.3f} | - |",
         "",
         "Reproduce the table: `cameo eyes train` (retrains and re-validates) or see `docs/measurement.md`.",
+        "",
+        "## Runs that made the shipped weights",
+        "",
+        *[
+            f"- `{h.get('command', '?')}`: {h.get('config', {}).get('only') or 'both nets'}, "
+            f"{h.get('train_minutes')} min{'; ' + h['note'] if h.get('note') else ''}"
+            for h in card.get("history", [])
+        ],
     ]
     path = Path(out) / "README.md"
     path.write_text("\n".join(lines) + "\n")
