@@ -363,14 +363,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_generate_parsers(sub) -> None:
+    """The generate and sweep commands."""
     from .generate import GenerateConfig
-    from .pretrain import PretrainConfig
-
-    p = argparse.ArgumentParser(
-        prog="cameo", description="Clone a person into a text-to-video model with LoRA."
-    )
-    sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser(
         "generate", help="render a clip from a prompt (MP4, GIF and a PNG contact sheet)"
@@ -381,20 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_dataclass_args(g, GenerateConfig, skip=("prompt",))
     g.set_defaults(func=cmd_generate)
-
-    from .train import TrainConfig
-
-    t = sub.add_parser(
-        "train", help="clone a person: train a LoRA from a folder of captioned photos"
-    )
-    t.add_argument(
-        "--config", default=None, help="TOML file with these settings (flags given here win)"
-    )
-    add_dataclass_args(t, TrainConfig)
-    t.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in --out"
-    )
-    t.set_defaults(func=cmd_train)
 
     sw = sub.add_parser(
         "sweep", help="one prompt at several LoRA scales: a video grid, a contact sheet, metrics"
@@ -413,6 +394,34 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     sw.set_defaults(func=cmd_sweep)
 
+
+def _add_training_parsers(sub) -> None:
+    """The train and pretrain commands."""
+    from .pretrain import PretrainConfig
+    from .train import TrainConfig
+
+    t = sub.add_parser(
+        "train", help="clone a person: train a LoRA from a folder of captioned photos"
+    )
+    t.add_argument(
+        "--config", default=None, help="TOML file with these settings (flags given here win)"
+    )
+    add_dataclass_args(t, TrainConfig)
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in --out"
+    )
+    t.set_defaults(func=cmd_train)
+
+    pt = sub.add_parser("pretrain", help="train the built-in model cameo-tiny from the world")
+    add_dataclass_args(pt, PretrainConfig)
+    pt.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    pt.set_defaults(func=cmd_pretrain)
+
+
+def _add_lora_file_parsers(sub) -> None:
+    """The convert, inspect, resize, estimate commands."""
     cv = sub.add_parser(
         "convert", help="convert a Wan LoRA between diffusers, ComfyUI and kohya/musubi keys"
     )
@@ -468,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--json", action="store_true", help="print JSON")
     es.set_defaults(func=cmd_estimate)
 
+
+def _add_world_and_demo_parsers(sub) -> None:
+    """The demo and world commands."""
     d = sub.add_parser("demo", help="the main job on the built-in model (what `make demo` runs)")
     d.add_argument("--out", default="cameo-demo", help="folder for everything the demo writes")
     d.add_argument("--overwrite", action="store_true", help="replace an earlier demo's outputs")
@@ -493,13 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("--overwrite", action="store_true", help="replace existing files")
     wc.set_defaults(func=cmd_world_clip)
 
-    pt = sub.add_parser("pretrain", help="train the built-in model cameo-tiny from the world")
-    add_dataclass_args(pt, PretrainConfig)
-    pt.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
-    pt.set_defaults(func=cmd_pretrain)
 
+def _add_measurement_parsers(sub) -> None:
+    """The eyes and eval commands."""
     from .metrics.train_eyes import EyesConfig
 
     e = sub.add_parser("eyes", help="cameo's measuring eyes: identity encoder and attribute probes")
@@ -537,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true", help="replace an existing report")
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_model_parsers(sub) -> None:
+    """The model path and export commands."""
     m = sub.add_parser("model", help="the built-in model")
     msub = m.add_subparsers(dest="model_command", required=True)
     mp = msub.add_parser(
@@ -550,6 +561,19 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("--to", default=None, help="destination (default: the package's cameo-tiny)")
     mx.add_argument("--notes", default="", help="text added to the model card")
     mx.set_defaults(func=cmd_model_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cameo", description="Clone a person into a text-to-video model with LoRA."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_generate_parsers(sub)
+    _add_training_parsers(sub)
+    _add_lora_file_parsers(sub)
+    _add_world_and_demo_parsers(sub)
+    _add_measurement_parsers(sub)
+    _add_model_parsers(sub)
     return p
 
 
