@@ -289,6 +289,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eyes_recalibrate(args: argparse.Namespace) -> int:
+    from .metrics.nets import EYES_DIR
+    from .metrics.train_eyes import recalibrate_eyes
+
+    for f in (args.probe, args.counter, args.bank):
+        if not Path(f).is_file():
+            raise UserError(f"{f} does not exist")
+    card = recalibrate_eyes(
+        Path(args.probe),
+        Path(args.counter),
+        Path(args.out) if args.out else EYES_DIR,
+        Path(args.bank),
+    )
+    v = card["validation"]
+    print(", ".join(f"{k} {v[k]:.3f}" for k in v if "accuracy" in k))
+    return 0
+
+
 def cmd_eyes_train(args: argparse.Namespace) -> int:
     from .metrics.train_eyes import EyesConfig, train_eyes
 
@@ -515,6 +533,21 @@ def _add_measurement_parsers(sub) -> None:
     et = esub.add_parser("train", help="train and validate them on world renders")
     add_dataclass_args(et, EyesConfig)
     et.set_defaults(func=cmd_eyes_train)
+    er = esub.add_parser(
+        "recalibrate",
+        help="re-estimate a BatchNorm probe's statistics on single-person frames; ship it with a people counter",
+    )
+    er.add_argument("--probe", required=True, help="BatchNorm attribute probe (.safetensors)")
+    er.add_argument(
+        "--counter", required=True, help="net whose people head counts people on whole canvases"
+    )
+    er.add_argument(
+        "--bank",
+        default="runs/eyes-bank.npz",
+        help="rendered training photos (from cameo eyes train)",
+    )
+    er.add_argument("--out", default=None, help="eyes folder (default: the package's)")
+    er.set_defaults(func=cmd_eyes_recalibrate)
 
     ev = sub.add_parser(
         "eval", help="measure identity, prompt fidelity and leakage of a LoRA or a folder of clips"

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .nets import PROBE_CLASSES, load_attribute_probe, load_identity_encoder, to_input
+from .nets import (
+    PROBE_CLASSES,
+    load_attribute_probe,
+    load_identity_encoder,
+    load_people_counter,
+    to_input,
+)
 from .scores import (
     centroid,
     frame_similarity,
@@ -60,6 +66,7 @@ class Eyes:
 
             self.external = HFImageEncoder(encoder_dir)
         self.encoder = load_identity_encoder(identity_path)
+        self.counter = load_people_counter()
         self.probe = load_attribute_probe(probe_path)
         self.speaking_threshold = speaking_threshold()
         self._distractors: torch.Tensor | None = None
@@ -85,7 +92,8 @@ class Eyes:
         attrs["speaking"] = bool(
             len(frames) > 1 and max(mouth) - min(mouth) > self.speaking_threshold
         )
-        canvas = self.probe(to_input(whole if whole is not None else frames))["people"]
+        counter = self.counter or self.probe
+        canvas = counter(to_input(whole if whole is not None else frames))["people"]
         attrs["people"] = int(canvas.argmax(1).float().mean().round()) + 1
         attrs["yaw"] = float(out["yaw"].mean())
         return Reading(self.embed(frames), attrs, mouth)

@@ -125,8 +125,11 @@ def _load(cls, path: Path):
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-    net = cls(**json.loads(meta.get("config", "{}")))
+    config = json.loads(meta.get("config", "{}"))
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    if cls is AttributeProbe and "norm" not in config:  # files from before the norm option
+        config["norm"] = "batch" if any(k.endswith("running_mean") for k in state) else "group"
+    net = cls(**config)
     net.load_state_dict(state)
     return net.eval()
 
@@ -138,6 +141,34 @@ def load_identity_encoder(path: Path | None = None) -> IdentityEncoder:
             f"identity encoder weights missing at {path}; run `cameo eyes train`"
         )
     return _load(IdentityEncoder, path)
+
+
+def load_people_counter(path: Path | None = None) -> AttributeProbe | None:
+    """The net whose "people" head counts people on a whole canvas (any width); None if absent."""
+    path = Path(path or EYES_DIR / "people.safetensors")
+    return _load(AttributeProbe, path) if path.is_file() else None
+
+
+def recalibrate_batchnorm(
+    net: nn.Module, frames, batches: int = 40, batch: int = 64, seed: int = 0
+) -> nn.Module:
+    """Re-estimate BatchNorm running statistics on ``frames`` (uint8 (N, H, W, 3)) alone.
+
+    A net trained on batches of two shapes (64x64 people, 64x128 scenes) keeps running
+    statistics that mix both; evaluated on one shape it drifts. Averaging the statistics over
+    batches of the shape it will read restores what each head saw in training."""
+    import numpy as np
+
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    rng = np.random.default_rng(seed)
+    net.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            net(to_input(frames[rng.choice(len(frames), batch, replace=False)]))
+    return net.eval()
 
 
 def load_attribute_probe(path: Path | None = None) -> AttributeProbe:

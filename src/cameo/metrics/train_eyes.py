@@ -293,6 +293,46 @@ def train_eyes(cfg: EyesConfig) -> dict:
     return card
 
 
+def recalibrate_eyes(
+    probe_path: Path, counter_path: Path, out: Path, bank_path: Path, minutes_before: float = 0.0
+) -> dict:
+    """Ship a BatchNorm probe with its statistics re-estimated on single-person frames (it reads
+    per-person 64x64 regions) beside a counter net for the people count on whole canvases;
+    validate both with the shipped identity encoder and write weights, report and card."""
+    import sys
+
+    from .nets import _load, load_identity_encoder, recalibrate_batchnorm
+    from .validate import validate_eyes
+
+    t0 = time.time()
+    probe = _load(AttributeProbe, Path(probe_path))
+    counter = _load(AttributeProbe, Path(counter_path))
+    with np.load(bank_path, allow_pickle=False) as z:
+        singles = z["pix"]
+    recalibrate_batchnorm(probe, singles)
+    enc = load_identity_encoder(out / "identity.safetensors")
+    report = validate_eyes(enc, probe, counter)
+    out = Path(out)
+    previous = (
+        json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
+    )
+    card = {
+        "config": {**previous.get("config", {}), "only": "recalibrate"},
+        "command": " ".join(["cameo", *sys.argv[1:]]),
+        "train_minutes": round(minutes_before + (time.time() - t0) / 60, 1),
+        "validation": report,
+    }
+    card["history"] = [
+        *(previous.get("history") or ([previous] if previous else [])),
+        {k: v for k, v in card.items()},
+    ]
+    save_net(probe, out / "probes.safetensors", card)
+    save_net(counter, out / "people.safetensors", card)
+    (out / "report.json").write_text(json.dumps(card, indent=2))
+    write_card(out, card)
+    return card
+
+
 def write_card(out: Path, card: dict, command: str | None = None) -> Path:
     """README.md beside the weights: how they were made and how well they see."""
     import platform

@@ -86,8 +86,11 @@ def _speech_clips(split: str, n: int, seed: int) -> tuple[list[np.ndarray], np.n
     return clips, np.array(labels)
 
 
-def probe_eval(probe: AttributeProbe, n: int = 600, seed: int = 2) -> dict:
-    """Accuracy of each probe head on held-out renders, and speech detection on clips."""
+def probe_eval(
+    probe: AttributeProbe, n: int = 600, seed: int = 2, counter: AttributeProbe | None = None
+) -> dict:
+    """Accuracy of each probe head on held-out renders, and speech detection on clips. With a
+    ``counter``, the people count is read by it (as ``Eyes`` does)."""
     from .train_eyes import random_still
 
     rng = random.Random(f"cameo-eyes/probe-eval/{seed}")
@@ -97,7 +100,10 @@ def probe_eval(probe: AttributeProbe, n: int = 600, seed: int = 2) -> dict:
     ]
     res: dict[str, float] = {}
     for name, data in (("single", singles), ("wide", wide)):
-        out = probe_frames(probe, np.stack([d[0] for d in data]))
+        frames = np.stack([d[0] for d in data])
+        out = probe_frames(probe, frames)
+        if counter is not None:
+            out["people"] = probe_frames(counter, frames)["people"]
         labels = [d[1] for d in data]
         keys = (
             ["hair", "background", "glasses", "hat", "people"]
@@ -133,5 +139,7 @@ def probe_eval(probe: AttributeProbe, n: int = 600, seed: int = 2) -> dict:
     return res
 
 
-def validate_eyes(enc: IdentityEncoder, probe: AttributeProbe) -> dict:
-    return {**identity_eval(enc), **probe_eval(probe), "classes": PROBE_CLASSES}
+def validate_eyes(
+    enc: IdentityEncoder, probe: AttributeProbe, counter: AttributeProbe | None = None
+) -> dict:
+    return {**identity_eval(enc), **probe_eval(probe, counter=counter), "classes": PROBE_CLASSES}
