@@ -8,7 +8,7 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or min(2, os.cpu_count() or 1))
 
 TINY_VAE = dict(base_dim=8, z_dim=4)
 TINY_TRANSFORMER = dict(
