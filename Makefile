@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/cameo demo
+	$(BIN)/cameo demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
