@@ -40,7 +40,15 @@ class PretrainConfig:
     out: str = field(
         default="runs/pretrain", metadata={"help": "run folder: checkpoints, logs, data cache"}
     )
-    stage: str = field(default="all", metadata={"help": "vae | transformer | all"})
+    stage: str = field(
+        default="all",
+        metadata={
+            "help": "vae | transformer | all | decoder (fine-tune the decoder on full clips, encoder frozen)"
+        },
+    )
+    decoder_steps: int = field(
+        default=0, metadata={"help": "steps of the decoder fine-tuning stage"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the data order and initialisation"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = all cores"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
@@ -77,8 +85,10 @@ class PretrainConfig:
     )
 
     def validate(self) -> None:
-        if self.stage not in ("vae", "transformer", "all"):
-            raise ValueError(f"--stage must be vae, transformer or all, not {self.stage!r}")
+        if self.stage not in ("vae", "transformer", "all", "decoder"):
+            raise ValueError(
+                f"--stage must be vae, transformer, all or decoder, not {self.stage!r}"
+            )
         if (self.frames - 1) % 4 or (self.vae_clip_frames - 1) % 4:
             raise ValueError("frame counts must be 4k+1 (Wan's VAE compresses time by 4)")
         if self.size % 16:
@@ -181,6 +191,57 @@ def train_vae(cfg: PretrainConfig, run: Path):
             _log(run, {"stage": "vae", "step": step, "loss": loss_sum, **logs, "t": time.time()})
         if _checkpoint_or_stop(cfg, root, step + 1, cfg.vae_steps, deadline, vae, opt):
             return None
+    return vae.eval()
+
+
+def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4, lr: float = 3e-4):
+    """Teach the decoder full-length clips with the encoder frozen, so latents (and the
+    transformer trained on them) stay valid. The VAE stage saw 5-frame clips only; its causal
+    temporal cache did not carry to 17 frames (reconstruction fell from ~24 dB at frame 4 to
+    ~10 dB at frame 16)."""
+    vae = _load_finished_vae(cfg, run)
+    vae.requires_grad_(False)
+    trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.99))
+    root = run / "decoder"
+    start = _resume_state(root, vae, opt)
+    deadline = _deadline(cfg)
+    bar = _bar(start, steps, "decoder")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, 10)
+        xs = []
+        for k in range(batch):
+            pix = training_sample(
+                70_000_000 + step * batch + k, frames=cfg.frames, size=cfg.size
+            ).frames
+            xs.append(_to_tensor(pix[:, :, : cfg.size]))
+        x = torch.stack(xs)  # (B, 3, 17, H, W)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        rec = vae.decode(z).sample
+        mse = ((rec - x) ** 2).mean()
+        loss = (rec - x).abs().mean() + mse
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
+        bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
+        _log(
+            run,
+            {
+                "stage": "decoder",
+                "step": step,
+                "loss": loss.item(),
+                "psnr_f17": psnr,
+                "t": time.time(),
+            },
+        )
+        if _checkpoint_or_stop(cfg, root, step + 1, steps, deadline, vae, opt):
+            break
     return vae.eval()
 
 
@@ -325,8 +386,8 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe):
     return model.eval()
 
 
-def _load_finished_vae(cfg: PretrainConfig, run: Path):
-    last = ckpt.latest(run / "vae")
+def _load_finished_vae(cfg: PretrainConfig, run: Path, stage: str = "vae"):
+    last = ckpt.latest(run / stage)
     if last is None:
         raise FileNotFoundError(f"no VAE checkpoint in {run / 'vae'}; run the vae stage first")
     vae = cfg.vae.build()
@@ -433,6 +494,18 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
     return dest
 
 
+def _decoder_stage(cfg: PretrainConfig, run: Path) -> Path:
+    """Fine-tune the decoder, then rewrite the exported pipeline's VAE (same latent statistics)."""
+    from diffusers import AutoencoderKLWan
+
+    exported = run / "cameo-tiny"
+    stats = AutoencoderKLWan.load_config(exported / "vae")
+    vae = finetune_decoder(cfg, run, cfg.decoder_steps)
+    vae.register_to_config(latents_mean=stats["latents_mean"], latents_std=stats["latents_std"])
+    vae.to(torch.float16).save_pretrained(exported / "vae", safe_serialization=True)
+    return exported
+
+
 def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     """Run the configured stages; returns the exported pipeline folder once both are done."""
     cfg.validate()
@@ -447,6 +520,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
     random.seed(cfg.seed)
     t0 = time.time()
+    if cfg.stage == "decoder":
+        return _decoder_stage(cfg, run)
     if cfg.stage in ("vae", "all"):
         vae = train_vae(cfg, run)
         if vae is None:
