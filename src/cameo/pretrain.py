@@ -458,6 +458,11 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
         else []
     )
     minutes = stage_minutes(run)
+    steps_done = {
+        stage: int(last.name.split("-")[1])
+        for stage in ("vae", "transformer", "decoder")
+        if (last := ckpt.latest(run / stage))
+    }
     sizes = {
         p: sum(f.stat().st_size for f in (dest / p).glob("*.safetensors")) / 2**20
         for p in ("vae", "transformer")
@@ -477,7 +482,7 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
         "",
         "## How it was made",
         "",
-        f"Seed {cfg['seed']}; VAE {cfg['vae_steps']} steps, transformer {cfg['steps']} steps of batch {cfg['batch']}.",
+        f"Seed {cfg['seed']}; steps actually trained (latest checkpoints): {steps_done}; transformer batch {cfg['batch']}.",
         f"Wall time per stage (first to last logged step): {minutes} minutes.",
         "",
         "Commands, in order (resumes continue from the last checkpoint; the data at each step is a",
