@@ -346,3 +346,27 @@ def test_fuzz_dataset_reader_only_clean_errors(tmp_path_factory, files):
         return
     media = [f for f in d.iterdir() if f.suffix != ".txt"]
     assert len(report.lines) == len(media)
+
+
+def test_real_ctrl_c_saves_and_exits_130(photos, tiny_pipeline_dir, tmp_path):
+    out = tmp_path / "sigint"
+    env = {**os.environ, "CAMEO_CHECKPOINT_PAUSE": "0.3", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cameo.cli", *_args(photos, tiny_pipeline_dir, out, steps=40)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while (
+        time.time() < deadline and proc.poll() is None and ckpt.latest(out / "checkpoints") is None
+    ):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    last = ckpt.latest(out / "checkpoints")
+    assert last is not None and int(last.name.split("-")[1]) < 40
+    ckpt.load(last)
