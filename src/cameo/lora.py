@@ -170,8 +170,19 @@ def write_safetensors(
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), "pt") as f:
-        return dict(f.metadata() or {})
+    """The safetensors header metadata; a ValueError (never a parser traceback) otherwise."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"{path}: only .safetensors LoRA files are loaded (pickle files can run code)"
+        )
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for malformed files
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({e.__class__.__name__}: {str(e)[:120]})"
+        ) from e
 
 
 def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
