@@ -84,6 +84,23 @@ def quality_md() -> str:
             ],
             "",
         ]
+    out += [
+        "## Reading these numbers (first session)",
+        "",
+        "- cameo-tiny is undertrained: 1,500 VAE steps, 3,500 transformer steps of batch 32 (28 min), about",
+        "  2 hours of a 2-core machine shared with the eyes' training. It follows background colour (0.975)",
+        "  but draws faces as soft blobs, so hair, glasses and speech are at or near chance and the famous",
+        "  people are mostly not told apart (0.10 against 0.025 chance).",
+        "- The VAE stage trained on 5-frame clips only; decoding 17 frames, frames 5-16 fell to 10-16 dB.",
+        "  A decoder stage (encoder frozen, so the transformer's latents stay valid) brought every frame to",
+        "  22-24 dB (`cameo pretrain --stage decoder --decoder-steps 150`). The VAE should train on",
+        "  17-frame clips from the start next time.",
+        "- With faces this coarse the identity encoder (1.000 top-1 on real renders) cannot recognise",
+        "  anyone in generated clips, base or clone; the clone numbers measure the base model's limit,",
+        "  not the LoRA mechanics (which tests cover). Training times above ran on 1 thread beside other",
+        "  jobs.",
+        "",
+    ]
     return "\n".join(out) + "\n"
 
 
