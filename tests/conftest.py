@@ -36,3 +36,23 @@ def tiny_pipeline_dir(tmp_path_factory):
 
     vae, transformer = tiny_parts()
     return save_pipeline_dir(tmp_path_factory.mktemp("tiny") / "pipe", vae, transformer)
+
+
+def train_argv(
+    photos, base, out, *extra: str, steps: int = 2, batch: int = 2, rank: int = 4
+) -> list[str]:
+    """`cameo train` arguments for a tiny, quiet run on ``photos`` (no validation, no logger)."""
+    return [
+        "train", "--data", str(photos), "--trigger", "mike", "--name", "mike", "--out", str(out),
+        "--base", str(base), "--steps", str(steps), "--batch", str(batch), "--rank", str(rank), "--alpha", str(rank),
+        "--validate-every", "0", "--log-with", "none", *extra,
+    ]  # fmt: skip
+
+
+def train_config(photos, base, out, **overrides):
+    """The same tiny run as a TrainConfig, for in-process tests."""
+    from cameo.train import TrainConfig
+
+    cfg = dict(data=str(photos), trigger="mike", name="mike", out=str(out), base=str(base), steps=4, batch=2,
+               rank=4, alpha=4, validate_every=0, log_with="none")  # fmt: skip
+    return TrainConfig(**{**cfg, **overrides})

@@ -9,35 +9,19 @@ import torch
 from safetensors.torch import load_file
 
 from cameo.datasets import write_person_folder
+from conftest import train_argv
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(tiny_pipeline_dir, tmp_path):
     photos = write_person_folder(6, tmp_path / "photos", 5)
-    common = [
-        "train",
-        "--data",
-        str(photos),
-        "--trigger",
-        "mike",
-        "--name",
-        "mike",
-        "--base",
-        str(tiny_pipeline_dir),
-        "--steps",
-        "3",
-        "--batch",
-        "4",
-        "--rank",
-        "4",
-        "--validate-every",
-        "0",
-        "--log-with",
-        "none",
-    ]
+
+    def argv(out):
+        return train_argv(photos, tiny_pipeline_dir, out, steps=3, batch=4)
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
-        [sys.executable, "-m", "cameo.cli", *common, "--out", str(tmp_path / "one")],
+        [sys.executable, "-m", "cameo.cli", *argv(tmp_path / "one")],
         env=env,
         capture_output=True,
         text=True,
@@ -55,9 +39,7 @@ def test_torchrun_two_processes_match_one(tiny_pipeline_dir, tmp_path):
             "29517",
             "-m",
             "cameo.cli",
-            *common,
-            "--out",
-            str(tmp_path / "two"),
+            *argv(tmp_path / "two"),
         ],
         env=env,
         capture_output=True,

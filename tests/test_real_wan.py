@@ -12,6 +12,7 @@ from diffusers import (
 
 from cameo.cli import main
 from cameo.datasets import write_person_folder
+from conftest import train_argv
 
 WORDS = [
     "mike",
@@ -104,34 +105,7 @@ def wan21_dir(tmp_path_factory):
 def test_train_and_generate_on_a_umt5_wan_checkpoint(wan21_dir, tmp_path):
     photos = write_person_folder(2, tmp_path / "photos", 5)
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(photos),
-                "--trigger",
-                "mike",
-                "--name",
-                "mike",
-                "--out",
-                str(out),
-                "--base",
-                str(wan21_dir),
-                "--steps",
-                "2",
-                "--batch",
-                "2",
-                "--rank",
-                "4",
-                "--validate-every",
-                "0",
-                "--log-with",
-                "none",
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(photos, wan21_dir, out)) == 0
     lora = out / "mike.safetensors"
     clip = tmp_path / "c.mp4"
     assert (
@@ -203,36 +177,7 @@ def test_wan22_two_experts_each_get_their_lora(wan22_dir, tmp_path):
     files = {}
     for expert in ("high", "low"):
         out = tmp_path / expert
-        assert (
-            main(
-                [
-                    "train",
-                    "--data",
-                    str(photos),
-                    "--trigger",
-                    "mike",
-                    "--name",
-                    "mike",
-                    "--out",
-                    str(out),
-                    "--base",
-                    str(wan22_dir),
-                    "--expert",
-                    expert,
-                    "--steps",
-                    "2",
-                    "--batch",
-                    "2",
-                    "--rank",
-                    "4",
-                    "--validate-every",
-                    "0",
-                    "--log-with",
-                    "none",
-                ]
-            )
-            == 0
-        )
+        assert main(train_argv(photos, wan22_dir, out, "--expert", expert)) == 0
         files[expert] = out / "mike.safetensors"
         assert read_metadata(files[expert])["cameo.expert"] == expert
     pipe = load_pipeline(wan22_dir)

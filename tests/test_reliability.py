@@ -25,7 +25,8 @@ from cameo.data import DatasetError, scan_folder
 from cameo.datasets import write_person_folder
 from cameo.lora import check_compatible, read_lora_file
 from cameo.models import load_pipeline
-from cameo.train import TrainConfig, Trainer
+from cameo.train import Trainer
+from conftest import train_argv, train_config
 
 KILL_ROUNDS = int(os.environ.get("CAMEO_KILL_ROUNDS", "3"))
 FUZZ = int(os.environ.get("CAMEO_FUZZ_EXAMPLES", "300"))
@@ -37,52 +38,11 @@ def photos(tmp_path_factory):
 
 
 def _args(photos, tiny, out, steps=6):
-    return [
-        "train",
-        "--data",
-        str(photos),
-        "--trigger",
-        "mike",
-        "--name",
-        "mike",
-        "--out",
-        str(out),
-        "--base",
-        str(tiny),
-        "--steps",
-        str(steps),
-        "--batch",
-        "2",
-        "--rank",
-        "4",
-        "--checkpoint-every",
-        "1",
-        "--validate-every",
-        "0",
-        "--log-with",
-        "none",
-    ]
+    return train_argv(photos, tiny, out, "--checkpoint-every", "1", steps=steps)
 
 
 def _cfg(photos, tiny, out, **kw):
-    return TrainConfig(
-        **{
-            **dict(
-                data=str(photos),
-                trigger="mike",
-                name="mike",
-                out=str(out),
-                base=str(tiny),
-                steps=6,
-                batch=2,
-                rank=4,
-                checkpoint_every=1,
-                validate_every=0,
-                log_with="none",
-            ),
-            **kw,
-        }
-    )
+    return train_config(photos, tiny, out, **{"steps": 6, "checkpoint_every": 1, **kw})
 
 
 def test_nan_halts_keeps_last_good_checkpoint_and_says_what_to_change(

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from cameo.cli import main
 from cameo.datasets import write_person_folder
-from cameo.train import TrainConfig, Trainer, TrainingInterrupted
+from cameo.train import Trainer, TrainingInterrupted
+from conftest import train_argv, train_config
 
 
 @pytest.fixture(scope="module")
@@ -19,50 +20,12 @@ def photos(tmp_path_factory):
 
 
 def _cfg(photos, out, tiny, **kw):
-    base = dict(
-        data=str(photos),
-        trigger="mike",
-        name="mike",
-        out=str(out),
-        base=str(tiny),
-        steps=4,
-        batch=2,
-        checkpoint_every=2,
-        validate_every=0,
-        log_with="none",
-        rank=4,
-        alpha=4,
-    )
-    return TrainConfig(**{**base, **kw})
+    return train_config(photos, tiny, out, **{"checkpoint_every": 2, **kw})
 
 
 def test_cli_train_then_generate(photos, tiny_pipeline_dir, tmp_path):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--data",
-            str(photos),
-            "--trigger",
-            "mike",
-            "--name",
-            "mike",
-            "--out",
-            str(out),
-            "--base",
-            str(tiny_pipeline_dir),
-            "--steps",
-            "2",
-            "--batch",
-            "2",
-            "--rank",
-            "4",
-            "--validate-every",
-            "0",
-            "--log-with",
-            "none",
-        ]
-    )
+    code = main(train_argv(photos, tiny_pipeline_dir, out))
     assert code == 0
     lora = out / "mike.safetensors"
     keys = list(load_file(str(lora)))

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from cameo.cli import main
 from cameo.datasets import write_person_folder
-from cameo.train import TrainConfig, Trainer
+from cameo.train import Trainer
+from conftest import train_config
 
 
 @pytest.fixture(scope="module")
@@ -18,19 +19,7 @@ def photos(tmp_path_factory):
 
 
 def _run(photos, tiny, out, **kw):
-    cfg = dict(
-        data=str(photos),
-        trigger="mike",
-        name="mike",
-        out=str(out),
-        base=str(tiny),
-        steps=4,
-        batch=2,
-        rank=4,
-        validate_every=0,
-        log_with="none",
-    )
-    return load_file(str(Trainer(TrainConfig(**{**cfg, **kw})).train()))
+    return load_file(str(Trainer(train_config(photos, tiny, out, **kw)).train()))
 
 
 def test_toml_config_with_flag_overrides(photos, tiny_pipeline_dir, tmp_path):
@@ -89,19 +78,7 @@ def test_early_stop_and_best_checkpoint(photos, tiny_pipeline_dir, tmp_path, mon
 
     monkeypatch.setattr(tr, "Validator", FakeValidator)
     out = tmp_path / "es"
-    cfg = TrainConfig(
-        data=str(photos),
-        trigger="mike",
-        name="mike",
-        out=str(out),
-        base=str(tiny_pipeline_dir),
-        steps=6,
-        batch=2,
-        rank=4,
-        validate_every=1,
-        early_stop=2,
-        log_with="none",
-    )
+    cfg = train_config(photos, tiny_pipeline_dir, out, steps=6, validate_every=1, early_stop=2)
     Trainer(cfg).train()
     meta = json.loads((out / "metrics.json").read_text())
     assert meta["best_step"] == 2  # the 0.7 validation
@@ -113,20 +90,7 @@ def test_early_stop_and_best_checkpoint(photos, tiny_pipeline_dir, tmp_path, mon
 def test_sweep_writes_grid(photos, tiny_pipeline_dir, tmp_path):
     from cameo.sweep import run_sweep
 
-    lora = Trainer(
-        TrainConfig(
-            data=str(photos),
-            trigger="mike",
-            name="mike",
-            out=str(tmp_path / "l"),
-            base=str(tiny_pipeline_dir),
-            steps=2,
-            batch=2,
-            rank=4,
-            validate_every=0,
-            log_with="none",
-        )
-    ).train()
+    lora = Trainer(train_config(photos, tiny_pipeline_dir, tmp_path / "l", steps=2)).train()
     report = run_sweep(lora, [0.0, 1.0], tmp_path / "sw", base=str(tiny_pipeline_dir))
     import imageio.v3 as iio
 
