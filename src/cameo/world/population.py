@@ -154,11 +154,19 @@ def pair_sample(
     return Sample(pix, caption, metas, background.to_dict())
 
 
+PAIR_SHARE = 0.10
+
+
+def training_sample_is_pair(i: int) -> bool:
+    """Whether the i-th pretraining sample shows two people, known without rendering it."""
+    return random.Random(f"cameo-world/train/{i}").random() < PAIR_SHARE
+
+
 def training_sample(i: int, *, frames: int = 17, size: int = 64, pair_width: int = 128) -> Sample:
     """The i-th pretraining sample: 35% famous people, 10% two-person scenes, rest anyone."""
     rng = random.Random(f"cameo-world/train/{i}")
     r = rng.random()
-    if r < 0.10:
+    if r < PAIR_SHARE:
         a, b = rng.randrange(N_BASE), rng.randrange(N_BASE)
         return pair_sample(
             (("base", a), ("base", b)), rng, frames=frames, height=size, width=pair_width

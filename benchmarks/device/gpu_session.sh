@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One lent-GPU session, prepared to fit a 10-minute call: check real Wan configs against
+# `cameo estimate`, then pretrain cameo-tiny on the GPU with time budgets per stage.
+# Run from the repo root there, with .whl (diffusers wheel) and .minilm (minilm_transport.py
+# pack) carried. Results go to $OUT: estimate_gpu.json, run.tgz, logs.
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15 HF_HUB_OFFLINE=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/src
+python3 benchmarks/device/minilm_transport.py unpack .minilm /tmp/minilm || exit 1
+export CAMEO_MINILM_DIR=/tmp/minilm
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, diffusers, transformers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+
+# 1. estimate vs measured on real Wan configs (random weights), hard-capped.
+timeout "${ESTIMATE_S:-100}" python3 benchmarks/estimate_gpu.py --out "$OUT/estimate_gpu.json" --budget-s $(( ${ESTIMATE_S:-100} - 40 )) 2>&1 | tail -8
+
+# 2. pretrain cameo-tiny: VAE on 17-frame clips from the start, then the transformer.
+RUN=/tmp/pretrain
+timeout "${PRETRAIN_S:-420}" python3 -c "import sys; from cameo.cli import main; sys.exit(main())" pretrain \
+  --out $RUN --device cuda --workers 14 --seed 0 \
+  --vae-steps 30000 --vae-minutes "${VAE_MIN:-3.0}" --vae-batch-images 32 --vae-batch-clips 8 --vae-clip-frames 17 --vae-lr 6e-4 \
+  --steps 60000 --transformer-minutes "${TR_MIN:-2.5}" --batch 128 --lr 7e-4 --warmup 200 \
+  --n-clips 6000 --n-images 12000 --n-pairs 1500 --checkpoint-every 500 --max-minutes "${MAX_MIN:-6.8}" \
+  > "$OUT/pretrain.log" 2>&1
+echo "pretrain exit $?"
+grep -v "it/s\]" "$OUT/pretrain.log" | grep -v "^\s*$" | tail -15
+cd $RUN && tar czf "$OUT/run.tgz" --exclude='*.pt' --exclude='step-*' . && ls -la "$OUT"
