@@ -15,16 +15,22 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, diffusers, transformers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 
 # 1. estimate vs measured on real Wan configs (random weights), hard-capped.
-timeout "${ESTIMATE_S:-100}" python3 benchmarks/estimate_gpu.py --out "$OUT/estimate_gpu.json" --budget-s $(( ${ESTIMATE_S:-100} - 40 )) 2>&1 | tail -8
+timeout "${ESTIMATE_S:-90}" python3 benchmarks/estimate_gpu.py --out "$OUT/estimate_gpu.json" --budget-s $(( ${ESTIMATE_S:-90} - 35 )) 2>&1 | tail -8
 
 # 2. pretrain cameo-tiny: VAE on 17-frame clips from the start, then the transformer.
 RUN=/tmp/pretrain
-timeout "${PRETRAIN_S:-420}" python3 -c "import sys; from cameo.cli import main; sys.exit(main())" pretrain \
+timeout "${PRETRAIN_S:-455}" python3 -c "import sys; from cameo.cli import main; sys.exit(main())" pretrain \
   --out $RUN --device cuda --workers 14 --seed 0 \
-  --vae-steps 30000 --vae-minutes "${VAE_MIN:-3.0}" --vae-batch-images 32 --vae-batch-clips 8 --vae-clip-frames 17 --vae-lr 6e-4 \
-  --steps 60000 --transformer-minutes "${TR_MIN:-2.5}" --batch 128 --lr 7e-4 --warmup 200 \
-  --n-clips 6000 --n-images 12000 --n-pairs 1500 --checkpoint-every 500 --max-minutes "${MAX_MIN:-6.8}" \
+  --vae-steps 30000 --vae-minutes "${VAE_MIN:-2.8}" --vae-batch-images 32 --vae-batch-clips 8 --vae-clip-frames 17 --vae-lr 6e-4 \
+  --steps 60000 --transformer-minutes "${TR_MIN:-2.4}" --batch 128 --lr 7e-4 --warmup 200 \
+  --n-clips 6000 --n-images 12000 --n-pairs 1500 --checkpoint-every 500 --max-minutes "${MAX_MIN:-7.2}" \
   > "$OUT/pretrain.log" 2>&1
 echo "pretrain exit $?"
 grep -v "it/s\]" "$OUT/pretrain.log" | grep -v "^\s*$" | tail -15
-cd $RUN && tar czf "$OUT/run.tgz" --exclude='*.pt' --exclude='step-*' . && ls -la "$OUT"
+cd $RUN || exit 1
+tar czf "$OUT/run.tgz" --exclude='*.pt' --exclude='step-*' .
+for stage in vae transformer; do  # the latest weights (no optimiser state), to export from if the run stopped early
+  last=$(ls -d $stage/step-* 2>/dev/null | sort | tail -1)
+  [ -n "$last" ] && tar czf "$OUT/ckpt-$stage.tgz" --exclude='*.pt' "$last"
+done
+ls -la "$OUT"
