@@ -289,6 +289,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    try:
+        from .ui import launch
+    except ImportError as e:  # gradio is a dependency; a partial install lacks it
+        raise UserError(f"the web app needs gradio ({e}); pip install -e .") from e
+    try:
+        launch(workdir=Path(args.workdir), host=args.host, port=args.port, base=args.base)
+    except OSError as e:
+        raise UserError(f"cannot serve on {args.host}:{args.port} ({e}); try --port") from e
+    return 0
+
+
 def cmd_eyes_recalibrate(args: argparse.Namespace) -> int:
     from .metrics.nets import EYES_DIR
     from .metrics.train_eyes import recalibrate_eyes
@@ -524,6 +536,22 @@ def _add_world_and_demo_parsers(sub) -> None:
     wc.set_defaults(func=cmd_world_clip)
 
 
+def _add_ui_parser(sub) -> None:
+    """The web app."""
+    ui = sub.add_parser("ui", help="the web app: photos, train, generate, results in a browser")
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on (default: this computer only; 0.0.0.0 opens it to the network)",
+    )
+    ui.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    ui.add_argument(
+        "--workdir", default="cameo-ui-work", help="folder for sessions' photos, runs and clips"
+    )
+    ui.add_argument("--base", default="cameo-tiny", help="base model (default: cameo-tiny)")
+    ui.set_defaults(func=cmd_ui)
+
+
 def _add_measurement_parsers(sub) -> None:
     """The eyes and eval commands."""
     from .metrics.train_eyes import EyesConfig
@@ -607,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_world_and_demo_parsers(sub)
     _add_measurement_parsers(sub)
     _add_model_parsers(sub)
+    _add_ui_parser(sub)
     return p
 
 

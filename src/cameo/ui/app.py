@@ -1,0 +1,435 @@
+"""The handlers of ``cameo ui``'s page. Thin: each handler checks the user's input, calls the
+library (``cameo.data``, ``cameo.train``, ``cameo.generate``, ``cameo.formats``,
+``cameo.metrics``) through a background job, and turns the result or the mistake into text
+for the page. No training or sampling logic lives here.
+
+Each browser tab gets its own session folder under the work folder; the page keeps only the
+session's id. Handlers never raise for a user mistake: they return a message.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gradio as gr
+
+from .. import checkpoint as ckpt
+from .jobs import DONE, FAILED, QUEUED, RUNNING, USER_ERRORS, Job, JobQueue
+from .tasks import (
+    METRIC_HEADERS,
+    evaluate_work,
+    export_formats,
+    format_seconds,
+    generate_work,
+    metrics_rows,
+    read_progress,
+    train_work,
+)
+from .workspace import (
+    Session,
+    UploadError,
+    caption_rows,
+    inside,
+    new_session,
+    open_session,
+    safe_name,
+    store_upload,
+    write_captions,
+)
+
+DEFAULT_TRIGGER = "mike"
+WORLD_PEOPLE = 10  # held-out world people offered as a try-out
+DEFAULT_PERSON = 7  # the one `cameo demo` clones
+RECOMMENDED_PHOTOS = 10
+NO_PHOTOS = "No photos yet: upload some, or pick a built-in person."
+MIXES = ["linear", "cat", "svd", "ties", "dare_linear", "regional"]
+
+
+def _error(e: Exception | str) -> str:
+    return f"**Error:** {e}"
+
+
+def _shows_errors(outputs: int) -> Callable:
+    """Turn a user mistake raised by a handler into a message in its first output (the status
+    box) and leave its other outputs as they are: the page never shows a traceback."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except USER_ERRORS as e:
+                if outputs == 1:
+                    return _error(e)
+                return (_error(e), *([gr.skip()] * (outputs - 1)))
+
+        return handler
+
+    return wrap
+
+
+class CameoApp:
+    """The page's handlers, over one work folder and one job queue shared by all tabs."""
+
+    def __init__(self, workdir: Path, base: str = "cameo-tiny", queue: JobQueue | None = None):
+        self.workdir = Path(workdir).resolve()
+        (self.workdir / "sessions").mkdir(parents=True, exist_ok=True)
+        self.base = base
+        self.queue = queue or JobQueue()
+        self._train_jobs: dict[str, Job] = {}
+        self._shown: dict[str, dict] = {}  # per session: what the Train tab already shows
+        self._lock = threading.Lock()
+
+    def session(self, sid: str) -> Session:
+        return open_session(self.workdir, sid)
+
+    def start_session(self) -> tuple[str, str]:
+        """A new session for a freshly loaded page: (its id, the Photos tab's first status)."""
+        return new_session(self.workdir).id, NO_PHOTOS
+
+    # ------------------------------------------------------------------------ photos
+
+    def _photos_view(self, session: Session, trigger: str, notes: list[str] | None = None):
+        """(status, report, captions) for the Photos tab, from the folder as it is now."""
+        from ..data import DatasetError, scan_folder
+
+        rows = caption_rows(session.photos)
+        table = _table(rows, ["file", "caption"])
+        head = "\n".join(notes or [])
+        if not rows:
+            return NO_PHOTOS, head, table
+        try:
+            report = scan_folder(session.photos, _trigger(trigger), min_usable=1)
+        except DatasetError as e:
+            return _error(_hide_path(str(e), session)), head, table
+        text = _hide_path(report.format(), session)
+        status = f"{report.usable} usable photos or clips."
+        if report.usable < 4:
+            status = _error(
+                f"only {report.usable} usable photos; at least 4 are needed, about 20 work best."
+            )
+        elif report.usable < RECOMMENDED_PHOTOS:
+            status += " Training works from 4, but about 20 work best."
+        else:
+            status += " Ready to train."
+        return status, (head + "\n\n" + text).strip(), table
+
+    @_shows_errors(3)
+    def upload(self, sid: str, files: list[str] | None, trigger: str):
+        """Store uploaded photos, captions or zips in this session's folder."""
+        session = self.session(sid)
+        if not files:
+            raise UploadError("no files were uploaded")
+        notes = []
+        for f in files:
+            path = Path(f)
+            notes += store_upload(path, session.photos, path.name)
+        return self._photos_view(session, trigger, notes)
+
+    @_shows_errors(3)
+    def use_person(self, sid: str, person: int, trigger: str):
+        """Replace the photos by 20 photos of a held-out person of the built-in world."""
+        from ..datasets import write_person_folder
+
+        session = self.session(sid)
+        if self.queue.active(sid, "train"):
+            raise UploadError("training is using these photos; cancel it first")
+        session.clear_photos()
+        write_person_folder(int(person), session.photos, 20, overwrite=True)
+        return self._photos_view(session, trigger, [f"wrote 20 photos of world person {person}"])
+
+    @_shows_errors(3)
+    def clear_photos(self, sid: str, trigger: str):
+        session = self.session(sid)
+        if self.queue.active(sid, "train"):
+            raise UploadError("training is using these photos; cancel it first")
+        session.clear_photos()
+        return self._photos_view(session, trigger)
+
+    @_shows_errors(3)
+    def check_photos(self, sid: str, trigger: str):
+        return self._photos_view(self.session(sid), trigger)
+
+    @_shows_errors(3)
+    def save_captions(self, sid: str, table, trigger: str):
+        session = self.session(sid)
+        rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+        n = write_captions(session.photos, rows)
+        return self._photos_view(session, trigger, [f"saved {n} captions"])
+
+    # ------------------------------------------------------------------------- train
+
+    @_shows_errors(1)
+    def start_train(self, sid, trigger, rank, steps, lr, batch, preview_every, seed) -> str:
+        """Queue a new training run on this session's photos (replacing an earlier one)."""
+        from ..data import scan_folder
+        from ..train import TrainConfig
+
+        session = self.session(sid)
+        if self.queue.active(sid, "train"):
+            raise UploadError("this page already has a training run; cancel it first")
+        trigger = _trigger(trigger)
+        cfg = TrainConfig(
+            data=str(session.photos),
+            trigger=trigger,
+            name=safe_name(trigger),
+            out=str(session.run),
+            base=self.base,
+            rank=int(rank),
+            steps=_int(steps, "steps"),
+            lr=float(lr),
+            batch=_int(batch, "batch"),
+            validate_every=_int(preview_every, "preview every"),
+            seed=_int(seed, "seed"),
+            log_with="none",
+            overwrite=True,
+        )
+        cfg.validate()
+        scan_folder(session.photos, trigger, min_usable=cfg.min_photos)  # too few: say so now
+        shutil.rmtree(session.run, ignore_errors=True)  # a new run starts clean
+        session.run.mkdir(parents=True)
+        return self._submit_train(sid, cfg, resume=False)
+
+    @_shows_errors(1)
+    def resume_train(self, sid: str, steps) -> str:
+        """Continue this session's run from its last checkpoint (up to ``steps``)."""
+        from ..train import TrainConfig
+
+        session = self.session(sid)
+        if self.queue.active(sid, "train"):
+            raise UploadError("this page's training run is still waiting or running")
+        config = session.run / "config.json"
+        if not config.is_file() or ckpt.latest(session.run / "checkpoints") is None:
+            raise UploadError("nothing to resume: no checkpoint yet; start a training run")
+        cfg = TrainConfig(**json.loads(config.read_text()))
+        cfg.steps = max(_int(steps, "steps"), 1)
+        return self._submit_train(sid, cfg, resume=True)
+
+    def _submit_train(self, sid: str, cfg, resume: bool) -> str:
+        job = Job("train", sid, train_work(cfg, resume=resume), extra={"total": cfg.steps})
+        with self._lock:
+            self._train_jobs[sid] = job
+            self._shown.pop(sid, None)
+        self.queue.submit(job)
+        return self._train_status(job, None)
+
+    @_shows_errors(1)
+    def cancel_train(self, sid: str) -> str:
+        self.session(sid)
+        job = self.queue.active(sid, "train")
+        if job is None:
+            return "Nothing to cancel."
+        self.queue.cancel(job)
+        if job.state == RUNNING:
+            return "Cancelling: the run stops after its current step and keeps a checkpoint."
+        return "Cancelled before it started."
+
+    def _train_status(self, job: Job | None, progress) -> str:
+        if job is None:
+            return "No training run yet."
+        if job.state == QUEUED:
+            return f"Waiting in the queue: position {self.queue.position(job)}."
+        if job.state == RUNNING:
+            if progress is None or (progress.step == 0 and not progress.losses):
+                return "Training: preparing (reading photos, loading the model)..."
+            if progress.step >= progress.total:
+                return f"Training: {progress.summary()}; rendering previews, measuring identity..."
+            return f"Training: {progress.summary()}."
+        if job.state == DONE:
+            took = format_seconds((job.finished or 0) - (job.started or 0))
+            return f"Done in {took}: the LoRA is trained. Go to **Generate**."
+        if job.state == FAILED:
+            return _error(job.message)
+        return job.message[:1].upper() + job.message[1:]  # stopped or cancelled
+
+    def poll_train(self, sid: str):
+        """The Train tab's live view: status, loss curve, latest preview, identity, log.
+        Unchanged parts are skipped so the plot and the playing preview do not flicker."""
+        try:
+            session = self.session(sid)
+        except UploadError:
+            return ("Reload the page to start.", *[gr.skip()] * 4)
+        job = self._train_jobs.get(sid)
+        if job is None:
+            return (self._train_status(None, None), *[gr.skip()] * 4)
+        p = read_progress(session.run, job.extra["total"], job)
+        shown = self._shown.setdefault(sid, {})
+        plot = _changed(shown, "losses", len(p.losses), lambda: _loss_frame(p.losses))
+        preview = _changed(shown, "preview", p.preview, lambda: p.preview and str(p.preview))
+        ident = "Identity score: not measured yet (it is checked with each preview)."
+        if p.identity is not None:
+            ident = f"Identity score (1.0 = as alike as two real photos): **{p.identity:.3f}** at step {p.identity_step}"
+        log = _changed(
+            shown,
+            "log",
+            (len(job.lines), job.state),
+            lambda: _hide_path("\n".join(job.lines), session),
+        )
+        return self._train_status(job, p), plot, preview, ident, log
+
+    # ---------------------------------------------------------------------- generate
+
+    def trained_lora(self, session: Session) -> Path:
+        """This session's finished LoRA; a clear message when there is none yet."""
+        if self.queue.active(session.id, "train"):
+            raise UploadError("training is still running; generate once it is done")
+        config = session.run / "config.json"
+        if config.is_file():
+            lora = session.lora_file(json.loads(config.read_text())["name"])
+            if lora.is_file():
+                return lora
+        raise UploadError("no trained LoRA yet: train one on the Train tab first")
+
+    def _generate_config(self, session, prompt, scale, seed, steps, second, second_scale, mix):
+        from ..generate import GenerateConfig
+        from ..metrics.evaluate import read_lora_trigger
+
+        lora = self.trained_lora(session)
+        trigger = read_lora_trigger(lora) or DEFAULT_TRIGGER
+        prompt = (prompt or "").strip() or f"{trigger}, speaking, in front of a blue wall"
+        loras = [f"{lora}:{float(scale)}"]
+        if second:
+            loras.append(f"{self._keep_upload(session, Path(second))}:{float(second_scale)}")
+        n = len(list(session.clips.glob("clip-*.mp4")))
+        cfg = GenerateConfig(
+            prompt=prompt,
+            out=str(session.clips / f"clip-{n:03d}.mp4"),
+            base=self.base,
+            seed=_int(seed, "seed"),
+            steps=_int(steps, "sampling steps"),
+            lora=loras,
+            mix=mix,
+            width=128 if mix == "regional" and second else 64,  # two people side by side
+            overwrite=True,
+        )
+        cfg.validate()
+        return cfg
+
+    @staticmethod
+    def _keep_upload(session: Session, src: Path) -> Path:
+        if src.suffix.lower() != ".safetensors":
+            raise UploadError("the second person's LoRA must be a .safetensors file")
+        dest = session.uploads / safe_name(src.name)
+        if not inside(dest, session.uploads):
+            raise UploadError(f"refused file name {src.name!r}")
+        shutil.copyfile(src, dest)
+        return dest
+
+    def generate(
+        self, sid, prompt, scale, seed, steps, second, second_scale, mix
+    ) -> Iterator[tuple]:
+        """Queue a clip and report until it is ready; then the page plays it."""
+        try:
+            session = self.session(sid)
+            cfg = self._generate_config(
+                session, prompt, scale, seed, steps, second, second_scale, mix
+            )
+        except USER_ERRORS as e:
+            yield _error(e), gr.skip()
+            return
+        job = self.queue.submit(Job("generate", sid, generate_work(cfg)))
+        yield from self._follow(job, "Generating", lambda: str(job.result))
+
+    def _follow(self, job: Job, doing: str, result: Callable) -> Iterator[tuple]:
+        """Yield (status, skip) while ``job`` waits or runs, then (status, result())."""
+        while not job.wait(0.5):
+            if job.state == QUEUED:
+                yield f"Waiting in the queue: position {self.queue.position(job)}.", gr.skip()
+            else:
+                took = format_seconds(_now() - (job.started or _now()))
+                yield f"{doing}... ({took})", gr.skip()
+        if job.state == DONE:
+            took = format_seconds((job.finished or 0) - (job.started or 0))
+            yield f"Done in {took}.", result()
+        else:
+            yield _error(job.message), gr.skip()
+
+    # ------------------------------------------------------------------------ results
+
+    @_shows_errors(2)
+    def results(self, sid: str):
+        session = self.session(sid)
+        rows = metrics_rows(session.run)
+        status = "" if rows else "No results yet: train a LoRA first."
+        return status, _table(rows, METRIC_HEADERS)
+
+    def measure(self, sid: str, seeds) -> Iterator[tuple]:
+        """Queue ``cameo eval`` of the trained LoRA; then show the table."""
+        try:
+            session = self.session(sid)
+            lora = self.trained_lora(session)
+        except USER_ERRORS as e:
+            yield _error(e), gr.skip()
+            return
+        work = evaluate_work(lora, session.photos, self.base, _int(seeds, "seeds"))
+        job = self.queue.submit(Job("evaluate", sid, work))
+        yield from self._follow(
+            job, "Measuring", lambda: _table(metrics_rows(session.run), METRIC_HEADERS)
+        )
+
+    @_shows_errors(2)
+    def downloads(self, sid: str):
+        session = self.session(sid)
+        lora = self.trained_lora(session)
+        stem = lora.stem
+        paths = export_formats(lora, session.exports, stem)
+        names = ", ".join(p.name for p in paths)
+        return f"Ready: {names}.", [str(p) for p in paths]
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _trigger(trigger: str) -> str:
+    trigger = (trigger or "").strip()
+    if not trigger or len(trigger.split()) != 1 or safe_name(trigger) != trigger:
+        raise UploadError(
+            "the trigger word must be one word of letters, digits, - or _ (e.g. mike)"
+        )
+    return trigger
+
+
+def _int(value, what: str) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UploadError(f"{what} must be a whole number") from None
+    if number != int(number) or number < 0:
+        raise UploadError(f"{what} must be a whole number, 0 or more")
+    return int(number)
+
+
+def _hide_path(text: str, session: Session) -> str:
+    """Reports and logs name the session folder; the page names folders within it."""
+    return text.replace(str(session.photos), "your photos").replace(f"{session.root}/", "")
+
+
+def _table(rows: list[list[str]], headers: list[str]):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=headers)
+
+
+def _loss_frame(losses: list[tuple[int, float]]):
+    import pandas as pd
+
+    return pd.DataFrame(losses, columns=["step", "loss"])
+
+
+def _changed(shown: dict, key: str, marker, value: Callable):
+    """``value()`` when ``marker`` differs from what was last sent for ``key``, else skip."""
+    if shown.get(key, object()) == marker:
+        return gr.skip()
+    shown[key] = marker
+    return value()

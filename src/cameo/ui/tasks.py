@@ -1,0 +1,209 @@
+"""The web app's work, as jobs that call the library: train, generate, measure, export.
+And the progress of a training run, read from the files the trainer writes as it goes
+(``losses.jsonl``, ``previews/``, ``metrics.json``) plus its log lines."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .jobs import Job, JobStopped
+
+IDENTITY_LINE = re.compile(r"step (\d+): identity (-?[\d.]+|nan|-?inf)")
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _stop_when_asked(job: Job, trainer) -> None:
+    """Turn the page's Cancel into the trainer's stop flag (the one Ctrl+C sets): the run
+    stops after its current step and saves a checkpoint. The flag exists only once
+    ``train()`` has begun, so wait for it."""
+    while not job.done_event.is_set():
+        if job.cancel_requested.wait(0.2):
+            while not job.done_event.is_set():
+                flag = getattr(trainer, "stop_flag", None)
+                if flag is not None:
+                    flag["stop"] = True
+                    return
+                time.sleep(0.05)
+
+
+def train_work(cfg, resume: bool = False):
+    """A job that trains one LoRA with ``cfg`` (a ``TrainConfig``); its result is the path."""
+
+    def work(job: Job) -> Path:
+        from ..train import Trainer, TrainingInterrupted
+
+        trainer = Trainer(cfg, resume=resume, log=job.log)
+        job.log(trainer.report.format())
+        threading.Thread(target=_stop_when_asked, args=(job, trainer), daemon=True).start()
+        try:
+            path = trainer.train()
+        except TrainingInterrupted as e:
+            step = re.search(r"step (\d+)", str(e))
+            at = f" at step {step.group(1)}" if step else ""
+            raise JobStopped(f"stopped{at}; the checkpoint is saved. Press Resume to go on.") from e
+        job.message = f"done: the LoRA is trained ({path.name})"
+        return path
+
+    return work
+
+
+@dataclass
+class TrainProgress:
+    """What the Train tab shows of a run."""
+
+    step: int = 0
+    total: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    identity: float | None = None
+    identity_step: int | None = None
+    preview: Path | None = None
+    eta_s: float | None = None
+
+    def summary(self) -> str:
+        text = f"step {self.step} / {self.total}"
+        if self.losses:
+            text += f", loss {self.losses[-1][1]:.4f}"
+        if self.eta_s is not None and self.step < self.total:
+            text += f", about {format_seconds(self.eta_s)} left"
+        return text
+
+
+def format_seconds(s: float) -> str:
+    s = max(0, round(s))
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def read_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, loss) of the run, one per step (a resumed run re-logs steps after its last
+    checkpoint; the latest value wins). Half-written last lines are skipped."""
+    path = run / "losses.jsonl"
+    by_step: dict[int, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                by_step[int(row["step"])] = float(row["loss"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return sorted(by_step.items())
+
+
+def latest_preview(run: Path) -> Path | None:
+    """The first clip of the latest validation (``previews/stepNNNNN-0.mp4``)."""
+    clips = sorted((run / "previews").glob("step*-0.mp4"))
+    return clips[-1] if clips else None
+
+
+def latest_identity(lines: list[str], run: Path) -> tuple[int | None, float | None]:
+    """The identity score of the latest validation: from the log, or from ``metrics.json``."""
+    for line in reversed(lines):
+        m = IDENTITY_LINE.search(line)
+        if m:
+            return int(m.group(1)), float(m.group(2))
+    metrics = run / "metrics.json"
+    if metrics.is_file():
+        data = json.loads(metrics.read_text())
+        score = (data.get("metrics") or {}).get("identity_normalised")
+        if score is not None:
+            return data.get("best_step"), float(score)
+    return None, None
+
+
+def read_progress(run: Path, total: int, job: Job | None) -> TrainProgress:
+    """The run's progress; the ETA from the steps this job has done so far."""
+    p = TrainProgress(total=total, losses=read_losses(run), preview=latest_preview(run))
+    p.step = p.losses[-1][0] + 1 if p.losses else 0
+    p.identity_step, p.identity = latest_identity(job.lines if job else [], run)
+    if job is not None and job.started is not None:
+        first = job.extra.setdefault("first_seen", (time.time(), p.step))
+        elapsed, done = time.time() - first[0], p.step - first[1]
+        if done > 0:
+            p.eta_s = (total - p.step) * elapsed / done
+    return p
+
+
+# ---------------------------------------------------------------------- generate, measure
+
+
+def generate_work(cfg):
+    """A job that renders one clip with ``cfg`` (a ``GenerateConfig``); result: the MP4."""
+
+    def work(job: Job) -> Path:
+        from ..generate import generate_to_files
+
+        paths = generate_to_files(cfg)
+        job.message = f"done: {paths[0].name}"
+        return paths[0]
+
+    return work
+
+
+def evaluate_work(lora: Path, photos: Path, base: str, seeds: int):
+    """A job that measures a LoRA against the base model (``cameo eval``); result: the report."""
+
+    def work(job: Job) -> dict:
+        from ..metrics.evaluate import Eyes, eval_lora
+
+        report = eval_lora(Eyes(), lora, photos, base=base, seeds=seeds)
+        (lora.parent / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+        job.message = "done: measured"
+        return report
+
+    return work
+
+
+METRIC_HEADERS = ["prompts", "model", "identity (norm.)", "identified", "prompt fidelity"]
+
+
+def _row(group: str, variant: str, s: dict) -> list[str]:
+    def num(key: str, fmt: str) -> str:
+        v = s.get(key)
+        return "" if v is None else format(v, fmt)
+
+    return [
+        group,
+        variant,
+        num("identity_normalised", ".3f"),
+        num("identification_rate", ".2f"),
+        num("prompt_fidelity", ".2f"),
+    ]
+
+
+def metrics_rows(run: Path) -> list[list[str]]:
+    """The Results table: the training run's last validation, then, once measured, the
+    ``cameo eval`` summary (LoRA and base model on prompts that name the person or not)."""
+    rows = []
+    metrics = run / "metrics.json"
+    if metrics.is_file():
+        data = json.loads(metrics.read_text())
+        if data.get("metrics"):
+            rows.append(_row(f"validation (step {data.get('best_step')})", "lora", data["metrics"]))
+    report = run / "eval.json"
+    if report.is_file():
+        summary = json.loads(report.read_text()).get("summary", {})
+        for group, d in summary.items():
+            if isinstance(d, dict):
+                rows += [_row(group, variant, s) for variant, s in d.items()]
+        if "leakage" in summary:
+            rows.append(["leakage (lora - base, others)", "", f"{summary['leakage']:+.3f}", "", ""])
+    return rows
+
+
+def export_formats(lora: Path, exports: Path, stem: str) -> list[Path]:
+    """The LoRA in every supported key format, for download."""
+    from ..formats import FORMATS, convert_file
+
+    exports.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fmt in FORMATS:
+        dst = exports / f"{stem}-{fmt}.safetensors"
+        convert_file(lora, dst, fmt, overwrite=True)
+        out.append(dst)
+    return out

@@ -1,0 +1,329 @@
+"""The web app's pieces without a browser: safe names, safe zips, the job queue, sessions kept
+apart, and user mistakes turned into messages. The browser test is test_ui_browser.py."""
+
+from __future__ import annotations
+
+import io
+import stat
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cameo.ui import workspace as ws
+from cameo.ui.jobs import CANCELLED, DONE, FAILED, QUEUED, STOPPED, Job, JobQueue
+from cameo.ui.workspace import UploadError, extract_zip, safe_name, store_upload
+
+# ------------------------------------------------------------------------------ names
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("photo.png", "photo.png"),
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\evil.png", "evil.png"),
+        ("/abs/path/me.jpg", "me.jpg"),
+        (".bashrc", "bashrc"),
+        ("..", "file"),
+        ("", "file"),
+        ("my photo (1).PNG", "my_photo_1.PNG"),
+        ("été à la plage.jpg", "ete_a_la_plage.jpg"),
+        ("a;rm -rf ~.txt", "a_rm_-rf.txt"),
+    ],
+)
+def test_safe_name(name, expected):
+    assert safe_name(name) == expected
+
+
+def test_safe_name_is_short_and_keeps_suffix():
+    out = safe_name("x" * 500 + ".png")
+    assert len(out) <= ws.MAX_NAME and out.endswith(".png")
+
+
+def test_store_upload_cannot_escape(tmp_path):
+    photos = tmp_path / "work" / "photos"
+    photos.mkdir(parents=True)
+    src = tmp_path / "src.png"
+    src.write_bytes(b"png")
+    for name in ("../../outside.png", "/etc/outside.png", "..\\outside.png"):
+        store_upload(src, photos, name)
+    assert not list(tmp_path.glob("outside*")) and not list((tmp_path / "work").glob("outside*"))
+    assert sorted(p.name for p in photos.iterdir()) == [
+        "outside-1.png",
+        "outside-2.png",
+        "outside.png",
+    ]
+
+
+def test_store_upload_ignores_other_files_and_caps_size(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = tmp_path / "x.exe"
+    src.write_bytes(b"0" * 100)
+    assert "ignored" in store_upload(src, photos)[0]
+    assert not list(photos.iterdir())
+    monkeypatch.setattr(ws, "MAX_FILE_BYTES", 10)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"0" * 100)
+    with pytest.raises(UploadError, match="limit"):
+        store_upload(big, photos)
+
+
+# -------------------------------------------------------------------------------- zips
+
+
+def _zip(path: Path, entries: dict[str, bytes], link: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        if link:  # a symbolic link entry, as `zip --symlinks` writes it
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return path
+
+
+def test_zip_is_flattened_into_the_folder(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    z = _zip(
+        tmp_path / "p.zip",
+        {
+            "me/a.png": b"a",
+            "me/a.txt": b"caption",
+            "me/deeper/b.jpg": b"b",
+            "__MACOSX/me/._a.png": b"junk",
+            "notes.doc": b"x",
+        },
+    )
+    notes = extract_zip(z, photos)
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a.txt", "b.jpg"]
+    assert any("notes.doc: ignored" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    "entries, link, match",
+    [
+        ({"../evil.png": b"x", "ok.png": b"y"}, None, "outside"),
+        ({"/tmp/evil.png": b"x"}, None, "outside"),
+        ({"a/../../evil.png": b"x"}, None, "outside"),
+        ({"C:/evil.png": b"x"}, None, "outside"),
+        ({"ok.png": b"y"}, "link.png", "symbolic link"),
+        ({"readme.md": b"x"}, None, "no photos"),
+    ],
+)
+def test_unsafe_zip_is_refused_whole(tmp_path, entries, link, match):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    z = _zip(tmp_path / "bad.zip", entries, link)
+    with pytest.raises(UploadError, match=match):
+        extract_zip(z, photos)
+    assert not list(photos.iterdir())
+    assert not (tmp_path / "evil.png").exists()
+
+
+def test_zip_caps_count_size_and_lying_headers(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    monkeypatch.setattr(ws, "MAX_FILES", 3)
+    many = _zip(tmp_path / "many.zip", {f"{i}.png": b"x" for i in range(5)})
+    with pytest.raises(UploadError, match="limit is 3"):
+        extract_zip(many, photos)
+    monkeypatch.setattr(ws, "MAX_FILE_BYTES", 1000)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.png", b"\0" * 100_000)  # compresses to ~100 bytes
+    with pytest.raises(UploadError, match="over 50 MB"):
+        extract_zip(bomb, photos)
+    assert not list(photos.iterdir())
+
+
+def test_not_a_zip(tmp_path):
+    bad = tmp_path / "photos.zip"
+    bad.write_bytes(b"this is not a zip")
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(UploadError, match="not a readable zip"):
+        store_upload(bad, tmp_path / "photos")
+
+
+def test_captions_are_written_only_beside_own_photos(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(b"a")
+    rows = [["a.png", "  mike,   smiling "], ["../x.png", "evil"], ["missing.png", "no"], [""]]
+    assert ws.write_captions(photos, rows) == 1
+    assert (photos / "a.txt").read_text() == "mike, smiling\n"
+    assert ws.caption_rows(photos) == [["a.png", "mike, smiling"]]
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_sessions_are_unguessable_and_checked(tmp_path):
+    a, b = ws.new_session(tmp_path), ws.new_session(tmp_path)
+    assert a.id != b.id and ws.SESSION_ID.match(a.id)
+    assert ws.open_session(tmp_path, a.id).photos == a.photos
+    for bad in ("../" + a.id, a.id.upper(), "0" * 32, None, ""):
+        with pytest.raises(UploadError):
+            ws.open_session(tmp_path, bad)
+
+
+# ------------------------------------------------------------------------------- queue
+
+
+def _job(fn, session="s", kind="k") -> Job:
+    return Job(kind, session, lambda job: fn(job))
+
+
+def test_queue_runs_one_at_a_time_in_order():
+    q = JobQueue()
+    running, order, overlap = [], [], []
+    gate = threading.Event()
+
+    def work(job):
+        running.append(job.id)
+        overlap.append(len(running))
+        gate.wait(5)
+        order.append(job.id)
+        running.remove(job.id)
+
+    jobs = [q.submit(_job(work, session=f"s{i}")) for i in range(3)]
+    deadline = time.time() + 5
+    while jobs[0].state == QUEUED and time.time() < deadline:
+        time.sleep(0.01)
+    assert [q.position(j) for j in jobs] == [0, 2, 3]
+    assert q.active("s1") is jobs[1] and q.active("s9") is None
+    gate.set()
+    assert all(j.wait(5) for j in jobs)
+    assert order == [j.id for j in jobs] and max(overlap) == 1
+    assert all(j.state == DONE for j in jobs)
+    q.close()
+
+
+def test_queue_cancel_and_errors():
+    q = JobQueue()
+    gate = threading.Event()
+    first = q.submit(_job(lambda job: gate.wait(5)))
+    waiting = q.submit(_job(lambda job: 1))
+    q.cancel(waiting)
+    assert waiting.state == CANCELLED and waiting.wait(0)
+    user = q.submit(_job(lambda job: (_ for _ in ()).throw(ValueError("too few photos"))))
+    bug = q.submit(_job(lambda job: {}["missing"]))
+    gate.set()
+    assert user.wait(5) and bug.wait(5) and first.state == DONE
+    assert user.state == FAILED and user.message == "too few photos"
+    assert bug.state == FAILED and bug.message.startswith("internal error (KeyError")
+    q.close()
+
+
+# ----------------------------------------------------------------------- the handlers
+
+
+@pytest.fixture
+def ui_app(tmp_path, tiny_pipeline_dir):
+    from cameo.ui.app import CameoApp
+
+    app = CameoApp(tmp_path / "work", base=str(tiny_pipeline_dir))
+    yield app
+    app.queue.close()
+
+
+def _photos(tmp_path: Path, person: int, count: int = 6) -> list[str]:
+    from cameo.datasets import write_person_folder
+
+    folder = write_person_folder(person, tmp_path / f"src{person}", count)
+    return [str(p) for p in sorted(folder.iterdir()) if p.suffix in (".png", ".txt")]
+
+
+def _wait(app, sid: str, timeout: float = 120) -> Job:
+    job = app._train_jobs[sid]
+    assert job.wait(timeout), f"training did not finish: {job.state} {job.lines[-3:]}"
+    return job
+
+
+def test_user_mistakes_are_messages(ui_app, tmp_path):
+    sid, _ = ui_app.start_session()
+    assert ui_app.upload(sid, [], "mike")[0].startswith("**Error:** no files")
+    bad = tmp_path / "photos.zip"
+    bad.write_bytes(b"nope")
+    assert "not a readable zip" in ui_app.upload(sid, [str(bad)], "mike")[0]
+    assert "only 0 usable" in ui_app.start_train(sid, "mike", 4, 2, 2e-3, 2, 0, 0)
+    assert "one word" in ui_app.start_train(sid, "two words", 4, 2, 2e-3, 2, 0, 0)
+    assert "whole number" in ui_app.start_train(sid, "mike", 4, "lots", 2e-3, 2, 0, 0)
+    assert "no trained LoRA" in next(ui_app.generate(sid, "mike", 1, 0, 4, None, 1, "linear"))[0]
+    assert "nothing to resume" in ui_app.resume_train(sid, 4)
+    assert "not valid" in ui_app.upload("../../etc", [str(bad)], "mike")[0]
+    assert ui_app.poll_train(sid)[0] == "No training run yet."
+
+
+@pytest.mark.slow
+def test_two_sessions_are_isolated(ui_app, tmp_path):
+    a, _ = ui_app.start_session()
+    b, _ = ui_app.start_session()
+    status_a = ui_app.upload(a, _photos(tmp_path, 1), "mike")[0]
+    status_b = ui_app.upload(b, _photos(tmp_path, 2, count=5), "anna")[0]
+    assert status_a.startswith("6 usable") and status_b.startswith("5 usable")
+    sa, sb = ui_app.session(a), ui_app.session(b)
+    assert {p.read_bytes() for p in sa.photos.glob("*.png")}.isdisjoint(
+        p.read_bytes() for p in sb.photos.glob("*.png")
+    )
+    assert ui_app.start_train(a, "mike", 4, 2, 2e-3, 2, 0, 0).startswith("Waiting")
+    assert ui_app.start_train(b, "anna", 4, 2, 2e-3, 2, 0, 0).startswith("Waiting")
+    assert "already has a training run" in ui_app.start_train(a, "mike", 4, 2, 2e-3, 2, 0, 0)
+    assert _wait(ui_app, a).state == DONE and _wait(ui_app, b).state == DONE
+    assert ui_app.trained_lora(sa) == sa.run / "mike.safetensors"
+    assert ui_app.trained_lora(sb) == sb.run / "anna.safetensors"
+    *_, last = ui_app.generate(b, "", 1.0, 0, 4, None, 1.0, "linear")
+    assert last[0].startswith("Done") and Path(last[1]).parent == sb.clips
+    assert not list(sa.clips.iterdir())
+    status, files = ui_app.downloads(a)
+    assert status.startswith("Ready") and len(files) == 3
+    assert all(Path(f).parent == sa.exports for f in files)
+
+
+@pytest.mark.slow
+def test_cancel_keeps_a_checkpoint_and_resume_finishes(ui_app, tmp_path):
+    from cameo.ui.tasks import read_losses
+
+    sid, _ = ui_app.start_session()
+    ui_app.upload(sid, _photos(tmp_path, 3), "mike")
+    ui_app.start_train(sid, "mike", 4, 500, 2e-3, 2, 0, 0)
+    session = ui_app.session(sid)
+    deadline = time.time() + 60
+    while not read_losses(session.run) and time.time() < deadline:
+        time.sleep(0.05)
+    assert ui_app.cancel_train(sid).startswith("Cancelling")
+    job = _wait(ui_app, sid)
+    assert job.state == STOPPED and "Resume" in job.message
+    assert ui_app.poll_train(sid)[0].startswith("Stopped at step")
+    stopped_at = len(read_losses(session.run))
+    assert (session.run / "checkpoints").is_dir()
+    assert ui_app.resume_train(sid, stopped_at + 2).startswith("Waiting")
+    assert _wait(ui_app, sid).state == DONE
+    assert [s for s, _ in read_losses(session.run)] == list(range(stopped_at + 2))
+    assert ui_app.poll_train(sid)[0].startswith("Done")
+
+
+def test_host_warning_and_cli():
+    from cameo.cli import build_parser
+    from cameo.ui.page import host_warning
+
+    assert host_warning("127.0.0.1", 7860) is None
+    assert "anyone" in host_warning("0.0.0.0", 7860)
+    args = build_parser().parse_args(["ui"])
+    assert (args.host, args.port, args.workdir) == ("127.0.0.1", 7860, "cameo-ui-work")
+
+
+def test_zip_upload_through_the_handler(ui_app, tmp_path):
+    sid, _ = ui_app.start_session()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in _photos(tmp_path, 4, count=4):
+            zf.write(f, f"folder/{Path(f).name}")
+    z = tmp_path / "mine.zip"
+    z.write_bytes(buf.getvalue())
+    status, report, table = ui_app.upload(sid, [str(z)], "mike")
+    assert status.startswith("4 usable"), status
+    assert "your photos" in report and str(tmp_path) not in report
+    assert len(table) == 4
