@@ -43,7 +43,9 @@ def caption_token_ids(n: int = 60_000) -> set[int]:
 
     pop.render = lambda figs, scene, h, w: np.zeros((1, 1, 1, 3), np.uint8)  # captions only
     tok = AutoTokenizer.from_pretrained(minilm_dir())
-    ids = set(tok("")["input_ids"])
+    ids = set(
+        tok.all_special_ids
+    )  # [PAD] too: prompts are padded, and a NaN pad row poisons attention
     for first, frames in ((0, 17), (50_000_000, 1), (90_000_000, 17)):
         for i in range(first, first + n):
             ids.update(tok(pop.training_sample(i, frames=frames).caption)["input_ids"])

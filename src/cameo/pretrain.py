@@ -279,6 +279,10 @@ def optimise(
                 bar.total = total
         if done % 10 == 1 or done == total:
             values = {k: float(v) for k, v in logs.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(
+                    f"{stage} step {done}: non-finite {values}; the last checkpoint is kept"
+                )
             bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
             _log(run, {"stage": stage, "step": done - 1, **values, "t": time.time()})
         over = time.time() > deadline
