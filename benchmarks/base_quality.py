@@ -120,8 +120,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=40)
     ap.add_argument("--heldout", type=int, default=10)
+    ap.add_argument("--base", default=None, help="pipeline folder to measure (default: cameo-tiny)")
+    ap.add_argument("--json", default="base_quality.json", help="file name under docs/")
     args = ap.parse_args()
-    pipe, eyes = load_pipeline(), Eyes()
+    pipe, eyes = load_pipeline(args.base), Eyes()
     res = {"command": "python benchmarks/base_quality.py " + " ".join(sys.argv[1:])}
     res["vae"] = vae_psnr(pipe)
     print(res["vae"], flush=True)
@@ -131,7 +133,7 @@ def main() -> None:
     print(res["famous"], flush=True)
     res["heldout"] = heldout_unknown(pipe, eyes, args.heldout, args.seeds)
     print(res["heldout"], flush=True)
-    print(write_json("base_quality.json", res))
+    print(write_json(args.json, res))
 
 
 if __name__ == "__main__":
