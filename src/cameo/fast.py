@@ -1,0 +1,627 @@
+"""The fast path: the same Wan transformer and PEFT adapters, run with fewer, larger operations.
+
+Why this module exists: on the built-in model (8 blocks of width 128, 16 tokens per photo) a
+stock diffusers + PEFT training step spends most of its time dispatching small operations, not
+multiplying matrices (``docs/performance.md`` has the profile). PEFT adds five operations per
+adapted layer in the forward and about ten autograd nodes in the backward; Wan's attention adds
+rotary and norm bookkeeping per head. Nothing here changes what is computed:
+
+- ``enable(transformer)`` replaces the transformer's ``forward`` (on the instance, the way
+  Accelerate's hooks do) by ``FastForward``, which reads the very same weights, including PEFT's
+  ``lora_A``/``lora_B``/``scaling`` of the active adapters, and falls back to the original
+  forward for anything it does not cover (mixed precision, gradient checkpointing, DoRA,
+  dropout, hooks such as regional masks, image conditioning, custom attention processors).
+- one custom autograd function applies a frozen linear layer and all its LoRA terms at once; in
+  self-attention q, k and v share one matrix multiply (a concatenated copy of the frozen weights)
+  and one for their LoRA ``A``. Frozen weights get no gradient, as in PEFT.
+- what depends only on the captions is computed once: the text projection and each block's
+  frozen cross-attention keys and values (``cache_text``). The LoRA part of those keys and
+  values, if they are targets, is still computed every step.
+- rotary tables are built once per video shape and applied with one multiply-add.
+- in inference mode (generation) each adapted layer uses a cached merged weight W + s·B·A, so an
+  unfused LoRA costs what the base model costs; the cache follows weight and scale changes.
+
+``tests/test_fast.py`` checks outputs, losses and gradients against the plain PEFT path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+CACHE_BUDGET_BYTES = 256 * 2**20  # extra memory the fast path may hold (weights, text caches)
+
+
+class Unsupported(Exception):
+    """This call needs the original forward."""
+
+
+# --------------------------------------------------------------------------- LoRA linear
+
+
+@dataclass
+class LoraTerm:
+    """One adapter's low-rank term on columns [start, stop) of a (possibly grouped) output."""
+
+    A: Tensor  # (r, k)
+    B: Tensor  # (stop - start, r)
+    scale: float
+    start: int
+    stop: int
+
+
+class _LoraLinear(torch.autograd.Function):
+    """y = base + Σ s_t (x A_tᵀ) B_tᵀ on each term's columns, with base = x Wᵀ + b unless given.
+
+    One autograd node instead of PEFT's ~10 per layer; the frozen W gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, base, layout, *ab):
+        x2 = x.reshape(-1, x.shape[-1])  # (N, k)
+        if base is None:
+            y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+        else:
+            y = base.reshape(x2.shape[0], -1).clone()
+        As, Bs = ab[0::2], ab[1::2]
+        A = torch.cat(As) if len(As) > 1 else As[0]  # (R, k)
+        u = x2 @ A.t()  # (N, R)
+        r0 = 0
+        for B, (scale, start, stop) in zip(Bs, layout, strict=True):
+            r = B.shape[1]
+            y[:, start:stop].addmm_(u[:, r0 : r0 + r], B.t(), alpha=scale)
+            r0 += r
+        ctx.layout = layout
+        ctx.save_for_backward(x2, u, weight, A, *Bs)
+        ctx.x_shape = x.shape
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, gy):
+        x2, u, weight, A, *Bs = ctx.saved_tensors
+        gy2 = gy.reshape(x2.shape[0], -1)  # (N, n)
+        n_ab = 2 * len(Bs)
+        need = ctx.needs_input_grad
+        g_ab: list[Tensor | None] = [None] * n_ab
+        gus, r0 = [], 0
+        for t, (B, (scale, start, stop)) in enumerate(zip(Bs, ctx.layout, strict=True)):
+            r = B.shape[1]
+            g_t = gy2[:, start:stop]  # (N, n_t)
+            if need[5 + 2 * t + 1]:
+                g_ab[2 * t + 1] = (g_t.t() @ u[:, r0 : r0 + r]).mul_(scale)  # (n_t, r)
+            gus.append((g_t @ B).mul_(scale))  # (N, r)
+            r0 += r
+        gu = torch.cat(gus, dim=1) if len(gus) > 1 else gus[0]  # (N, R)
+        if any(need[5 + 2 * t] for t in range(len(Bs))):
+            gA = gu.t() @ x2  # (R, k)
+            r0 = 0
+            for t, B in enumerate(Bs):
+                r = B.shape[1]
+                g_ab[2 * t] = gA[r0 : r0 + r] if need[5 + 2 * t] else None
+                r0 += r
+        gx = None
+        if need[0]:
+            gx = torch.addmm(gy2 @ weight, gu, A).view(ctx.x_shape)
+        return (gx, None, None, None, None, *g_ab)
+
+
+def lora_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    terms: list[LoraTerm],
+    base: Tensor | None = None,
+) -> Tensor:
+    """x Wᵀ + b (or ``base``) plus every LoRA term; plain ``F.linear`` when there is none."""
+    if not terms:
+        if base is not None:
+            return base
+        return F.linear(x, weight, bias)
+    layout = tuple((t.scale, t.start, t.stop) for t in terms)
+    ab = [m for t in terms for m in (t.A, t.B)]
+    return _LoraLinear.apply(x, weight, bias, base, layout, *ab)
+
+
+def lora_terms(module: torch.nn.Module, offset: int = 0) -> list[LoraTerm]:
+    """The active LoRA terms of ``module`` (a PEFT ``lora.Linear`` or a plain ``nn.Linear``)."""
+    if isinstance(module, torch.nn.Linear):
+        return []
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if not isinstance(module, LoraLinear):
+        raise Unsupported(f"{type(module).__name__} layers")
+    if module._forward_hooks or module._forward_pre_hooks:
+        raise Unsupported("hooks on a LoRA layer")
+    if module.merged:
+        if module.disable_adapters:
+            raise Unsupported("a merged adapter that is disabled")
+        return []
+    if module.disable_adapters:
+        return []
+    terms = []
+    for name in module.active_adapters:
+        if name not in module.lora_A:
+            continue
+        if name in module.lora_variant or module.fan_in_fan_out:
+            raise Unsupported("LoRA variants (DoRA, ...)")
+        a, b, drop = module.lora_A[name], module.lora_B[name], module.lora_dropout[name]
+        if b.bias is not None or (drop.training and getattr(drop, "p", 0.0) > 0):
+            raise Unsupported("LoRA bias or dropout")
+        if a._forward_hooks or b._forward_hooks or a._forward_pre_hooks or b._forward_pre_hooks:
+            raise Unsupported("hooks on a LoRA layer")
+        n = b.weight.shape[0]
+        terms.append(LoraTerm(a.weight, b.weight, float(module.scaling[name]), offset, offset + n))
+    return terms
+
+
+def base_linear(module: torch.nn.Module) -> torch.nn.Linear:
+    """The frozen ``nn.Linear`` under a PEFT layer (or the layer itself)."""
+    base = getattr(module, "base_layer", module)
+    if not isinstance(base, torch.nn.Linear):
+        raise Unsupported(f"{type(base).__name__} base layers")
+    return base
+
+
+# ------------------------------------------------------------------------ frozen caches
+
+
+def _versions(tensors: list[Tensor]) -> tuple:
+    return tuple((id(t), t._version) for t in tensors)
+
+
+@dataclass
+class Grouped:
+    """Frozen linear layers that read the same input, with their weights concatenated once."""
+
+    modules: list[torch.nn.Module]
+    weight: Tensor | None = None  # (Σ n, k)
+    bias: Tensor | None = None
+    key: tuple = ()
+
+    def sources(self) -> list[Tensor]:
+        out = []
+        for m in self.modules:
+            base = base_linear(m)
+            out += [base.weight] + ([base.bias] if base.bias is not None else [])
+        return out
+
+    def refresh(self) -> None:
+        key = _versions(self.sources())
+        if key != self.key:
+            self.weight, self.bias = _concat([base_linear(m) for m in self.modules])
+            self.key = key
+
+    def terms(self) -> list[LoraTerm]:
+        out, offset = [], 0
+        for m in self.modules:
+            out += lora_terms(m, offset)
+            offset += base_linear(m).out_features
+        return out
+
+    def __call__(self, x: Tensor, base: Tensor | None = None) -> Tensor:
+        terms = self.terms()
+        if len(self.modules) == 1:
+            lin = base_linear(self.modules[0])
+            return lora_linear(x, lin.weight, lin.bias, terms, base)
+        self.refresh()
+        return lora_linear(x, self.weight, self.bias, terms, base)
+
+
+class Budget:
+    """Bytes of extra memory the fast path may still take (grouped weights, caches)."""
+
+    def __init__(self, total: int):
+        self.left = total
+
+    def take(self, nbytes: int) -> bool:
+        if nbytes > self.left:
+            return False
+        self.left -= nbytes
+        return True
+
+
+class MergedCache:
+    """Inference: per group of layers, the concatenated W + Σ s B A, rebuilt when a weight or
+    a scale changes. Past the memory budget it multiplies the factors instead."""
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+        self.entries: dict[tuple, tuple[tuple, Tensor, Tensor | None]] = {}
+
+    def __call__(self, x: Tensor, modules: list[torch.nn.Module]) -> Tensor:
+        bases = [base_linear(m) for m in modules]
+        terms, offset = [], 0
+        for m, lin in zip(modules, bases, strict=True):
+            terms += lora_terms(m, offset)
+            offset += lin.out_features
+        if len(modules) == 1 and not terms:
+            return F.linear(x, bases[0].weight, bases[0].bias)
+        ident = tuple(id(m) for m in modules)
+        tensors = [t for lin in bases for t in (lin.weight, lin.bias) if t is not None]
+        factors = [m for t in terms for m in (t.A, t.B)]
+        key = (_versions([*tensors, *factors]), *((t.scale, t.start) for t in terms))
+        hit = self.entries.get(ident)
+        if hit is None and not self.budget.take(sum(lin.weight.nbytes for lin in bases)):
+            weight, bias = _concat(bases)
+            return lora_linear(x, weight, bias, terms)
+        if hit is None or hit[0] != key:
+            with torch.no_grad():
+                weight, bias = _concat(bases)
+                weight = weight.clone() if len(bases) == 1 else weight
+                for t in terms:
+                    weight[t.start : t.stop].addmm_(t.B, t.A, alpha=t.scale)
+            hit = self.entries[ident] = (key, weight, bias)
+        return F.linear(x, hit[1], hit[2])
+
+
+def _concat(bases: list[torch.nn.Linear]) -> tuple[Tensor, Tensor | None]:
+    if len(bases) == 1:
+        return bases[0].weight, bases[0].bias
+    if len({b.bias is None for b in bases}) > 1:
+        raise Unsupported("grouped layers with and without bias")
+    with torch.no_grad():
+        weight = torch.cat([b.weight for b in bases])
+        bias = None if bases[0].bias is None else torch.cat([b.bias for b in bases])
+    return weight, bias
+
+
+# ---------------------------------------------------------------------------- the forward
+
+
+@dataclass
+class FastOptions:
+    """Which parts of the fast path are on (all by default; the benchmark turns them off one by
+    one to measure each)."""
+
+    lora_function: bool = field(
+        default=True, metadata={"help": "one autograd function per layer and its LoRA terms"}
+    )
+    group_qkv: bool = field(
+        default=True, metadata={"help": "self-attention q, k, v as one matrix multiply"}
+    )
+    text_cache: bool = field(
+        default=True, metadata={"help": "frozen text projection and cross-attention K/V cached"}
+    )
+    complex_rotary: bool = field(
+        default=True, metadata={"help": "rotary tables once per shape, one complex multiply"}
+    )
+    merged_inference: bool = field(
+        default=True, metadata={"help": "no-grad calls use cached W + s·B·A"}
+    )
+
+
+def _rope_complex(model, hidden_states: Tensor) -> Tensor:
+    """Wan's rotary factors as complex numbers (1, N, 1, 1, hd/2): pairs (x0, x1) of a head
+    rotate as (x0 + i x1)(cos + i sin)."""
+    cos, sin = model.rope(hidden_states)  # (1, N, 1, hd) each, pairs repeated, float64 on CPU
+    freqs = torch.complex(cos[..., 0::2], sin[..., 1::2]).unsqueeze(2)
+    return freqs.to(torch.complex64 if hidden_states.dtype != torch.float64 else freqs.dtype)
+
+
+def _rotary(x: Tensor, freqs: Tensor) -> Tensor:
+    """x (B, N, 2, H, hd) real -> rotated, as one complex multiply."""
+    z = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+    return torch.view_as_real(z * freqs).flatten(-2)
+
+
+def _rotary_stock(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """diffusers' own rotary code (for measuring the complex one against it)."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = cos[..., 0::2], sin[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out.type_as(x)
+
+
+class FastForward:
+    """A drop-in ``forward`` for a diffusers ``WanTransformer3DModel`` (with or without PEFT
+    adapters); see the module docstring."""
+
+    def __init__(
+        self,
+        model,
+        original,
+        cache_budget: int = CACHE_BUDGET_BYTES,
+        options: FastOptions | None = None,
+    ):
+        self.model, self.original = model, original
+        self.options = options or FastOptions()
+        self.budget = Budget(cache_budget)
+        self.rope: dict[tuple, object] = {}
+        self.merged = MergedCache(self.budget)
+        self.text: dict | None = None
+        self.fallbacks: dict[str, int] = {}
+        self.blocks = [self._plan(b) for b in model.blocks]
+
+    def _plan(self, block) -> dict:
+        a1, a2 = block.attn1, block.attn2
+        qkv = [a1.to_q, a1.to_k, a1.to_v]
+        nbytes = sum(base_linear(m).weight.nbytes for m in qkv)
+        grouped = self.options.group_qkv and self.budget.take(nbytes)
+        kv_bytes = sum(base_linear(m).weight.nbytes for m in (a2.to_k, a2.to_v))
+        return {
+            "qkv": Grouped(qkv) if grouped else None,
+            "kv2": Grouped([a2.to_k, a2.to_v])
+            if self.options.group_qkv and self.budget.take(kv_bytes)
+            else None,
+        }
+
+    # -- entry point
+    def __call__(
+        self,
+        hidden_states: Tensor,
+        timestep: Tensor,
+        encoder_hidden_states: Tensor,
+        encoder_hidden_states_image: Tensor | None = None,
+        return_dict: bool = True,
+        attention_kwargs: dict | None = None,
+    ):
+        args = (hidden_states, timestep, encoder_hidden_states)
+        try:
+            self._check(hidden_states, timestep, encoder_hidden_states_image, attention_kwargs)
+            out = self._forward(*args)
+        except Unsupported as why:
+            self.fallbacks[str(why)] = self.fallbacks.get(str(why), 0) + 1
+            return self.original(
+                *args,
+                encoder_hidden_states_image=encoder_hidden_states_image,
+                return_dict=return_dict,
+                attention_kwargs=attention_kwargs,
+            )
+        if not return_dict:
+            return (out,)
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        return Transformer2DModelOutput(sample=out)
+
+    def _check(self, hidden_states, timestep, image, attention_kwargs) -> None:
+        m = self.model
+        if image is not None or attention_kwargs or timestep.ndim != 1:
+            raise Unsupported("image conditioning, attention kwargs or per-token timesteps")
+        if m.gradient_checkpointing and torch.is_grad_enabled():
+            raise Unsupported("gradient checkpointing")
+        if torch.is_autocast_enabled(hidden_states.device.type):
+            raise Unsupported("autocast")
+        if hidden_states.dtype != torch.float32 or m.proj_out.weight.dtype != torch.float32:
+            raise Unsupported("dtypes other than float32")
+        if m._forward_hooks or m._forward_pre_hooks:
+            raise Unsupported("hooks on the transformer")
+        for b in m.blocks:
+            for a in (b.attn1, b.attn2):
+                if getattr(a, "fused_projections", False) or a.add_k_proj is not None:
+                    raise Unsupported("fused projections or image keys")
+                if type(a.processor).__name__ != "WanAttnProcessor" or getattr(
+                    a.processor, "_attention_backend", None
+                ):
+                    raise Unsupported("a custom attention processor")
+
+    # -- the model
+    def _forward(self, hidden_states: Tensor, timestep: Tensor, text: Tensor) -> Tensor:
+        m = self.model
+        b, _, f, h, w = hidden_states.shape
+        p_t, p_h, p_w = m.config.patch_size
+        rope = self._rope(hidden_states)
+        x = m.patch_embedding(hidden_states).flatten(2).transpose(1, 2)  # (B, N, d)
+        ce = m.condition_embedder
+        temb = ce.time_embedder(ce.timesteps_proj(timestep).to(x.dtype))  # (B, d)
+        mod = ce.time_proj(ce.act_fn(temb)).unflatten(1, (6, -1))  # (B, 6, d)
+        kv = self._text_kv(text)
+        for i, block in enumerate(m.blocks):
+            x = self._block(i, block, x, mod, kv[i], rope)
+        shift, scale = (m.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+        x = torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=m.norm_out.eps), 1 + scale)
+        x = self._linear(x, m.proj_out)  # (B, N, C·p_t·p_h·p_w)
+        x = x.reshape(b, f // p_t, h // p_h, w // p_w, p_t, p_h, p_w, -1)
+        return x.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def _rope(self, hidden_states: Tensor):
+        key = (*hidden_states.shape[2:], hidden_states.device, hidden_states.dtype)
+        if key not in self.rope:
+            if self.options.complex_rotary:
+                self.rope[key] = _rope_complex(self.model, hidden_states)
+            else:
+                self.rope[key] = tuple(t.unsqueeze(2) for t in self.model.rope(hidden_states))
+        return self.rope[key]
+
+    def _block(self, i: int, block, x: Tensor, mod: Tensor, kv, rope) -> Tensor:
+        """One WanTransformerBlock; x (B, N, d), mod (B, 6, d), kv: the text keys and values."""
+        d = x.shape[-1]
+        a1, a2 = block.attn1, block.attn2
+        shift, scale, gate, c_shift, c_scale, c_gate = (block.scale_shift_table + mod).chunk(6, 1)
+        # 1. self-attention, q and k normalised and rotated together
+        y = torch.addcmul(shift, F.layer_norm(x, (d,), eps=block.norm1.eps), 1 + scale)
+        qkv = self._qkv(i, y)  # (B, N, 3d)
+        qk = F.rms_norm(qkv[..., : 2 * d].unflatten(-1, (2, d)), (d,), eps=a1.norm_q.eps)
+        qk = qk * torch.stack([a1.norm_q.weight, a1.norm_k.weight])  # (B, N, 2, d)
+        qk = qk.unflatten(-1, (a1.heads, -1))  # (B, N, 2, H, hd)
+        qk = _rotary(qk, rope) if self.options.complex_rotary else _rotary_stock(qk, *rope)
+        q, k = qk.unbind(2)
+        v = qkv[..., 2 * d :].unflatten(-1, (a1.heads, -1))
+        x = torch.addcmul(x, self._linear(_attention(q, k, v), a1.to_out[0]), gate)
+        # 2. cross-attention on the text
+        y = F.layer_norm(x, (d,), block.norm2.weight, block.norm2.bias, block.norm2.eps)
+        q = F.rms_norm(self._linear(y, a2.to_q), (d,), a2.norm_q.weight, a2.norm_q.eps)
+        k, v = (t.unflatten(-1, (a2.heads, -1)) for t in kv)
+        x = x + self._linear(_attention(q.unflatten(-1, (a2.heads, -1)), k, v), a2.to_out[0])
+        # 3. feed-forward
+        y = torch.addcmul(c_shift, F.layer_norm(x, (d,), eps=block.norm3.eps), 1 + c_scale)
+        ffn = block.ffn.net
+        y = F.gelu(self._linear(y, ffn[0].proj), approximate=ffn[0].approximate)
+        return torch.addcmul(x, self._linear(y, ffn[2]), c_gate)
+
+    def _linear(self, x: Tensor, module) -> Tensor:
+        if not torch.is_grad_enabled() and self.options.merged_inference:
+            return self.merged(x, [module])
+        if not self.options.lora_function:
+            return module(x)
+        lin = base_linear(module)
+        return lora_linear(x, lin.weight, lin.bias, lora_terms(module))
+
+    def _qkv(self, i: int, y: Tensor) -> Tensor:
+        a1 = self.model.blocks[i].attn1
+        group = self.blocks[i]["qkv"]
+        if not torch.is_grad_enabled() and self.options.merged_inference:
+            return self.merged(y, [a1.to_q, a1.to_k, a1.to_v])
+        if group is None or not self.options.lora_function:
+            return torch.cat([self._linear(y, m) for m in (a1.to_q, a1.to_k, a1.to_v)], dim=-1)
+        return group(y)
+
+    # -- the text side
+    def _text_kv(self, text: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per block, the cross-attention keys (normalised) and values, (B, T, d) each."""
+        m = self.model
+        base = self._cached_base(text)
+        ctx = base["ctx"] if base else m.condition_embedder.text_embedder(text)
+        out = []
+        for i, block in enumerate(m.blocks):
+            a2, group = block.attn2, self.blocks[i]["kv2"]
+            kv0 = base["kv"][:, i] if base else None
+            if not torch.is_grad_enabled() and self.options.merged_inference:
+                if kv0 is not None and not (lora_terms(a2.to_k) or lora_terms(a2.to_v)):
+                    kv = kv0
+                else:
+                    kv = self.merged(ctx, [a2.to_k, a2.to_v])
+            elif group is not None and self.options.lora_function:
+                kv = group(ctx, kv0)
+            elif kv0 is not None and self.options.lora_function:
+                k0, v0 = kv0.chunk(2, dim=-1)
+                kv = torch.cat([_with_terms(ctx, a2.to_k, k0), _with_terms(ctx, a2.to_v, v0)], -1)
+            else:
+                kv = torch.cat([self._linear(ctx, a2.to_k), self._linear(ctx, a2.to_v)], dim=-1)
+            k, v = kv.chunk(2, dim=-1)
+            out.append((F.rms_norm(k, k.shape[-1:], a2.norm_k.weight, a2.norm_k.eps), v))
+        return out
+
+    def cache_text(self, table: Tensor) -> bool:
+        """Precompute the frozen text side for these prompt embeddings (N, T, D); later calls
+        whose prompts are rows of ``table`` reuse it. False when switched off, when it would
+        not fit the memory budget, or when the text side is being trained."""
+        m = self.model
+        n, t, _ = table.shape
+        d = m.proj_out.in_features
+        nbytes = n * t * d * (1 + 2 * len(m.blocks)) * table.element_size()
+        self.text = None
+        if not self.options.text_cache or not self._text_side_frozen():
+            return False
+        if not self.budget.take(nbytes):
+            return False
+        with torch.no_grad():
+            ctx = m.condition_embedder.text_embedder(table)  # (N, T, d)
+            kv = torch.stack(
+                [
+                    torch.cat(
+                        [F.linear(ctx, *_wb(b.attn2.to_k)), F.linear(ctx, *_wb(b.attn2.to_v))], -1
+                    )
+                    for b in m.blocks
+                ],
+                dim=1,
+            )  # (N, L, T, 2d)
+        probe = torch.randn(table[0].numel(), generator=torch.Generator().manual_seed(0))
+        probe = probe.to(table.device, table.dtype)
+        self.text = {
+            "table": table,
+            "probe": probe,
+            "prints": table.flatten(1) @ probe,  # (N,)
+            "ctx": ctx,
+            "kv": kv,
+            "key": _versions(self._text_sources()),
+        }
+        return True
+
+    def _text_sources(self) -> list[Tensor]:
+        m = self.model
+        out = list(m.condition_embedder.text_embedder.parameters())
+        for b in m.blocks:
+            out += list(base_linear(b.attn2.to_k).parameters())
+            out += list(base_linear(b.attn2.to_v).parameters())
+        return out
+
+    def _text_side_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self._text_sources())
+
+    def _cached_base(self, text: Tensor) -> dict | None:
+        """Rows of the text cache for these prompts, or None if any prompt is not in it."""
+        c = self.text
+        if c is None or text.shape[1:] != c["table"].shape[1:] or text.dtype != c["table"].dtype:
+            return None
+        if _versions(self._text_sources()) != c["key"]:
+            self.text = None
+            return None
+        idx = ((text.flatten(1) @ c["probe"])[:, None] - c["prints"][None]).abs().argmin(1)
+        if not torch.equal(c["table"].index_select(0, idx), text):  # exact, never "close"
+            return None
+        return {"ctx": c["ctx"].index_select(0, idx), "kv": c["kv"].index_select(0, idx)}
+
+
+def _with_terms(x: Tensor, module, base: Tensor) -> Tensor:
+    lin = base_linear(module)
+    return lora_linear(x, lin.weight, lin.bias, lora_terms(module), base)
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Softmax attention over (B, N, H, hd) inputs; returns (B, N, H·hd)."""
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return o.transpose(1, 2).flatten(2)
+
+
+def _wb(module) -> tuple[Tensor, Tensor | None]:
+    lin = base_linear(module)
+    return lin.weight, lin.bias
+
+
+# ------------------------------------------------------------------------------ switching
+
+
+def enable(
+    transformer, cache_budget: int = CACHE_BUDGET_BYTES, options: FastOptions | None = None
+) -> FastForward:
+    """Route ``transformer``'s forward through the fast path (idempotent); returns it."""
+    current = transformer.__dict__.get("forward")
+    if isinstance(current, FastForward):
+        return current
+    fast = FastForward(transformer, transformer.forward, cache_budget, options)
+    transformer.forward = fast
+    return fast
+
+
+def disable(transformer) -> None:
+    """Back to the original forward."""
+    if isinstance(transformer.__dict__.get("forward"), FastForward):
+        del transformer.forward
+
+
+def get(transformer) -> FastForward | None:
+    current = transformer.__dict__.get("forward")
+    return current if isinstance(current, FastForward) else None
+
+
+@contextmanager
+def enabled(transformer, cache_budget: int = CACHE_BUDGET_BYTES) -> Iterator[FastForward]:
+    """The fast path for the duration of a ``with`` block."""
+    was = get(transformer)
+    fast = enable(transformer, cache_budget)
+    try:
+        yield fast
+    finally:
+        if was is None:
+            disable(transformer)
+
+
+def fused_adamw(params, **kwargs) -> torch.optim.AdamW:
+    """AdamW as one fused kernel over all tensors where this torch supports it (CPU and CUDA
+    since 2.4), else the foreach implementation."""
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(params, foreach=True, **kwargs)
+
+
+def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` with the multi-tensor kernels, also on CPU."""
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
