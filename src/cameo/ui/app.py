@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -50,8 +51,12 @@ NO_PHOTOS = "No photos yet: upload some, or pick a built-in person."
 MIXES = ["linear", "cat", "svd", "ties", "dare_linear", "regional"]
 
 
-def _error(e: Exception | str) -> str:
-    return f"**Error:** {e}"
+def _error(e: Exception | str, workdir: Path | None = None) -> str:
+    """A mistake as the page shows it; paths inside sessions are shown relative to them."""
+    text = str(e)
+    if workdir is not None:
+        text = re.sub(re.escape(f"{workdir}/sessions/") + r"[0-9a-f]{32}/", "", text)
+    return f"**Error:** {text}"
 
 
 def _shows_errors(outputs: int) -> Callable:
@@ -64,9 +69,10 @@ def _shows_errors(outputs: int) -> Callable:
             try:
                 return fn(*args, **kwargs)
             except USER_ERRORS as e:
+                message = _error(e, args[0].workdir)  # args[0] is the CameoApp
                 if outputs == 1:
-                    return _error(e)
-                return (_error(e), *([gr.skip()] * (outputs - 1)))
+                    return message
+                return (message, *([gr.skip()] * (outputs - 1)))
 
         return handler
 
@@ -233,7 +239,7 @@ class CameoApp:
         if job is None:
             return "No training run yet."
         if job.state == QUEUED:
-            return f"Waiting in the queue: position {self.queue.position(job)}."
+            return _waiting(self.queue.position(job))
         if job.state == RUNNING:
             if progress is None or (progress.step == 0 and not progress.losses):
                 return "Training: preparing (reading photos, loading the model)..."
@@ -244,7 +250,7 @@ class CameoApp:
             took = format_seconds((job.finished or 0) - (job.started or 0))
             return f"Done in {took}: the LoRA is trained. Go to **Generate**."
         if job.state == FAILED:
-            return _error(job.message)
+            return _error(job.message, self.workdir)
         return job.message[:1].upper() + job.message[1:]  # stopped or cancelled
 
     def poll_train(self, sid: str):
@@ -286,15 +292,15 @@ class CameoApp:
         raise UploadError("no trained LoRA yet: train one on the Train tab first")
 
     def _generate_config(self, session, prompt, scale, seed, steps, second, second_scale, mix):
+        """The clip's settings; with a second person's LoRA, a 128-wide canvas for two."""
         from ..generate import GenerateConfig
-        from ..metrics.evaluate import read_lora_trigger
 
         lora = self.trained_lora(session)
-        trigger = read_lora_trigger(lora) or DEFAULT_TRIGGER
-        prompt = (prompt or "").strip() or f"{trigger}, speaking, in front of a blue wall"
         loras = [f"{lora}:{float(scale)}"]
         if second:
-            loras.append(f"{self._keep_upload(session, Path(second))}:{float(second_scale)}")
+            other = self._keep_upload(session, Path(second))
+            loras.append(f"{other}:{float(second_scale)}")
+        prompt = (prompt or "").strip() or _default_prompt(lora, other if second else None)
         n = len(list(session.clips.glob("clip-*.mp4")))
         cfg = GenerateConfig(
             prompt=prompt,
@@ -304,7 +310,7 @@ class CameoApp:
             steps=_int(steps, "sampling steps"),
             lora=loras,
             mix=mix,
-            width=128 if mix == "regional" and second else 64,  # two people side by side
+            width=128 if second else 64,  # two people stand side by side
             overwrite=True,
         )
         cfg.validate()
@@ -330,7 +336,7 @@ class CameoApp:
                 session, prompt, scale, seed, steps, second, second_scale, mix
             )
         except USER_ERRORS as e:
-            yield _error(e), gr.skip()
+            yield _error(e, self.workdir), gr.skip()
             return
         job = self.queue.submit(Job("generate", sid, generate_work(cfg)))
         yield from self._follow(job, "Generating", lambda: str(job.result))
@@ -339,7 +345,7 @@ class CameoApp:
         """Yield (status, skip) while ``job`` waits or runs, then (status, result())."""
         while not job.wait(0.5):
             if job.state == QUEUED:
-                yield f"Waiting in the queue: position {self.queue.position(job)}.", gr.skip()
+                yield _waiting(self.queue.position(job)), gr.skip()
             else:
                 took = format_seconds(_now() - (job.started or _now()))
                 yield f"{doing}... ({took})", gr.skip()
@@ -347,7 +353,7 @@ class CameoApp:
             took = format_seconds((job.finished or 0) - (job.started or 0))
             yield f"Done in {took}.", result()
         else:
-            yield _error(job.message), gr.skip()
+            yield _error(job.message, self.workdir), gr.skip()
 
     # ------------------------------------------------------------------------ results
 
@@ -364,7 +370,7 @@ class CameoApp:
             session = self.session(sid)
             lora = self.trained_lora(session)
         except USER_ERRORS as e:
-            yield _error(e), gr.skip()
+            yield _error(e, self.workdir), gr.skip()
             return
         work = evaluate_work(lora, session.photos, self.base, _int(seeds, "seeds"))
         job = self.queue.submit(Job("evaluate", sid, work))
@@ -389,6 +395,28 @@ def _now() -> float:
     import time
 
     return time.time()
+
+
+def _waiting(position: int) -> str:
+    """A queued job's status: position 1 is next (nothing runs), 2 waits for one job..."""
+    ahead = max(position - 1, 0)
+    if ahead == 0:
+        return "Starting..."
+    return f"Waiting in the queue: {ahead} job{'s' * (ahead > 1)} ahead (other tabs' work)."
+
+
+def _default_prompt(lora: Path, second: Path | None) -> str:
+    """A prompt in a scene the photos lack, naming the person (or both people) by trigger."""
+    from ..metrics.evaluate import read_lora_trigger
+
+    first = read_lora_trigger(lora) or DEFAULT_TRIGGER
+    if second is None:
+        return f"{first}, speaking, in front of a blue wall"
+    other = read_lora_trigger(second) or "a person"
+    return (
+        "two people side by side in front of a blue wall: "
+        f"on the left {first} speaking, on the right {other} smiling"
+    )
 
 
 def _trigger(trigger: str) -> str:

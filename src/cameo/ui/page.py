@@ -134,13 +134,23 @@ def _generate_tab(app: CameoApp, sid) -> None:
             seed = gr.Number(0, precision=0, label="Seed", elem_id="gen-seed")
             steps = gr.Slider(4, 50, value=20, step=1, label="Sampling steps")
         with gr.Accordion("A second person", open=False):
-            second = gr.File(label="Their LoRA (.safetensors)", file_types=[".safetensors"])
+            gr.Markdown(
+                "Two people stand side by side (a 128-wide clip). Name both by their trigger "
+                "words, e.g. *two people side by side in front of a blue wall: on the left "
+                "mike speaking, on the right anna smiling* (the default when the prompt is empty)."
+            )
+            second = gr.File(
+                label="Their LoRA (.safetensors)",
+                file_types=[".safetensors"],
+                elem_id="second-lora",
+            )
             with gr.Row():
                 second_scale = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Their scale")
                 mix = gr.Dropdown(
                     MIXES,
                     value="linear",
                     label="Composition method (regional: each on their own half)",
+                    elem_id="mix",
                 )
         go = gr.Button("Generate", variant="primary", elem_id="generate")
         status = gr.Markdown(elem_id="gen-status")
@@ -163,7 +173,9 @@ def _results_tab(app: CameoApp, sid) -> None:
         )
         with gr.Row():
             seeds = gr.Slider(1, 4, value=1, step=1, label="Seeds per prompt")
-            measure = gr.Button("Measure identity, fidelity and leakage (a minute or more)")
+            measure = gr.Button(
+                "Measure identity, fidelity and leakage (a minute or more)", elem_id="measure"
+            )
         prepare = gr.Button("Prepare downloads: diffusers, ComfyUI, kohya", elem_id="prepare")
         files = gr.File(
             label="Downloads", file_count="multiple", interactive=False, elem_id="downloads"

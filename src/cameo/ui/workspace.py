@@ -43,7 +43,7 @@ def safe_name(name: str) -> str:
     stem, dot, suffix = base.rpartition(".")
     if not dot:
         stem, suffix = base, ""
-    suffix = suffix[:10]
+    suffix = suffix[:16]  # .safetensors is 11
     stem = stem.strip("._") or "file"
     stem = stem[: MAX_NAME - len(suffix) - 1]
     return f"{stem}.{suffix}" if suffix else stem
