@@ -328,3 +328,28 @@ def test_zip_upload_through_the_handler(ui_app, tmp_path):
     assert status.startswith("4 usable"), status
     assert "your photos" in report and str(tmp_path) not in report
     assert len(table) == 4
+
+
+def test_progress_reads_the_run_and_estimates_time(tmp_path, monkeypatch):
+    from cameo.ui import tasks
+
+    run = tmp_path / "lora"
+    run.mkdir()
+    losses = run / "losses.jsonl"
+    job = Job("train", "s", lambda job: None, started=100.0)
+    job.log("step 2: identity 0.412, prompt fidelity 0.50")
+    clock = iter([110.0, 120.0, 130.0])
+    monkeypatch.setattr(tasks.time, "time", lambda: next(clock))
+
+    def lines(*steps):  # a resumed run logs again the steps after its last checkpoint
+        losses.write_text("".join(f'{{"step": {s}, "loss": {s / 10}}}\n' for s in steps) + "{")
+
+    lines(0, 1)
+    assert tasks.read_progress(run, 10, job).eta_s is None  # speed not known yet
+    lines(0, 1, 2, 3)
+    p = tasks.read_progress(run, 10, job)  # first step seen at t=120
+    assert (p.step, p.eta_s, p.identity) == (4, None, 0.412)
+    lines(0, 1, 2, 3, 2, 3, 4, 5)
+    p = tasks.read_progress(run, 10, job)  # 2 steps in 10 s, 4 to go
+    assert p.losses[-1] == (5, 0.5) and len(p.losses) == 6
+    assert p.eta_s == pytest.approx(20.0) and "about 20 s left" in p.summary()

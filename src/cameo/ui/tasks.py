@@ -117,15 +117,18 @@ def latest_identity(lines: list[str], run: Path) -> tuple[int | None, float | No
 
 
 def read_progress(run: Path, total: int, job: Job | None) -> TrainProgress:
-    """The run's progress; the ETA from the steps this job has done so far."""
+    """The run's progress. The ETA uses the speed since this job's first observed step, so
+    loading the model (or the steps of a run it resumes) does not count."""
     p = TrainProgress(total=total, losses=read_losses(run), preview=latest_preview(run))
     p.step = p.losses[-1][0] + 1 if p.losses else 0
     p.identity_step, p.identity = latest_identity(job.lines if job else [], run)
     if job is not None and job.started is not None:
-        first = job.extra.setdefault("first_seen", (time.time(), p.step))
-        elapsed, done = time.time() - first[0], p.step - first[1]
-        if done > 0:
-            p.eta_s = (total - p.step) * elapsed / done
+        now = time.time()
+        at_start = job.extra.setdefault("step_at_start", p.step)
+        if p.step > at_start:
+            t0, s0 = job.extra.setdefault("first_step_seen", (now, p.step))
+            if p.step > s0:
+                p.eta_s = (total - p.step) * (now - t0) / (p.step - s0)
     return p
 
 
