@@ -622,6 +622,13 @@ def fused_adamw(params, **kwargs) -> torch.optim.AdamW:
         return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
-def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
-    """``torch.nn.utils.clip_grad_norm_`` with the multi-tensor kernels, also on CPU."""
+def clip_grad_norm_(accelerator, params: list[Tensor], max_norm: float) -> Tensor:
+    """``accelerator.clip_grad_norm_`` with torch's multi-tensor (foreach) kernels, which torch
+    only picks by itself on GPUs; sharded setups (FSDP, DeepSpeed) keep Accelerate's own."""
+    from accelerate.utils import DistributedType
+
+    plain = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+    if accelerator.distributed_type not in plain:
+        return accelerator.clip_grad_norm_(params, max_norm)
+    accelerator.unscale_gradients()
     return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
