@@ -26,6 +26,7 @@ rotary and norm bookkeeping per head. Nothing here changes what is computed:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -421,7 +422,7 @@ class FastForward:
         return x.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
     def _rope(self, hidden_states: Tensor):
-        key = (*hidden_states.shape[2:], hidden_states.device, hidden_states.dtype)
+        key = (*hidden_states.shape[2:], hidden_states.device, self.options.complex_rotary)
         if key not in self.rope:
             if self.options.complex_rotary:
                 self.rope[key] = _rope_complex(self.model, hidden_states)
@@ -468,7 +469,7 @@ class FastForward:
         group = self.blocks[i]["qkv"]
         if not torch.is_grad_enabled() and self.options.merged_inference:
             return self.merged(y, [a1.to_q, a1.to_k, a1.to_v])
-        if group is None or not self.options.lora_function:
+        if group is None or not (self.options.lora_function and self.options.group_qkv):
             return torch.cat([self._linear(y, m) for m in (a1.to_q, a1.to_k, a1.to_v)], dim=-1)
         return group(y)
 
@@ -487,7 +488,7 @@ class FastForward:
                     kv = kv0
                 else:
                     kv = self.merged(ctx, [a2.to_k, a2.to_v])
-            elif group is not None and self.options.lora_function:
+            elif group is not None and self.options.lora_function and self.options.group_qkv:
                 kv = group(ctx, kv0)
             elif kv0 is not None and self.options.lora_function:
                 k0, v0 = kv0.chunk(2, dim=-1)
@@ -548,7 +549,12 @@ class FastForward:
     def _cached_base(self, text: Tensor) -> dict | None:
         """Rows of the text cache for these prompts, or None if any prompt is not in it."""
         c = self.text
-        if c is None or text.shape[1:] != c["table"].shape[1:] or text.dtype != c["table"].dtype:
+        if (
+            c is None
+            or not self.options.text_cache
+            or text.shape[1:] != c["table"].shape[1:]
+            or text.dtype != c["table"].dtype
+        ):
             return None
         if _versions(self._text_sources()) != c["key"]:
             self.text = None
@@ -611,6 +617,16 @@ def enabled(transformer, cache_budget: int = CACHE_BUDGET_BYTES) -> Iterator[Fas
     finally:
         if was is None:
             disable(transformer)
+
+
+@contextmanager
+def pipeline(pipe) -> Iterator[None]:
+    """The fast path for a pipeline's transformer(s) during a ``with`` block (generation)."""
+    with contextlib.ExitStack() as stack:
+        for name in ("transformer", "transformer_2"):
+            if getattr(pipe, name, None) is not None:
+                stack.enter_context(enabled(getattr(pipe, name)))
+        yield
 
 
 def fused_adamw(params, **kwargs) -> torch.optim.AdamW:

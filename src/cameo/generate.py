@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import fast
 from .media import save_clip_outputs
 from .models import load_pipeline, text_tokens_for
 
@@ -41,6 +42,10 @@ class GenerateConfig:
     )
     fuse: bool = field(
         default=False, metadata={"help": "merge the LoRAs into the weights (no per-step overhead)"}
+    )
+    fast: bool = field(
+        default=True,
+        metadata={"help": "fast path (cameo.fast); --no-fast runs the plain diffusers forward"},
     )
     mix: str = field(
         default="linear",
@@ -225,7 +230,8 @@ def generate_frames(pipe, cfg: GenerateConfig, loaded: LoadedLoras | None = None
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     masks = _regional_masks(pipe, cfg, loaded) if loaded is not None and loaded.regional else None
     ctx = regional(pipe.transformer, masks) if masks else contextlib.nullcontext()
-    with torch.no_grad(), ctx:
+    speed = fast.pipeline(pipe) if cfg.fast and not masks else contextlib.nullcontext()
+    with torch.no_grad(), ctx, speed:
         video = pipe(
             prompt=cfg.prompt,
             negative_prompt=cfg.negative,

@@ -1,0 +1,223 @@
+"""What benchmarks/performance.py times: cameo's own training step, a stock diffusers + PEFT
+loop written the way the diffusers examples write it, full fine-tuning, the frozen forward, and
+an interleaved timer that compares them side by side."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cameo import fast
+from cameo.diffusion import flow_matching_loss
+from cameo.lora import LoraSpec, add_lora, lora_parameters
+from cameo.models import load_pipeline
+from cameo.train import TrainConfig, Trainer, make_batch
+
+# ----------------------------------------------------------------------------- the timer
+
+
+Timed = Callable[[], object] | tuple[Callable[[], object], Callable[[], object]]
+
+
+def interleaved(fns: dict[str, Timed], repeats: int, inner: int, warmup: int = 2) -> dict:
+    """Median seconds per call of each function, timed in turns (A B C, A B C, ...) so that
+    load from other processes on a shared machine falls on all of them alike. An entry may be
+    (prepare, f): prepare runs untimed before each turn of f (e.g. to switch a setting)."""
+    pairs = {k: v if isinstance(v, tuple) else (lambda: None, v) for k, v in fns.items()}
+    for prepare, f in pairs.values():
+        prepare()
+        for _ in range(warmup):
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, (prepare, f) in pairs.items():
+            prepare()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                f()
+            times[name].append((time.perf_counter() - t0) / inner)
+    return {
+        k: {
+            "median_s": statistics.median(v),
+            "min_s": min(v),
+            "spread": (max(v) - min(v)) / statistics.median(v),
+            "repeats": len(v),
+        }
+        for k, v in times.items()
+    }
+
+
+# ------------------------------------------------------------------------------ workloads
+
+
+def person_folder(root: Path, photos: int) -> Path:
+    from cameo.datasets import write_person_folder
+
+    out = root / f"photos-{photos}"
+    if not out.is_dir():
+        write_person_folder(7, out, photos)
+    return out
+
+
+def cameo_trainer(data: Path, out: Path, **overrides) -> Trainer:
+    """The default ``cameo train`` on cameo-tiny (validation and logging off), set up."""
+    cfg = TrainConfig(
+        data=str(data),
+        trigger="mike",
+        out=str(out),
+        validate_every=0,
+        log_with="none",
+        overwrite=True,
+        **overrides,
+    )
+    trainer = Trainer(cfg, log=lambda *_: None)
+    trainer.setup()
+    return trainer
+
+
+class TrainerSteps:
+    """``Trainer._step`` as a callable, one step per call, as ``cameo train`` runs it."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.step = trainer, 0
+
+    def __call__(self) -> float:
+        self.step += 1
+        return self.trainer._step(self.step)
+
+
+def batches(cache: dict, cfg: TrainConfig, n: int = 16) -> list[dict]:
+    return [make_batch(cache, cfg, s) for s in range(n)]
+
+
+class StockLoop:
+    """A LoRA (or full fine-tuning) step the way diffusers' ``train_text_to_image_lora.py`` and
+    ``train_dreambooth_lora_*.py`` write it: freeze, ``add_adapter(LoraConfig)``,
+    ``cast_training_params``, AdamW over the trainable parameters, forward on the noisy
+    latents, MSE to the flow target, ``accelerator.backward``, clip, step, zero_grad. No cameo
+    code on the model's path."""
+
+    def __init__(self, base_dir: Path, cfg: TrainConfig, data: list[dict], full: bool = False):
+        from accelerate import Accelerator
+        from diffusers import WanTransformer3DModel
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import cast_training_params
+        from peft import LoraConfig
+
+        self.acc = Accelerator(mixed_precision="no")
+        transformer = WanTransformer3DModel.from_pretrained(base_dir, subfolder="transformer")
+        if full:
+            transformer.requires_grad_(True)
+        else:
+            transformer.requires_grad_(False)
+            lora_config = LoraConfig(
+                r=cfg.rank,
+                lora_alpha=cfg.alpha,
+                init_lora_weights="gaussian",
+                target_modules=cfg.lora_spec().target_list(),
+            )
+            transformer.add_adapter(lora_config)
+            cast_training_params(transformer, dtype=torch.float32)
+        transformer.train()
+        self.params = list(filter(lambda p: p.requires_grad, transformer.parameters()))
+        optimizer = torch.optim.AdamW(
+            self.params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, eps=1e-8
+        )
+        scheduler = get_scheduler("constant", optimizer=optimizer)
+        self.transformer, self.optimizer, self.scheduler = self.acc.prepare(
+            transformer, optimizer, scheduler
+        )
+        self.data, self.i = data, 0
+
+    def __call__(self) -> float:
+        batch = self.data[self.i % len(self.data)]
+        self.i += 1
+        x0, noise, sigmas = batch["x0"], batch["noise"], batch["sigmas"]
+        s = sigmas.view(-1, 1, 1, 1, 1)
+        noisy = (1.0 - s) * x0 + s * noise
+        pred = self.transformer(
+            hidden_states=noisy,
+            timestep=sigmas * 1000.0,
+            encoder_hidden_states=batch["text"],
+            return_dict=False,
+        )[0]
+        target = noise - x0
+        loss = torch.mean(((pred.float() - target.float()) ** 2).reshape(target.shape[0], -1), 1)
+        loss = loss.mean()
+        self.acc.backward(loss)
+        if self.acc.sync_gradients:
+            self.acc.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        return loss.detach().item()
+
+
+class FrozenForward:
+    """The stock base transformer's forward under ``no_grad`` (the floor's unit)."""
+
+    def __init__(self, base_dir: Path, data: list[dict]):
+        from diffusers import WanTransformer3DModel
+
+        self.model = WanTransformer3DModel.from_pretrained(base_dir, subfolder="transformer")
+        self.model.requires_grad_(False)
+        self.data, self.i = data, 0
+
+    def __call__(self) -> None:
+        batch = self.data[self.i % len(self.data)]
+        self.i += 1
+        with torch.no_grad():
+            flow_matching_loss(
+                self.model, batch["x0"], batch["text"], batch["sigmas"], batch["noise"]
+            )
+
+
+class ComponentSteps:
+    """cameo's step from its parts (PEFT adapter, ``cameo.fast``, fused AdamW, the shared loss)
+    for shapes the Trainer is not set to: other ranks, frames and batch sizes."""
+
+    def __init__(self, base_dir: Path, spec: LoraSpec, data: list[dict], texts: torch.Tensor):
+        pipe = load_pipeline(base_dir)
+        self.model = pipe.transformer
+        add_lora(self.model, spec)
+        self.params = lora_parameters(self.model)
+        fast.enable(self.model).cache_text(texts)
+        self.opt = fast.fused_adamw(self.params, lr=1e-4)
+        self.data, self.i = data, 0
+
+    def __call__(self) -> float:
+        b = self.data[self.i % len(self.data)]
+        self.i += 1
+        loss = flow_matching_loss(self.model, b["x0"], b["text"], b["sigmas"], b["noise"]).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+def synthetic_batches(
+    texts: torch.Tensor, batch: int, latent_frames: int, n: int = 8, seed: int = 0
+) -> list[dict]:
+    """Batches of the built-in model's latent shape (8 × F × 8 × 8) with real prompt rows."""
+    from cameo.diffusion import sample_sigmas
+    from cameo.models import FLOW_SHIFT
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x0 = torch.randn(batch, 8, latent_frames, 8, 8, generator=g)
+        idx = torch.randint(len(texts), (batch,), generator=g)
+        out.append(
+            {
+                "x0": x0,
+                "noise": torch.randn(x0.shape, generator=g),
+                "sigmas": sample_sigmas(batch, FLOW_SHIFT, g),
+                "text": texts[idx],
+            }
+        )
+    return out

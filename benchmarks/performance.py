@@ -1,0 +1,408 @@
+"""Performance of LoRA training and generation on cameo-tiny: every figure is a ratio of two
+timings taken side by side in this run (interleaved turns, median of the repeats).
+
+    .venv/bin/python benchmarks/performance.py            # full suite, about 6-10 minutes
+    .venv/bin/python benchmarks/performance.py --quick    # fewer repeats and sizes
+
+Writes docs/performance.json and docs/performance.md. No timing is asserted in the tests; the
+equivalence of the fast path with plain PEFT is (tests/test_fast.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch
+
+from cameo import fast
+from cameo.models import tiny_model_dir
+from cameo.train import TrainConfig
+from common import write_json
+from perf_setup import (
+    ComponentSteps,
+    FrozenForward,
+    StockLoop,
+    TrainerSteps,
+    batches,
+    cameo_trainer,
+    interleaved,
+    person_folder,
+    synthetic_batches,
+)
+
+LEVELS = [  # cumulative: each row adds one change to the row above
+    ("plain diffusers + PEFT (cameo train --no-fast)", {}),
+    ("+ fused AdamW, multi-tensor gradient clipping", {"optimizer": True}),
+    ("+ own block code (PEFT layers still called as modules)", {"forward": True}),
+    ("+ one autograd function per layer and its LoRA", {"lora_function": True}),
+    ("+ q/k/v (and text k/v) in one matrix multiply", {"group_qkv": True}),
+    ("+ frozen text side cached per caption", {"text_cache": True}),
+    ("+ rotary as one complex multiply (= cameo default)", {"complex_rotary": True}),
+]
+
+
+def set_level(trainer, ff: fast.FastForward, level: int) -> None:
+    """Switch one live Trainer to the given row of LEVELS."""
+    on: dict[str, bool] = {}
+    for _, changes in LEVELS[: level + 1]:
+        on.update(changes)
+    trainer.cfg.fast = on.get("optimizer", False)
+    for group in trainer.opt.param_groups:
+        group["fused"], group["foreach"] = trainer.cfg.fast, False
+    model = ff.model
+    if on.get("forward"):
+        model.forward = ff
+    else:
+        fast.disable(model)
+    for name in ("lora_function", "group_qkv", "text_cache", "complex_rotary"):
+        setattr(ff.options, name, on.get(name, False))
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def training(ctx: dict) -> dict:
+    """Headline ratios, the before/after chain of every change, and thread counts."""
+    trainer = ctx["trainer"]
+    ff = fast.get(trainer.pipe.transformer)
+    step = TrainerSteps(trainer)
+    data = batches(trainer.cache, trainer.cfg)
+    stock = StockLoop(ctx["base"], trainer.cfg, data)
+    full = StockLoop(ctx["base"], trainer.cfg, data, full=True)
+    forward = FrozenForward(ctx["base"], data)
+    fns: dict = {"forward": forward, "stock": stock, "full": full}
+    for i, (name, _) in enumerate(LEVELS):
+        fns[name] = (lambda i=i: set_level(trainer, ff, i), step)
+    r, n = ctx["repeats"], ctx["inner"]
+    res = interleaved(fns, r, n)
+    set_level(trainer, ff, len(LEVELS) - 1)
+    res["cameo"] = res[LEVELS[-1][0]]
+    threads = torch.get_num_threads()
+    other = 1 if threads > 1 else 2
+    set_t = torch.set_num_threads
+    by_threads = interleaved(
+        {
+            f"cameo, {threads} threads": (lambda: set_t(threads), step),
+            f"cameo, {other} threads": (lambda: set_t(other), step),
+            f"stock, {threads} threads": (lambda: set_t(threads), stock),
+            f"stock, {other} threads": (lambda: set_t(other), stock),
+        },
+        r,
+        n,
+    )
+    set_t(threads)
+    return {"times": res, "threads": by_threads, "fallbacks": dict(ff.fallbacks)}
+
+
+def where_time_goes(ctx: dict) -> dict:
+    """torch.profiler over a few steps of the stock loop and of cameo: self time by kind."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = ctx["trainer"]
+    data = batches(trainer.cache, trainer.cfg)
+    runs = {"stock": StockLoop(ctx["base"], trainer.cfg, data), "cameo": TrainerSteps(trainer)}
+    out = {}
+    for name, f in runs.items():
+        for _ in range(3):
+            f()
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                f()
+        wall = (time.perf_counter() - t0) / 5
+        kinds: dict[str, float] = {}
+        calls = 0
+        for e in prof.key_averages():
+            if not e.key.startswith("aten::"):
+                continue
+            calls += e.count
+            kinds[_kind(e.key)] = kinds.get(_kind(e.key), 0.0) + e.self_cpu_time_total / 5e6
+        total = sum(kinds.values())
+        kinds["Python, autograd engine, dispatch"] = max(0.0, wall - total)
+        out[name] = {"wall_s": wall, "aten_calls_per_step": calls / 5, "seconds": kinds}
+    return out
+
+
+def _kind(op: str) -> str:
+    name = op.removeprefix("aten::")
+    if name in ("mm", "addmm", "bmm", "addmm_", "baddbmm", "linear", "matmul", "_addmm_activation"):
+        return "matrix multiply"
+    if "attention" in name:
+        return "attention (SDPA)"
+    if "adam" in name or "foreach" in name or name == "linalg_vector_norm":
+        return "optimizer, clipping"
+    if name in (
+        "copy_",
+        "_to_copy",
+        "clone",
+        "contiguous",
+        "cat",
+        "stack",
+        "index",
+        "index_select",
+    ):
+        return "copies"
+    return "other kernels (norms, elementwise, views)"
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def generation(ctx: dict) -> dict:
+    """Whole ``generate`` calls (text encoder, denoising with CFG, VAE decode): cameo's path and
+    stock diffusers, each without LoRA, with an unfused LoRA and with a fused one."""
+    from cameo.generate import GenerateConfig, apply_loras, generate_frames
+    from cameo.models import load_pipeline
+
+    lora = ctx["lora"]
+    cfg = GenerateConfig(prompt="mike, smiling, in a park", steps=ctx["gen_steps"])
+    pipes = {}
+    for kind in ("base", "unfused", "fused"):
+        for who in ("cameo", "stock"):
+            pipe = load_pipeline(ctx["base"])
+            if kind != "base" and who == "cameo":
+                apply_loras(pipe, [str(lora)], fuse=kind == "fused")
+            elif kind != "base":
+                _stock_lora(pipe, lora, fuse=kind == "fused")
+            pipes[f"{who} {kind}"] = pipe
+    fns = {}
+    for name, pipe in pipes.items():
+        if name.startswith("cameo"):
+            fns[name] = lambda p=pipe: generate_frames(p, cfg)
+        else:
+            fns[name] = lambda p=pipe: _stock_generate(p, cfg)
+    res = interleaved(fns, ctx["gen_repeats"], 1, warmup=1)
+    return {"times": res, "steps": cfg.steps, "frames": cfg.frames}
+
+
+def _stock_lora(pipe, path: Path, fuse: bool) -> None:
+    pipe.load_lora_weights(str(path), adapter_name="mike")
+    if fuse:
+        pipe.fuse_lora(components=["transformer"], lora_scale=1.0)
+        pipe.unload_lora_weights()
+
+
+def _stock_generate(pipe, cfg) -> None:
+    with torch.no_grad():
+        pipe(
+            prompt=cfg.prompt,
+            negative_prompt=cfg.negative,
+            height=cfg.height,
+            width=cfg.width,
+            num_frames=cfg.frames,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance,
+            generator=torch.Generator().manual_seed(0),
+            max_sequence_length=64,
+            output_type="np",
+        )
+
+
+# -------------------------------------------------------------------------------- memory
+
+MEMORY_CHILD = "--memory-child"
+
+
+def memory(ctx: dict) -> dict:
+    """Peak resident memory added by three training steps over the loaded model, each kind in
+    a fresh process (RSS high-water mark; includes what the allocator keeps)."""
+    out = {}
+    for kind in ("cameo", "stock", "full"):
+        r = subprocess.run(
+            [sys.executable, __file__, MEMORY_CHILD, kind, str(torch.get_num_threads())],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[kind] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+def memory_child(kind: str, threads: int) -> None:
+    import resource
+
+    torch.set_num_threads(threads)
+    cfg = TrainConfig()
+    texts = torch.randn(20, 64, 384)
+    data = synthetic_batches(texts, cfg.batch, 1, n=3)
+    if kind == "cameo":
+        step = ComponentSteps(tiny_model_dir(), cfg.lora_spec(), data, texts)
+    else:
+        step = StockLoop(tiny_model_dir(), cfg, data, full=kind == "full")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(3):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"added_mb": (peak - before) / 1024, "peak_mb": peak / 1024}))
+
+
+# ------------------------------------------------------------------------------- scaling
+
+
+def scaling(ctx: dict) -> dict:
+    texts = ctx["texts"]
+    base, cfg = ctx["base"], ctx["trainer"].cfg
+    out = {"rank": [], "frames": [], "batch": []}
+    for rank in ctx["ranks"]:
+        c = TrainConfig(rank=rank, alpha=float(rank))
+        data = synthetic_batches(texts, cfg.batch, 1)
+        cameo = ComponentSteps(base, c.lora_spec(), data, texts)
+        stock = StockLoop(base, c, data)
+        res = interleaved({"cameo": cameo, "stock": stock}, ctx["repeats"], ctx["inner"])
+        out["rank"].append({"rank": rank, **_pair(res)})
+    cameo = ComponentSteps(base, cfg.lora_spec(), [], texts)
+    stock = StockLoop(base, cfg, [])
+    forward = FrozenForward(base, [])
+    for key, shapes in (("frames", ctx["frames"]), ("batch", ctx["batches"])):
+        for value in shapes:
+            batch, frames = (cfg.batch, value) if key == "frames" else (value, 1)
+            data = synthetic_batches(texts, batch, (frames - 1) // 4 + 1)
+            for f in (cameo, stock, forward):
+                f.data = data
+            res = interleaved(
+                {"cameo": cameo, "stock": stock, "forward": forward}, ctx["repeats"], ctx["inner"]
+            )
+            out[key].append({key: value, **_pair(res)})
+    return out
+
+
+def _pair(res: dict) -> dict:
+    row = {k: v["median_s"] for k, v in res.items()}
+    row["cameo/stock"] = row["cameo"] / row["stock"]
+    if "forward" in row:
+        row["cameo/forward"] = row["cameo"] / row["forward"]
+    return row
+
+
+def photos(ctx: dict) -> list[dict]:
+    """Total ``cameo train`` time against the number of photos: measured setup (reading,
+    VAE-encoding, text-encoding) plus the default steps at the measured step time."""
+    rows = []
+    for n in ctx["photo_counts"]:
+        folder = person_folder(ctx["tmp"], n)
+        t0 = time.perf_counter()
+        trainer = cameo_trainer(folder, ctx["tmp"] / f"run-{n}")
+        setup = time.perf_counter() - t0
+        res = interleaved({"step": TrainerSteps(trainer)}, ctx["repeats"], ctx["inner"])
+        step = res["step"]["median_s"]
+        steps = trainer.cfg.steps
+        rows.append(
+            {"photos": n, "setup_s": setup, "step_s": step, "total_s": setup + steps * step}
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------- FLOPs
+
+
+def flops(ctx: dict, step_s: float, stock_s: float) -> dict:
+    """FLOPs of one training step (torch's FlopCounterMode: matmuls and attention) over its
+    time, against this machine's fp32 matrix-multiply peak at the same thread count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    trainer = ctx["trainer"]
+    counts = {}
+    data = batches(trainer.cache, trainer.cfg)
+    for name, f in (
+        ("cameo", TrainerSteps(trainer)),
+        ("stock", StockLoop(ctx["base"], trainer.cfg, data)),
+    ):
+        with FlopCounterMode(display=False) as fc:
+            f()
+        counts[name] = fc.get_total_flops()
+    a = torch.randn(1024, 1024)
+    res = interleaved({"mm": lambda: a @ a}, 7, 3)
+    peak = 2 * 1024**3 / res["mm"]["median_s"]
+    return {
+        "cameo_flops": counts["cameo"],
+        "stock_flops": counts["stock"],
+        "cameo_flops_per_s": counts["cameo"] / step_s,
+        "stock_flops_per_s": counts["stock"] / stock_s,
+        "matmul_peak_flops_per_s": peak,
+    }
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def lora_file(trainer, path: Path) -> Path:
+    """A LoRA with non-zero B (after a few real steps) for the generation timings."""
+    from cameo.lora import adapter_state_dict, save_lora_file
+
+    step = TrainerSteps(trainer)
+    for _ in range(3):
+        step()
+    model = trainer.pipe.transformer
+    return save_lora_file(path, adapter_state_dict(model), trainer.cfg.lora_spec(), {}, True)
+
+
+def context(args, tmp: Path) -> dict:
+    quick = args.quick
+    trainer = cameo_trainer(person_folder(tmp, 20), tmp / "run")
+    c = trainer.cache
+    texts = torch.cat([c["text"], c["class_text"], c["empty"][None]])
+    return {
+        "tmp": tmp,
+        "base": tiny_model_dir(),
+        "trainer": trainer,
+        "texts": texts,
+        "repeats": 5 if quick else 9,
+        "inner": 3,
+        "gen_steps": 20,
+        "gen_repeats": 3 if quick else 7,
+        "ranks": [1, 16, 64] if quick else [1, 4, 16, 64],
+        "frames": [1, 17] if quick else [1, 17, 33],
+        "batches": [1, 8, 32] if quick else [1, 4, 8, 16, 32],
+        "photo_counts": [5, 20] if quick else [5, 10, 20, 40],
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == MEMORY_CHILD:
+        memory_child(sys.argv[2], int(sys.argv[3]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from perf_report import markdown
+
+    t0 = time.time()
+    load = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory(prefix="cameo-perf-") as d:
+        ctx = context(args, Path(d))
+        result: dict = {"threads": args.threads, "quick": args.quick}
+        for name, fn in (("training", training), ("profile", where_time_goes)):
+            print(f"[{time.time() - t0:5.0f} s] {name}", flush=True)
+            result[name] = fn(ctx)
+        times = result["training"]["times"]
+        result["flops"] = flops(ctx, times["cameo"]["median_s"], times["stock"]["median_s"])
+        ctx["lora"] = lora_file(ctx["trainer"], Path(d) / "mike.safetensors")
+        for name, fn in (
+            ("generation", generation),
+            ("memory", memory),
+            ("scaling", scaling),
+            ("photos", photos),
+        ):
+            print(f"[{time.time() - t0:5.0f} s] {name}", flush=True)
+            result[name] = fn(ctx)
+    load.append(os.getloadavg()[0])
+    command = "python benchmarks/performance.py" + (" --quick" if args.quick else "")
+    result.update(command=command, minutes=(time.time() - t0) / 60, load_average=load)
+    path = write_json("performance.json", result)
+    (path.parent / "performance.md").write_text(markdown(json.loads(path.read_text())))
+    print(f"wrote {path} and docs/performance.md in {(time.time() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
