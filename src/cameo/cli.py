@@ -349,6 +349,18 @@ def _read_prompt_file(path: str | None) -> dict[str, list[str]] | None:
     return {k: v for k, v in groups.items() if v}
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import StudyConfig, run_study
+
+    cfg = dataclass_from_args(StudyConfig, args)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    print(f"results written to {run_study(cfg)}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -553,8 +565,16 @@ def _add_ui_parser(sub) -> None:
 
 
 def _add_measurement_parsers(sub) -> None:
-    """The eyes and eval commands."""
+    """The eyes, eval and study commands."""
     from .metrics.train_eyes import EyesConfig
+    from .study import StudyConfig
+
+    st = sub.add_parser(
+        "study",
+        help="measure the trade-offs (rank, scale, LoRA vs full fine-tuning, composition) into docs/results.md",
+    )
+    add_dataclass_args(st, StudyConfig)
+    st.set_defaults(func=cmd_study)
 
     e = sub.add_parser("eyes", help="cameo's measuring eyes: identity encoder and attribute probes")
     esub = e.add_subparsers(dest="eyes_command", required=True)

@@ -112,11 +112,18 @@ class TrainConfig:
             "help": "fast path (cameo.fast): same maths, fewer operations; --no-fast runs the plain diffusers + PEFT forward"
         },
     )
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "CPU threads for training; 0 = auto: 1 for small models like cameo-tiny (more only add waits, see docs/performance.md)"
+        },
+    )
     checkpoint_every: int = field(
         default=100, metadata={"help": "steps between resumable checkpoints"}
     )
     validate_every: int = field(
-        default=100, metadata={"help": "steps between identity validations (0 = only at the end)"}
+        default=100,
+        metadata={"help": "steps between identity validations (0 = only at the end, -1 = never)"},
     )
     early_stop: int = field(
         default=0,
@@ -382,6 +389,8 @@ class Trainer:
         self.cache = build_cache(self.pipe, self.report, cfg)
         offload_encoders(self.pipe)
         model, self.sigma_range = expert_and_range(self.pipe, cfg.expert)
+        if self.acc.device.type == "cpu":
+            torch.set_num_threads(fast.cpu_threads(cfg.threads, model))
         if cfg.init_from:
             model.requires_grad_(False)
             load_adapter(model, Path(cfg.init_from), "default")
@@ -411,7 +420,9 @@ class Trainer:
         self.ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
         self.best = {"score": -math.inf, "step": 0, "tensors": None, "metrics": None}
         self.start = self._maybe_resume()
-        self.validator = Validator(self) if self.acc.is_main_process else None
+        self.validator = (
+            Validator(self) if self.acc.is_main_process and cfg.validate_every >= 0 else None
+        )
         if (
             self.acc.is_main_process
             and self.acc.trackers == []
@@ -476,6 +487,13 @@ class Trainer:
         ckpt.save(self.out / "checkpoints", step, tensors, state, self.opt.state_dict())
 
     def train(self) -> Path:
+        threads = torch.get_num_threads()  # setup may change it for the loop; restore it after
+        try:
+            return self._train()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train(self) -> Path:
         cfg = self.cfg
         self.setup()
         self._write_config()

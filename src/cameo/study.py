@@ -1,0 +1,525 @@
+"""``cameo study``: the technique's known trade-offs, measured on the built-in model.
+
+Four parts, each a table (and a plot) in ``docs/results.md``, all from one command:
+
+- rank: LoRA rank r against trainable parameters, file size, step time, peak memory, identity
+  and prompt fidelity;
+- scale: the LoRA scale s (W + s·(α/r)·B·A) against identity and prompt fidelity;
+- full: LoRA against full fine-tuning of the same transformer on the same photos, including
+  what each forgets (prompt fidelity on prompts that do not name the person; famous people);
+- compose: two people in one clip by each composition method, beside the overlap that
+  ``cameo inspect`` predicts.
+
+Trainings run in child processes so that each one's peak memory (max RSS) is its own; the
+training and sampling settings are ``cameo train`` and ``cameo generate``'s defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TRAIN_MAIN = "import sys; from cameo.cli import main; sys.exit(main())"
+PARTS = ("rank", "scale", "full", "compose")
+COMPOSE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "regional")
+
+
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in s.split(",") if x.strip()]
+
+
+@dataclass
+class StudyConfig:
+    """Options of ``cameo study``; written as study_config.json beside the results."""
+
+    out: str = field(default="docs", metadata={"help": "folder for results.md/.json and plots"})
+    work: str = field(default="runs/study", metadata={"help": "folder for photos, LoRAs, logs"})
+    parts: str = field(
+        default=",".join(PARTS), metadata={"help": "which parts: rank,scale,full,compose"}
+    )
+    people: str = field(default="11,12", metadata={"help": "two held-out people (world indices)"})
+    triggers: str = field(default="mike,anna", metadata={"help": "their trigger words"})
+    ranks: str = field(default="1,2,4,8,16,32,64", metadata={"help": "ranks of the rank sweep"})
+    scales: str = field(
+        default="0,0.25,0.5,0.75,1,1.25,1.5", metadata={"help": "scales of the scale sweep"}
+    )
+    rank: int = field(default=16, metadata={"help": "rank of the scale, full and compose parts"})
+    steps: int = field(default=500, metadata={"help": "training steps of every run"})
+    scenes: int = field(default=3, metadata={"help": "unseen scenes per measurement"})
+    famous: int = field(default=8, metadata={"help": "famous people checked for forgetting"})
+    seeds: int = field(default=1, metadata={"help": "seeds per prompt"})
+    sample_steps: int = field(default=20, metadata={"help": "sampling steps per clip"})
+    base: str = field(default="cameo-tiny", metadata={"help": "base model"})
+    overwrite: bool = field(default=False, metadata={"help": "replace earlier study outputs"})
+
+    def validate(self) -> None:
+        unknown = set(self.parts.split(",")) - set(PARTS)
+        if unknown:
+            raise ValueError(f"--parts: unknown {sorted(unknown)}; choose from {PARTS}")
+        if len(self.people.split(",")) != 2 or len(self.triggers.split(",")) != 2:
+            raise ValueError("--people and --triggers each name exactly two")
+        if self.steps < 1 or self.scenes < 1 or self.seeds < 1:
+            raise ValueError("--steps, --scenes and --seeds must be at least 1")
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+class Judge:
+    """Generates clips for prompts and scores them with cameo's eyes against one person."""
+
+    def __init__(self, cfg: StudyConfig):
+        from .metrics.evaluate import Eyes
+
+        self.cfg, self.eyes = cfg, Eyes()
+
+    def references(self, photos: Path) -> tuple[torch.Tensor, float]:
+        from .metrics.evaluate import load_references
+        from .metrics.scores import self_similarity
+
+        refs = self.eyes.embed(load_references(photos))
+        return refs, self_similarity(refs)
+
+    def clips(self, pipe, prompts: list[str], width: int = 64, loaded=None) -> list[np.ndarray]:
+        from .generate import GenerateConfig, generate_frames
+
+        return [
+            generate_frames(
+                pipe,
+                GenerateConfig(
+                    prompt=p, seed=s, width=width, steps=self.cfg.sample_steps, base=self.cfg.base
+                ),
+                loaded,
+            )
+            for p in prompts
+            for s in range(self.cfg.seeds)
+        ]
+
+    def score(self, pipe, prompts: list[str], photos: Path) -> dict:
+        """Mean identity (normalised), identification rate and prompt fidelity over the clips."""
+        from .metrics.evaluate import score_clip, summarise
+
+        refs, self_sim = self.references(photos)
+        frames = self.clips(pipe, prompts)
+        ps = [p for p in prompts for _ in range(self.cfg.seeds)]
+        s = summarise(
+            [score_clip(self.eyes, f, p, refs, self_sim) for f, p in zip(frames, ps, strict=True)]
+        )
+        return {
+            "identity": s.get("identity_normalised"),
+            "identification": s.get("identification_rate"),
+            "fidelity": s.get("prompt_fidelity"),
+        }
+
+    def fidelity(self, pipe, prompts: list[str]) -> float:
+        from .metrics.evaluate import score_clip, summarise
+
+        frames = self.clips(pipe, prompts)
+        ps = [p for p in prompts for _ in range(self.cfg.seeds)]
+        return summarise(
+            [score_clip(self.eyes, f, p, None, None) for f, p in zip(frames, ps, strict=True)]
+        ).get("prompt_fidelity", float("nan"))
+
+    def famous_top1(self, pipe, n: int) -> float:
+        """Share of the first n famous people whose clip, generated from the name alone, is
+        nearest to their own centroid among those n (memory the base model should keep)."""
+        import random
+
+        from .metrics.scores import centroid
+        from .metrics.train_eyes import random_still
+        from .world import FAMOUS
+
+        rng = random.Random("cameo-study/famous")
+        cents = torch.stack(
+            [
+                centroid(
+                    self.eyes.embed(np.stack([random_still("base", i, rng)[0] for _ in range(5)]))
+                )
+                for i in range(n)
+            ]
+        )
+        hits = []
+        for i, frames in enumerate(self.clips(pipe, [f"{FAMOUS[k]}, speaking" for k in range(n)])):
+            emb = centroid(self.eyes.embed(frames))
+            hits.append(int((cents @ emb).argmax()) == i // self.cfg.seeds)
+        return float(np.mean(hits))
+
+
+def scenes_for(trigger: str, photos: Path, n: int) -> list[str]:
+    """Prompts naming the person, in backgrounds their photos never show."""
+    from .world.traits import BACKGROUND_COLOURS
+
+    truth = json.loads((photos / "truth.json").read_text())
+    seen = {p["background"]["background_name"] for p in truth["photos"]}
+    free = [c for c in BACKGROUND_COLOURS if c not in seen] or list(BACKGROUND_COLOURS)
+    acts = ["speaking", "silent", "talking, smiling", "quiet"]
+    return [f"{trigger}, {acts[i % 4]}, in front of a {free[i % len(free)]} wall" for i in range(n)]
+
+
+UNRELATED = [
+    "a man with short black hair, speaking, in front of a grey wall",
+    "a woman with long blonde hair, silent, against a teal background",
+    "a person with curly red hair and round glasses, speaking, on a yellow backdrop",
+]
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def run_child(argv: list[str], log: Path) -> dict:
+    """Run ``python ARGV`` with its output in ``log``; its wall time in seconds."""
+    t0 = time.time()
+    with open(log, "w") as f:
+        if subprocess.run([sys.executable, *argv], stdout=f, stderr=f).returncode != 0:
+            raise RuntimeError(f"a study run failed; see {log}")
+    return {"seconds": time.time() - t0}
+
+
+def train_child(args: list[str], log: Path) -> dict:
+    """``cameo train ARGS`` in a child process; its wall time."""
+    return run_child(["-c", TRAIN_MAIN, "train", *args], log)
+
+
+def lora_args(
+    cfg: StudyConfig, photos: Path, trigger: str, out: Path, rank: int, extra=()
+) -> list[str]:
+    return [
+        "--data", str(photos), "--trigger", trigger, "--name", trigger, "--out", str(out),
+        "--base", cfg.base, "--rank", str(rank), "--alpha", str(rank), "--steps", str(cfg.steps),
+        "--validate-every", "-1", "--overwrite", "--log-with", "none", *extra,
+    ]  # fmt: skip
+
+
+def measure_steps(base: str, rank: int, repeats: int = 5) -> dict:
+    """In a fresh process: median seconds of one training step at ``cameo train``'s default
+    batch on the photos' shape, and the memory those steps add over the loaded model (the RSS
+    high-water mark grows by what training holds: activations, gradients, optimiser state).
+    ``rank`` 0 means full fine-tuning (every transformer weight trains; same loss, AdamW)."""
+    code = "import json, sys; from cameo.study import steps_child; print(json.dumps(steps_child(*sys.argv[1:])))"
+    out = subprocess.run(
+        [sys.executable, "-c", code, base, str(rank), str(repeats)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _status_kib(key: str) -> int:
+    """A field of /proc/self/status (VmRSS: resident now; VmHWM: its high-water mark), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def steps_child(base: str, rank: str, repeats: str) -> dict:
+    """The body of ``measure_steps`` (run in the child process). Only the transformer is
+    loaded; the RSS high-water mark is reset (Linux clear_refs) before the steps, so the
+    difference is what training itself holds."""
+    from diffusers import WanTransformer3DModel
+
+    from .diffusion import flow_matching_loss
+    from .lora import LoraSpec, add_lora, lora_parameters
+    from .models import resolve_base
+    from .train import TrainConfig
+
+    rank_i, batch = int(rank), TrainConfig().batch
+    model = WanTransformer3DModel.from_pretrained(resolve_base(base) / "transformer").train()
+    if rank_i == 0:
+        params = list(model.parameters())
+    else:
+        add_lora(model, LoraSpec(rank=rank_i, alpha=rank_i))
+        params = lora_parameters(model)
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    c = model.config
+    x0 = torch.randn(batch, c.in_channels, 1, 8, 8)  # (B, C, F, h, w): photos, one latent frame
+    text = torch.randn(batch, 64, c.text_dim)
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    times = []
+    for _ in range(int(repeats) + 2):  # two warm-up steps: allocator and optimiser state
+        t0 = time.perf_counter()
+        loss = flow_matching_loss(model, x0, text, torch.rand(batch), torch.randn_like(x0))
+        loss.mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return {
+        "step_s": float(np.median(times[2:])),
+        "train_mib": (_status_kib("VmHWM") - before) / 1024,
+    }
+
+
+def full_finetune(cfg_json: str) -> None:
+    """Full fine-tuning of every transformer weight, with cameo's own loss and batches (the
+    LoRA run's data, objective and schedule); saves the transformer. Runs in a child process."""
+    from .data import scan_folder
+    from .diffusion import lr_at
+    from .models import load_pipeline
+    from .train import TrainConfig, build_cache, make_batch, training_loss
+
+    cfg = TrainConfig(**json.loads(cfg_json))
+    torch.manual_seed(cfg.seed)
+    pipe = load_pipeline(cfg.base)
+    report = scan_folder(
+        Path(cfg.data), cfg.trigger, height=cfg.height, width=cfg.width, min_usable=cfg.min_photos
+    )
+    cache = build_cache(pipe, report, cfg)
+    model = pipe.transformer.train().requires_grad_(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.schedule)
+        training_loss(model, make_batch(cache, cfg, step), cfg).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.eval().save_pretrained(Path(cfg.out) / "transformer", safe_serialization=True)
+
+
+def full_child(cfg: StudyConfig, photos: Path, trigger: str, out: Path, lr: float) -> dict:
+    from .train import TrainConfig
+
+    tc = TrainConfig(
+        data=str(photos),
+        trigger=trigger,
+        name=trigger,
+        out=str(out),
+        base=cfg.base,
+        steps=cfg.steps,
+        lr=lr,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    code = "import sys; from cameo.study import full_finetune; full_finetune(sys.argv[1])"
+    return run_child(["-c", code, json.dumps(asdict(tc))], out / "train.log")
+
+
+# ------------------------------------------------------------------------------ the parts
+
+
+@dataclass
+class Person:
+    index: int
+    trigger: str
+    photos: Path
+
+
+def lora_file_stats(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        names = f.keys()
+        n = sum(int(np.prod(f.get_slice(k).get_shape())) for k in names)
+    return {"params": int(n), "file_kib": path.stat().st_size / 1024}
+
+
+class Study:
+    """Runs the parts; each writes its rows into ``self.results``."""
+
+    def __init__(self, cfg: StudyConfig):
+        from .datasets import write_person_folder
+
+        cfg.validate()
+        self.cfg, self.work = cfg, Path(cfg.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.judge = Judge(cfg)
+        self.people = []
+        for idx, trig in zip(cfg.people.split(","), cfg.triggers.split(","), strict=True):
+            photos = self.work / f"person-{idx}" / "photos"
+            if not (photos / "truth.json").exists():
+                write_person_folder(int(idx), photos, 20, overwrite=True)
+            self.people.append(Person(int(idx), trig.strip(), photos))
+        self.results: dict = {"config": asdict(cfg)}
+
+    def pipe(self, *loras: str, mix: str = "linear", regions: list[str] | None = None):
+        from .generate import apply_loras
+        from .models import load_pipeline, resolve_base
+
+        pipe = load_pipeline(self.cfg.base)
+        loaded = apply_loras(
+            pipe, list(loras), base_dir=resolve_base(self.cfg.base), mix=mix, regions=regions
+        )
+        return pipe, loaded
+
+    def lora(self, person: Person, rank: int, slot: int = -1) -> tuple[Path, dict]:
+        """Train (once) and return the LoRA of ``person`` at ``rank`` (orthogonal slot or -1)."""
+        tag = f"r{rank}" + (f"-slot{slot}" if slot >= 0 else "")
+        out = self.work / f"person-{person.index}" / tag
+        path, usage_file = out / f"{person.trigger}.safetensors", out / "usage.json"
+        if not (path.exists() and usage_file.exists()):
+            out.mkdir(parents=True, exist_ok=True)
+            extra = ["--orthogonal-slot", str(slot)] if slot >= 0 else []
+            usage = train_child(
+                lora_args(self.cfg, person.photos, person.trigger, out, rank, extra),
+                out / "train.log",
+            )
+            usage_file.write_text(json.dumps(usage))
+        return path, json.loads(usage_file.read_text())
+
+    def scenes(self, person: Person) -> list[str]:
+        return scenes_for(person.trigger, person.photos, self.cfg.scenes)
+
+    # -- rank
+    def rank_part(self) -> None:
+        a = self.people[0]
+        rows = []
+        for r in [int(x) for x in _floats(self.cfg.ranks)]:
+            path, usage = self.lora(a, r)
+            pipe, _ = self.pipe(f"{path}:1")
+            rows.append(
+                {"rank": r, **lora_file_stats(path), **measure_steps(self.cfg.base, r),
+                 "train_s": usage["seconds"],
+                 **self.judge.score(pipe, self.scenes(a), a.photos)}
+            )  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+        self.results["rank"] = rows
+
+    # -- scale
+    def scale_part(self) -> None:
+        a = self.people[0]
+        path, _ = self.lora(a, self.cfg.rank)
+        pipe, loaded = self.pipe(f"{path}:1")
+        rows = []
+        for s in _floats(self.cfg.scales):
+            pipe.set_adapters(loaded.names, [s])
+            rows.append({"scale": s, **self.judge.score(pipe, self.scenes(a), a.photos)})
+            print(json.dumps(rows[-1]), flush=True)
+        self.results["scale"] = rows
+
+    # -- full fine-tuning
+    def full_part(self, lr: float = 1e-4) -> None:
+        from diffusers import WanTransformer3DModel
+
+        a = self.people[0]
+        lora, lora_usage = self.lora(a, self.cfg.rank)
+        out = self.work / f"person-{a.index}" / "full"
+        if not (out / "transformer").exists():
+            (out / "usage.json").write_text(
+                json.dumps(full_child(self.cfg, a.photos, a.trigger, out, lr))
+            )
+        full_usage = json.loads((out / "usage.json").read_text())
+        base_pipe, _ = self.pipe()
+        lora_pipe, _ = self.pipe(f"{lora}:1")
+        full_pipe, _ = self.pipe()
+        full_pipe.transformer = WanTransformer3DModel.from_pretrained(out / "transformer").eval()
+        n_all = sum(p.numel() for p in base_pipe.transformer.parameters())
+        rows = []
+        for name, pipe, usage, params, rank in (
+            ("base model", base_pipe, None, 0, 0),
+            (
+                f"LoRA r{self.cfg.rank}",
+                lora_pipe,
+                lora_usage,
+                lora_file_stats(lora)["params"],
+                self.cfg.rank,
+            ),
+            (f"full fine-tuning (lr {lr:g})", full_pipe, full_usage, n_all, 0),
+        ):
+            row = {"model": name, "trained_params": params}
+            if usage is not None:
+                row |= {
+                    "train_s": usage["seconds"],
+                    **measure_steps(self.cfg.base, rank),
+                }
+            row |= self.judge.score(pipe, self.scenes(a), a.photos)
+            row["unrelated_fidelity"] = self.judge.fidelity(pipe, UNRELATED)
+            row["famous_top1"] = self.judge.famous_top1(pipe, self.cfg.famous)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        self.results["full"] = rows
+
+    # -- composition
+    def compose_part(self) -> None:
+        from .compose import interference_score, load_modules, overlap
+
+        a, b = self.people
+        std = [self.lora(p, self.cfg.rank)[0] for p in (a, b)]
+        orth = [self.lora(p, self.cfg.rank, slot=i)[0] for i, p in enumerate((a, b))]
+        singles = {}
+        for p, path in zip((a, b), std, strict=True):
+            pipe, _ = self.pipe(f"{path}:1")
+            singles[p.trigger] = self.judge.score(pipe, self.scenes(p), p.photos)["identification"]
+        predicted = {
+            "standard": interference_score(
+                overlap(load_modules(std[0])[0], load_modules(std[1])[0])
+            ),
+            "orthogonal": interference_score(
+                overlap(load_modules(orth[0])[0], load_modules(orth[1])[0])
+            ),
+        }
+        regions = [f"{a.trigger}=left", f"{b.trigger}=right"]
+        setups = [(m, std, m) for m in COMPOSE_METHODS] + [
+            ("orthogonal (sum)", orth, "linear"),
+            ("orthogonal + regional", orth, "regional"),
+        ]
+        rows = []
+        for name, files, mix in setups:
+            pipe, loaded = self.pipe(*(f"{f}:1" for f in files), mix=mix, regions=regions)
+            rows.append(
+                {
+                    "method": name,
+                    "predicted_interference": predicted[
+                        "orthogonal" if files is orth else "standard"
+                    ],
+                    **self.pair_scores(pipe, loaded, a, b),
+                }
+            )
+            rows[-1]["kept_vs_single"] = (
+                min(
+                    rows[-1][f"{p.trigger}_identification"] / max(singles[p.trigger], 1e-9)
+                    for p in (a, b)
+                )
+                if all(singles.values())
+                else None
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        self.results["compose"] = {"single_identification": singles, "rows": rows}
+
+    def pair_scores(self, pipe, loaded, a: Person, b: Person) -> dict:
+        from .metrics.evaluate import score_clip, summarise
+        from .world.traits import BACKGROUND_COLOURS
+
+        prompts = [
+            f"two people side by side in front of a {BACKGROUND_COLOURS[k % len(BACKGROUND_COLOURS)]} wall: "
+            f"on the left {a.trigger} speaking, on the right {b.trigger} silent"
+            for k in range(self.cfg.scenes)
+        ]
+        ps = [p for p in prompts for _ in range(self.cfg.seeds)]
+        frames = self.judge.clips(pipe, prompts, width=128, loaded=loaded)  # (F, 64, 128, 3) each
+        out = {}
+        for side, p in enumerate((a, b)):
+            refs, self_sim = self.judge.references(p.photos)
+            recs = [
+                score_clip(self.judge.eyes, f, q, refs, self_sim)
+                for f, q in zip(frames, ps, strict=True)
+            ]
+            mine = [{**r, "people": [r["people"][side]]} for r in recs]  # this person's region only
+            s = summarise(mine)
+            out[f"{p.trigger}_identity"] = s.get("identity_normalised")
+            out[f"{p.trigger}_identification"] = s.get("identification_rate")
+            out[f"{p.trigger}_fidelity"] = s.get("prompt_fidelity")
+        return out
+
+    def run(self) -> Path:
+        t0 = time.time()
+        for part in self.cfg.parts.split(","):
+            getattr(self, f"{part}_part")()
+            self.save()
+        self.results["minutes"] = (time.time() - t0) / 60
+        return self.save()
+
+    def save(self) -> Path:
+        from .study_report import write_report
+
+        return write_report(self.results, Path(self.cfg.out))
+
+
+def run_study(cfg: StudyConfig) -> Path:
+    """Run the configured parts; returns the written results.md."""
+    return Study(cfg).run()
