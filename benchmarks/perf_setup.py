@@ -14,7 +14,6 @@ import torch
 from cameo import fast
 from cameo.diffusion import flow_matching_loss
 from cameo.lora import LoraSpec, add_lora, lora_parameters
-from cameo.models import load_pipeline
 from cameo.train import TrainConfig, Trainer, make_batch
 
 # ----------------------------------------------------------------------------- the timer
@@ -101,15 +100,13 @@ class StockLoop:
     latents, MSE to the flow target, ``accelerator.backward``, clip, step, zero_grad. No cameo
     code on the model's path."""
 
-    def __init__(self, base_dir: Path, cfg: TrainConfig, data: list[dict], full: bool = False):
+    def __init__(self, transformer, cfg: TrainConfig, data: list[dict], full: bool = False):
         from accelerate import Accelerator
-        from diffusers import WanTransformer3DModel
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
 
         self.acc = Accelerator(mixed_precision="no")
-        transformer = WanTransformer3DModel.from_pretrained(base_dir, subfolder="transformer")
         if full:
             transformer.requires_grad_(True)
         else:
@@ -160,11 +157,8 @@ class StockLoop:
 class FrozenForward:
     """The stock base transformer's forward under ``no_grad`` (the floor's unit)."""
 
-    def __init__(self, base_dir: Path, data: list[dict]):
-        from diffusers import WanTransformer3DModel
-
-        self.model = WanTransformer3DModel.from_pretrained(base_dir, subfolder="transformer")
-        self.model.requires_grad_(False)
+    def __init__(self, model, data: list[dict]):
+        self.model = model.requires_grad_(False)
         self.data, self.i = data, 0
 
     def __call__(self) -> None:
@@ -176,13 +170,18 @@ class FrozenForward:
             )
 
 
+def load_transformer(base_dir: Path):
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel.from_pretrained(base_dir, subfolder="transformer")
+
+
 class ComponentSteps:
     """cameo's step from its parts (PEFT adapter, ``cameo.fast``, fused AdamW, the shared loss)
     for shapes the Trainer is not set to: other ranks, frames and batch sizes."""
 
-    def __init__(self, base_dir: Path, spec: LoraSpec, data: list[dict], texts: torch.Tensor):
-        pipe = load_pipeline(base_dir)
-        self.model = pipe.transformer
+    def __init__(self, model, spec: LoraSpec, data: list[dict], texts: torch.Tensor):
+        self.model = model
         add_lora(self.model, spec)
         self.params = lora_parameters(self.model)
         fast.enable(self.model).cache_text(texts)

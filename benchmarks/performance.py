@@ -35,6 +35,7 @@ from perf_setup import (
     batches,
     cameo_trainer,
     interleaved,
+    load_transformer,
     person_folder,
     synthetic_batches,
 )
@@ -43,7 +44,7 @@ LEVELS = [  # cumulative: each row adds one change to the row above
     ("plain diffusers + PEFT (cameo train --no-fast)", {}),
     ("+ fused AdamW, multi-tensor gradient clipping", {"optimizer": True}),
     ("+ own block code (PEFT layers still called as modules)", {"forward": True}),
-    ("+ one autograd function per layer and its LoRA", {"lora_function": True}),
+    ("+ LoRA as plain addmm ops (no PEFT module calls)", {"lora_ops": True}),
     ("+ q/k/v (and text k/v) in one matrix multiply", {"group_qkv": True}),
     ("+ frozen text side cached per caption", {"text_cache": True}),
     ("+ rotary as one complex multiply (= cameo default)", {"complex_rotary": True}),
@@ -63,7 +64,7 @@ def set_level(trainer, ff: fast.FastForward, level: int) -> None:
         model.forward = ff
     else:
         fast.disable(model)
-    for name in ("lora_function", "group_qkv", "text_cache", "complex_rotary"):
+    for name in ("lora_ops", "group_qkv", "text_cache", "complex_rotary"):
         setattr(ff.options, name, on.get(name, False))
 
 
@@ -76,9 +77,9 @@ def training(ctx: dict) -> dict:
     ff = fast.get(trainer.pipe.transformer)
     step = TrainerSteps(trainer)
     data = batches(trainer.cache, trainer.cfg)
-    stock = StockLoop(ctx["base"], trainer.cfg, data)
-    full = StockLoop(ctx["base"], trainer.cfg, data, full=True)
-    forward = FrozenForward(ctx["base"], data)
+    stock = StockLoop(load_transformer(ctx["base"]), trainer.cfg, data)
+    full = StockLoop(load_transformer(ctx["base"]), trainer.cfg, data, full=True)
+    forward = FrozenForward(load_transformer(ctx["base"]), data)
     fns: dict = {"forward": forward, "stock": stock, "full": full}
     for i, (name, _) in enumerate(LEVELS):
         fns[name] = (lambda i=i: set_level(trainer, ff, i), step)
@@ -109,7 +110,10 @@ def where_time_goes(ctx: dict) -> dict:
 
     trainer = ctx["trainer"]
     data = batches(trainer.cache, trainer.cfg)
-    runs = {"stock": StockLoop(ctx["base"], trainer.cfg, data), "cameo": TrainerSteps(trainer)}
+    runs = {
+        "stock": StockLoop(load_transformer(ctx["base"]), trainer.cfg, data),
+        "cameo": TrainerSteps(trainer),
+    }
     out = {}
     for name, f in runs.items():
         for _ in range(3):
@@ -216,7 +220,7 @@ def memory(ctx: dict) -> dict:
     """Peak resident memory added by three training steps over the loaded model, each kind in
     a fresh process (RSS high-water mark; includes what the allocator keeps)."""
     out = {}
-    for kind in ("cameo", "stock", "full"):
+    for kind in ("cameo", "stock", "full", "forward"):
         r = subprocess.run(
             [sys.executable, __file__, MEMORY_CHILD, kind, str(torch.get_num_threads())],
             capture_output=True,
@@ -234,11 +238,14 @@ def memory_child(kind: str, threads: int) -> None:
     cfg = TrainConfig()
     texts = torch.randn(20, 64, 384)
     data = synthetic_batches(texts, cfg.batch, 1, n=3)
-    if kind == "cameo":
-        step = ComponentSteps(tiny_model_dir(), cfg.lora_spec(), data, texts)
-    else:
-        step = StockLoop(tiny_model_dir(), cfg, data, full=kind == "full")
+    model = load_transformer(tiny_model_dir())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if kind == "cameo":
+        step = ComponentSteps(model, cfg.lora_spec(), data, texts)
+    elif kind == "forward":
+        step = FrozenForward(model, data)
+    else:
+        step = StockLoop(model, cfg, data, full=kind == "full")
     for _ in range(3):
         step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -255,13 +262,13 @@ def scaling(ctx: dict) -> dict:
     for rank in ctx["ranks"]:
         c = TrainConfig(rank=rank, alpha=float(rank))
         data = synthetic_batches(texts, cfg.batch, 1)
-        cameo = ComponentSteps(base, c.lora_spec(), data, texts)
-        stock = StockLoop(base, c, data)
+        cameo = ComponentSteps(load_transformer(base), c.lora_spec(), data, texts)
+        stock = StockLoop(load_transformer(base), c, data)
         res = interleaved({"cameo": cameo, "stock": stock}, ctx["repeats"], ctx["inner"])
         out["rank"].append({"rank": rank, **_pair(res)})
-    cameo = ComponentSteps(base, cfg.lora_spec(), [], texts)
-    stock = StockLoop(base, cfg, [])
-    forward = FrozenForward(base, [])
+    cameo = ComponentSteps(load_transformer(base), cfg.lora_spec(), [], texts)
+    stock = StockLoop(load_transformer(base), cfg, [])
+    forward = FrozenForward(load_transformer(base), [])
     for key, shapes in (("frames", ctx["frames"]), ("batch", ctx["batches"])):
         for value in shapes:
             batch, frames = (cfg.batch, value) if key == "frames" else (value, 1)
@@ -290,7 +297,7 @@ def photos(ctx: dict) -> list[dict]:
     for n in ctx["photo_counts"]:
         folder = person_folder(ctx["tmp"], n)
         t0 = time.perf_counter()
-        trainer = cameo_trainer(folder, ctx["tmp"] / f"run-{n}")
+        trainer = cameo_trainer(folder, ctx["tmp"] / f"run-{n}", threads=ctx["threads"])
         setup = time.perf_counter() - t0
         res = interleaved({"step": TrainerSteps(trainer)}, ctx["repeats"], ctx["inner"])
         step = res["step"]["median_s"]
@@ -314,7 +321,7 @@ def flops(ctx: dict, step_s: float, stock_s: float) -> dict:
     data = batches(trainer.cache, trainer.cfg)
     for name, f in (
         ("cameo", TrainerSteps(trainer)),
-        ("stock", StockLoop(ctx["base"], trainer.cfg, data)),
+        ("stock", StockLoop(load_transformer(ctx["base"]), trainer.cfg, data)),
     ):
         with FlopCounterMode(display=False) as fc:
             f()
@@ -347,11 +354,12 @@ def lora_file(trainer, path: Path) -> Path:
 
 def context(args, tmp: Path) -> dict:
     quick = args.quick
-    trainer = cameo_trainer(person_folder(tmp, 20), tmp / "run")
+    trainer = cameo_trainer(person_folder(tmp, 20), tmp / "run", threads=args.threads)
     c = trainer.cache
     texts = torch.cat([c["text"], c["class_text"], c["empty"][None]])
     return {
         "tmp": tmp,
+        "threads": args.threads,
         "base": tiny_model_dir(),
         "trainer": trainer,
         "texts": texts,

@@ -35,9 +35,13 @@ def _model(spec: LoraSpec | None = LoraSpec(rank=4, alpha=4), seed: int = 0):
     return transformer
 
 
-def _inputs(batch=3, frames=1, size=8, table_rows=4, seed=0):
+def _inputs(batch=3, frames=1, size=8, table_rows=4, seed=0, padded=True):
+    """Prompt rows zero-padded after 3, 5, 2, 6 tokens, as the pipeline's encoder pads."""
     g = torch.Generator().manual_seed(seed)
     table = torch.randn(table_rows, 7, 384, generator=g)
+    if padded:
+        for i, length in enumerate([3, 5, 2, 6, 4][:table_rows]):
+            table[i, length:] = 0
     x0 = torch.randn(batch, 4, frames, size, size, generator=g)
     return {
         "table": table,
@@ -70,14 +74,16 @@ def _assert_same_grads(g0: dict, g1: dict):
 
 
 @pytest.mark.parametrize("name", list(SPECS))
-@pytest.mark.parametrize("cache", [False, True])
+@pytest.mark.parametrize("cache", ["none", "cache", "cache, padded prompts"])
 def test_training_matches_plain_peft(name, cache):
     model = _model(SPECS[name])
-    b = _inputs()
+    b = _inputs(padded="padded" in cache)
     loss0, grads0 = _loss_and_grads(model, b)
     ff = fast.enable(model)
-    if cache:
+    if cache != "none":
         assert ff.cache_text(b["table"])
+        merged = ff._cached_base(b["text"])["mask"] is not None
+        assert merged == ("padded" in cache)  # rows 0-2 end in padding from position 5 on
     loss1, grads1 = _loss_and_grads(model, b)
     assert not ff.fallbacks, ff.fallbacks
     torch.testing.assert_close(loss1, loss0, atol=ATOL, rtol=RTOL)
@@ -113,6 +119,14 @@ def test_every_option_alone_matches():
         torch.testing.assert_close(loss, want_loss, atol=ATOL, rtol=RTOL, msg=option)
         _assert_same_grads(want_grads, grads)
         torch.testing.assert_close(_predict(model, b), want_out, atol=ATOL, rtol=RTOL)
+
+
+def test_unpadded_lengths():
+    table = torch.randn(3, 6, 4)
+    table[0, 2:], table[1, 5:], table[2, 0:] = 0, 0, 0
+    assert fast._unpadded_lengths(table).tolist() == [2, 5, 0]
+    table[2, -1] = 1.0  # not padded alike: no merging
+    assert fast._unpadded_lengths(table) is None
 
 
 def test_prompts_outside_the_cache_and_changed_text_weights():

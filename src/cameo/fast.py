@@ -27,6 +27,8 @@ rotary and norm bookkeeping per head. Nothing here changes what is computed:
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,87 +50,14 @@ class Unsupported(Exception):
 
 @dataclass
 class LoraTerm:
-    """One adapter's low-rank term on columns [start, stop) of a (possibly grouped) output."""
+    """One active adapter of one layer: the layer adds scale · (x Aᵀ) Bᵀ."""
 
     A: Tensor  # (r, k)
-    B: Tensor  # (stop - start, r)
+    B: Tensor  # (n, r)
     scale: float
-    start: int
-    stop: int
 
 
-class _LoraLinear(torch.autograd.Function):
-    """y = base + Σ s_t (x A_tᵀ) B_tᵀ on each term's columns, with base = x Wᵀ + b unless given.
-
-    One autograd node instead of PEFT's ~10 per layer; the frozen W gets no gradient."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, base, layout, *ab):
-        x2 = x.reshape(-1, x.shape[-1])  # (N, k)
-        if base is None:
-            y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        else:
-            y = base.reshape(x2.shape[0], -1).clone()
-        As, Bs = ab[0::2], ab[1::2]
-        A = torch.cat(As) if len(As) > 1 else As[0]  # (R, k)
-        u = x2 @ A.t()  # (N, R)
-        r0 = 0
-        for B, (scale, start, stop) in zip(Bs, layout, strict=True):
-            r = B.shape[1]
-            y[:, start:stop].addmm_(u[:, r0 : r0 + r], B.t(), alpha=scale)
-            r0 += r
-        ctx.layout = layout
-        ctx.save_for_backward(x2, u, weight, A, *Bs)
-        ctx.x_shape = x.shape
-        return y.view(*x.shape[:-1], y.shape[-1])
-
-    @staticmethod
-    def backward(ctx, gy):
-        x2, u, weight, A, *Bs = ctx.saved_tensors
-        gy2 = gy.reshape(x2.shape[0], -1)  # (N, n)
-        n_ab = 2 * len(Bs)
-        need = ctx.needs_input_grad
-        g_ab: list[Tensor | None] = [None] * n_ab
-        gus, r0 = [], 0
-        for t, (B, (scale, start, stop)) in enumerate(zip(Bs, ctx.layout, strict=True)):
-            r = B.shape[1]
-            g_t = gy2[:, start:stop]  # (N, n_t)
-            if need[5 + 2 * t + 1]:
-                g_ab[2 * t + 1] = (g_t.t() @ u[:, r0 : r0 + r]).mul_(scale)  # (n_t, r)
-            gus.append((g_t @ B).mul_(scale))  # (N, r)
-            r0 += r
-        gu = torch.cat(gus, dim=1) if len(gus) > 1 else gus[0]  # (N, R)
-        if any(need[5 + 2 * t] for t in range(len(Bs))):
-            gA = gu.t() @ x2  # (R, k)
-            r0 = 0
-            for t, B in enumerate(Bs):
-                r = B.shape[1]
-                g_ab[2 * t] = gA[r0 : r0 + r] if need[5 + 2 * t] else None
-                r0 += r
-        gx = None
-        if need[0]:
-            gx = torch.addmm(gy2 @ weight, gu, A).view(ctx.x_shape)
-        return (gx, None, None, None, None, *g_ab)
-
-
-def lora_linear(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    terms: list[LoraTerm],
-    base: Tensor | None = None,
-) -> Tensor:
-    """x Wᵀ + b (or ``base``) plus every LoRA term; plain ``F.linear`` when there is none."""
-    if not terms:
-        if base is not None:
-            return base
-        return F.linear(x, weight, bias)
-    layout = tuple((t.scale, t.start, t.stop) for t in terms)
-    ab = [m for t in terms for m in (t.A, t.B)]
-    return _LoraLinear.apply(x, weight, bias, base, layout, *ab)
-
-
-def lora_terms(module: torch.nn.Module, offset: int = 0) -> list[LoraTerm]:
+def lora_terms(module: torch.nn.Module) -> list[LoraTerm]:
     """The active LoRA terms of ``module`` (a PEFT ``lora.Linear`` or a plain ``nn.Linear``)."""
     if isinstance(module, torch.nn.Linear):
         return []
@@ -155,9 +84,16 @@ def lora_terms(module: torch.nn.Module, offset: int = 0) -> list[LoraTerm]:
             raise Unsupported("LoRA bias or dropout")
         if a._forward_hooks or b._forward_hooks or a._forward_pre_hooks or b._forward_pre_hooks:
             raise Unsupported("hooks on a LoRA layer")
-        n = b.weight.shape[0]
-        terms.append(LoraTerm(a.weight, b.weight, float(module.scaling[name]), offset, offset + n))
+        terms.append(LoraTerm(a.weight, b.weight, float(module.scaling[name])))
     return terms
+
+
+def add_terms(x2: Tensor, y: Tensor, terms: list[LoraTerm]) -> Tensor:
+    """y + Σ s (x Aᵀ) Bᵀ for x (M, k), y (M, n): two matrix multiplies per term, as plain
+    differentiable operations, so autograd runs the backward in C++ with no Python."""
+    for t in terms:
+        y = torch.addmm(y, x2 @ t.A.t(), t.B.t(), alpha=t.scale)
+    return y
 
 
 def base_linear(module: torch.nn.Module) -> torch.nn.Linear:
@@ -168,49 +104,58 @@ def base_linear(module: torch.nn.Module) -> torch.nn.Linear:
     return base
 
 
-# ------------------------------------------------------------------------ frozen caches
-
-
 def _versions(tensors: list[Tensor]) -> tuple:
     return tuple((id(t), t._version) for t in tensors)
 
 
-@dataclass
 class Grouped:
-    """Frozen linear layers that read the same input, with their weights concatenated once."""
+    """Linear layers that read the same input, run as one: the frozen weights concatenated
+    (a copy, rebuilt if a weight changes in place), and when every layer has one alike LoRA
+    term (q, k and v of one adapter) all of them in one more matmul plus one batched matmul."""
 
-    modules: list[torch.nn.Module]
-    weight: Tensor | None = None  # (Σ n, k)
-    bias: Tensor | None = None
-    key: tuple = ()
+    def __init__(self, modules: list[torch.nn.Module]):
+        self.modules = modules
+        self.sizes = [base_linear(m).out_features for m in modules]
+        self.weight: Tensor | None = None
+        self.bias: Tensor | None = None
+        self.key: tuple = ()
 
-    def sources(self) -> list[Tensor]:
-        out = []
-        for m in self.modules:
-            base = base_linear(m)
-            out += [base.weight] + ([base.bias] if base.bias is not None else [])
-        return out
-
-    def refresh(self) -> None:
-        key = _versions(self.sources())
+    def frozen(self) -> tuple[Tensor, Tensor | None]:
+        bases = [base_linear(m) for m in self.modules]
+        if len(bases) == 1:
+            return bases[0].weight, bases[0].bias
+        key = _versions([t for b in bases for t in (b.weight, b.bias) if t is not None])
         if key != self.key:
-            self.weight, self.bias = _concat([base_linear(m) for m in self.modules])
+            self.weight, self.bias = _concat(bases)
             self.key = key
-
-    def terms(self) -> list[LoraTerm]:
-        out, offset = [], 0
-        for m in self.modules:
-            out += lora_terms(m, offset)
-            offset += base_linear(m).out_features
-        return out
+        return self.weight, self.bias
 
     def __call__(self, x: Tensor, base: Tensor | None = None) -> Tensor:
-        terms = self.terms()
-        if len(self.modules) == 1:
-            lin = base_linear(self.modules[0])
-            return lora_linear(x, lin.weight, lin.bias, terms, base)
-        self.refresh()
-        return lora_linear(x, self.weight, self.bias, terms, base)
+        """x (..., k) -> (..., Σ n); ``base`` (..., Σ n) replaces x Wᵀ + b when it is cached."""
+        x2 = x.reshape(-1, x.shape[-1])
+        if base is None:
+            weight, bias = self.frozen()
+            y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+        else:
+            y = base.reshape(x2.shape[0], -1)
+        per = [lora_terms(m) for m in self.modules]
+        if any(per):
+            y = self._lora(x2, y, per)
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    def _lora(self, x2: Tensor, y: Tensor, per: list[list[LoraTerm]]) -> Tensor:
+        shapes = {(p[0].A.shape, p[0].B.shape, p[0].scale) for p in per if len(p) == 1}
+        if len(per) == 1 or len(shapes) != 1 or any(len(p) != 1 for p in per):
+            parts = y.split(self.sizes, dim=1) if len(per) > 1 else [y]
+            parts = [add_terms(x2, o, p) for o, p in zip(parts, per, strict=True)]
+            return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        terms = [p[0] for p in per]
+        (r, _), (n, _), s = terms[0].A.shape, terms[0].B.shape, terms[0].scale
+        m, g = x2.shape[0], len(terms)
+        u = x2 @ torch.cat([t.A for t in terms]).t()  # (M, G·r)
+        bt = torch.stack([t.B for t in terms]).transpose(1, 2)  # (G, r, n)
+        delta = torch.bmm(u.view(m, g, r).transpose(0, 1), bt)  # (G, M, n)
+        return torch.add(y.view(m, g, n), delta.transpose(0, 1), alpha=s).reshape(m, g * n)
 
 
 class Budget:
@@ -236,26 +181,23 @@ class MergedCache:
 
     def __call__(self, x: Tensor, modules: list[torch.nn.Module]) -> Tensor:
         bases = [base_linear(m) for m in modules]
-        terms, offset = [], 0
-        for m, lin in zip(modules, bases, strict=True):
-            terms += lora_terms(m, offset)
-            offset += lin.out_features
-        if len(modules) == 1 and not terms:
+        per = [lora_terms(m) for m in modules]
+        if len(modules) == 1 and not per[0]:
             return F.linear(x, bases[0].weight, bases[0].bias)
         ident = tuple(id(m) for m in modules)
         tensors = [t for lin in bases for t in (lin.weight, lin.bias) if t is not None]
-        factors = [m for t in terms for m in (t.A, t.B)]
-        key = (_versions([*tensors, *factors]), *((t.scale, t.start) for t in terms))
+        factors = [m for p in per for t in p for m in (t.A, t.B)]
+        key = (_versions([*tensors, *factors]), *(t.scale for p in per for t in p))
         hit = self.entries.get(ident)
         if hit is None and not self.budget.take(sum(lin.weight.nbytes for lin in bases)):
-            weight, bias = _concat(bases)
-            return lora_linear(x, weight, bias, terms)
+            return Grouped(modules)(x)
         if hit is None or hit[0] != key:
             with torch.no_grad():
                 weight, bias = _concat(bases)
                 weight = weight.clone() if len(bases) == 1 else weight
-                for t in terms:
-                    weight[t.start : t.stop].addmm_(t.B, t.A, alpha=t.scale)
+                for rows, p in zip(weight.split([b.out_features for b in bases]), per, strict=True):
+                    for t in p:
+                        rows.addmm_(t.B, t.A, alpha=t.scale)
             hit = self.entries[ident] = (key, weight, bias)
         return F.linear(x, hit[1], hit[2])
 
@@ -279,14 +221,19 @@ class FastOptions:
     """Which parts of the fast path are on (all by default; the benchmark turns them off one by
     one to measure each)."""
 
-    lora_function: bool = field(
-        default=True, metadata={"help": "one autograd function per layer and its LoRA terms"}
+    lora_ops: bool = field(
+        default=True,
+        metadata={"help": "LoRA as addmm with alpha (no PEFT module calls); backward all in C++"},
     )
     group_qkv: bool = field(
         default=True, metadata={"help": "self-attention q, k, v as one matrix multiply"}
     )
     text_cache: bool = field(
         default=True, metadata={"help": "frozen text projection and cross-attention K/V cached"}
+    )
+    merge_padding: bool = field(
+        default=True,
+        metadata={"help": "the prompts' trailing padding as one key with a log-count bias"},
     )
     complex_rotary: bool = field(
         default=True, metadata={"help": "rotary tables once per shape, one complex multiply"}
@@ -412,9 +359,9 @@ class FastForward:
         ce = m.condition_embedder
         temb = ce.time_embedder(ce.timesteps_proj(timestep).to(x.dtype))  # (B, d)
         mod = ce.time_proj(ce.act_fn(temb)).unflatten(1, (6, -1))  # (B, 6, d)
-        kv = self._text_kv(text)
+        kv, mask = self._text_kv(text)
         for i, block in enumerate(m.blocks):
-            x = self._block(i, block, x, mod, kv[i], rope)
+            x = self._block(i, block, x, mod, (*kv[i], mask), rope)
         shift, scale = (m.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         x = torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=m.norm_out.eps), 1 + scale)
         x = self._linear(x, m.proj_out)  # (B, N, C·p_t·p_h·p_w)
@@ -431,7 +378,8 @@ class FastForward:
         return self.rope[key]
 
     def _block(self, i: int, block, x: Tensor, mod: Tensor, kv, rope) -> Tensor:
-        """One WanTransformerBlock; x (B, N, d), mod (B, 6, d), kv: the text keys and values."""
+        """One WanTransformerBlock; x (B, N, d), mod (B, 6, d), kv: the text keys, values and
+        the attention bias of the merged padding slot (or None)."""
         d = x.shape[-1]
         a1, a2 = block.attn1, block.attn2
         shift, scale, gate, c_shift, c_scale, c_gate = (block.scale_shift_table + mod).chunk(6, 1)
@@ -448,8 +396,9 @@ class FastForward:
         # 2. cross-attention on the text
         y = F.layer_norm(x, (d,), block.norm2.weight, block.norm2.bias, block.norm2.eps)
         q = F.rms_norm(self._linear(y, a2.to_q), (d,), a2.norm_q.weight, a2.norm_q.eps)
-        k, v = (t.unflatten(-1, (a2.heads, -1)) for t in kv)
-        x = x + self._linear(_attention(q.unflatten(-1, (a2.heads, -1)), k, v), a2.to_out[0])
+        k, v = (t.unflatten(-1, (a2.heads, -1)) for t in kv[:2])
+        o = _attention(q.unflatten(-1, (a2.heads, -1)), k, v, kv[2])
+        x = x + self._linear(o, a2.to_out[0])
         # 3. feed-forward
         y = torch.addcmul(c_shift, F.layer_norm(x, (d,), eps=block.norm3.eps), 1 + c_scale)
         ffn = block.ffn.net
@@ -459,45 +408,55 @@ class FastForward:
     def _linear(self, x: Tensor, module) -> Tensor:
         if not torch.is_grad_enabled() and self.options.merged_inference:
             return self.merged(x, [module])
-        if not self.options.lora_function:
+        if not self.options.lora_ops:
             return module(x)
         lin = base_linear(module)
-        return lora_linear(x, lin.weight, lin.bias, lora_terms(module))
+        terms = lora_terms(module)
+        if not terms:
+            return F.linear(x, lin.weight, lin.bias)
+        x2 = x.reshape(-1, x.shape[-1])
+        y = (
+            torch.addmm(lin.bias, x2, lin.weight.t())
+            if lin.bias is not None
+            else x2 @ lin.weight.t()
+        )
+        return add_terms(x2, y, terms).view(*x.shape[:-1], -1)
 
     def _qkv(self, i: int, y: Tensor) -> Tensor:
         a1 = self.model.blocks[i].attn1
         group = self.blocks[i]["qkv"]
         if not torch.is_grad_enabled() and self.options.merged_inference:
             return self.merged(y, [a1.to_q, a1.to_k, a1.to_v])
-        if group is None or not (self.options.lora_function and self.options.group_qkv):
+        if group is None or not (self.options.lora_ops and self.options.group_qkv):
             return torch.cat([self._linear(y, m) for m in (a1.to_q, a1.to_k, a1.to_v)], dim=-1)
         return group(y)
 
     # -- the text side
-    def _text_kv(self, text: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Per block, the cross-attention keys (normalised) and values, (B, T, d) each."""
+    def _text_kv(self, text: Tensor) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
+        """Per block, the cross-attention keys (normalised) and values, (B, T', d) each, and
+        the attention bias that makes the last of them count for the padding they replace."""
         m = self.model
         base = self._cached_base(text)
         ctx = base["ctx"] if base else m.condition_embedder.text_embedder(text)
         out = []
         for i, block in enumerate(m.blocks):
             a2, group = block.attn2, self.blocks[i]["kv2"]
-            kv0 = base["kv"][:, i] if base else None
+            kv0 = base["kv"][:, :, i] if base else None
             if not torch.is_grad_enabled() and self.options.merged_inference:
                 if kv0 is not None and not (lora_terms(a2.to_k) or lora_terms(a2.to_v)):
                     kv = kv0
                 else:
                     kv = self.merged(ctx, [a2.to_k, a2.to_v])
-            elif group is not None and self.options.lora_function and self.options.group_qkv:
+            elif group is not None and self.options.lora_ops and self.options.group_qkv:
                 kv = group(ctx, kv0)
-            elif kv0 is not None and self.options.lora_function:
+            elif kv0 is not None and self.options.lora_ops:
                 k0, v0 = kv0.chunk(2, dim=-1)
                 kv = torch.cat([_with_terms(ctx, a2.to_k, k0), _with_terms(ctx, a2.to_v, v0)], -1)
             else:
                 kv = torch.cat([self._linear(ctx, a2.to_k), self._linear(ctx, a2.to_v)], dim=-1)
             k, v = kv.chunk(2, dim=-1)
             out.append((F.rms_norm(k, k.shape[-1:], a2.norm_k.weight, a2.norm_k.eps), v))
-        return out
+        return out, base["mask"] if base else None
 
     def cache_text(self, table: Tensor) -> bool:
         """Precompute the frozen text side for these prompt embeddings (N, T, D); later calls
@@ -521,16 +480,17 @@ class FastForward:
                     )
                     for b in m.blocks
                 ],
-                dim=1,
-            )  # (N, L, T, 2d)
+                dim=2,
+            )  # (N, T, L, 2d)
         probe = torch.randn(table[0].numel(), generator=torch.Generator().manual_seed(0))
         probe = probe.to(table.device, table.dtype)
         self.text = {
             "table": table,
             "probe": probe,
             "prints": table.flatten(1) @ probe,  # (N,)
-            "ctx": ctx,
-            "kv": kv,
+            "ctx": ctx.flatten(0, 1),  # (N·T, d): one gather picks any prompts and positions
+            "kv": kv.flatten(0, 1),  # (N·T, L, 2d)
+            "lengths": _unpadded_lengths(table),
             "key": _versions(self._text_sources()),
         }
         return True
@@ -562,18 +522,44 @@ class FastForward:
         idx = ((text.flatten(1) @ c["probe"])[:, None] - c["prints"][None]).abs().argmin(1)
         if not torch.equal(c["table"].index_select(0, idx), text):  # exact, never "close"
             return None
-        return {"ctx": c["ctx"].index_select(0, idx), "kv": c["kv"].index_select(0, idx)}
+        b, t = text.shape[:2]
+        keep = int(c["lengths"].index_select(0, idx).max()) if c["lengths"] is not None else t
+        pos, mask = torch.arange(t, device=text.device), None
+        if self.options.merge_padding and keep < t - 1:
+            # Positions >= keep hold the same padding vector in every prompt of the batch, so
+            # their keys and values are equal: one of them with logit + log(count) stands for all.
+            pos = torch.cat([pos[:keep], pos[-1:]])
+            mask = torch.zeros(keep + 1, dtype=text.dtype, device=text.device)
+            mask[-1] = math.log(t - keep)
+        rows = (idx[:, None] * t + pos[None, :]).flatten()  # (B·T')
+        ctx = c["ctx"].index_select(0, rows).view(b, len(pos), -1)  # (B, T', d)
+        kv = c["kv"].index_select(0, rows).view(b, len(pos), *c["kv"].shape[1:])  # (B, T', L, 2d)
+        return {"ctx": ctx, "kv": kv, "mask": mask}
 
 
 def _with_terms(x: Tensor, module, base: Tensor) -> Tensor:
-    lin = base_linear(module)
-    return lora_linear(x, lin.weight, lin.bias, lora_terms(module), base)
+    return Grouped([module])(x, base)
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Softmax attention over (B, N, H, hd) inputs; returns (B, N, H·hd)."""
-    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Softmax attention over (B, N, H, hd) inputs, ``bias`` (T,) added to the logits of each
+    key; returns (B, N, H·hd)."""
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    mask = None if bias is None else bias.view(1, 1, 1, -1)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return o.transpose(1, 2).flatten(2)
+
+
+def _unpadded_lengths(table: Tensor) -> Tensor | None:
+    """Per prompt (N, T, D), the positions before its trailing run of the padding vector
+    (the last position's vector, which must be the same in every prompt); None otherwise."""
+    pad = table[0, -1]
+    if not torch.equal(table[:, -1], pad.expand_as(table[:, -1])):
+        return None
+    differs = (table != pad).any(-1)  # (N, T)
+    t = table.shape[1]
+    last = torch.where(differs, torch.arange(t, device=table.device), -1).amax(1)
+    return last + 1
 
 
 def _wb(module) -> tuple[Tensor, Tensor | None]:
@@ -627,6 +613,23 @@ def pipeline(pipe) -> Iterator[None]:
             if getattr(pipe, name, None) is not None:
                 stack.enter_context(enabled(getattr(pipe, name)))
         yield
+
+
+SMALL_WIDTH = 512  # hidden width up to which CPU training runs on one thread by default
+
+
+def cpu_threads(requested: int, transformer) -> int:
+    """Torch CPU threads for a training loop: ``requested`` if set, else the user's
+    OMP_NUM_THREADS, else 1 for small models, whose operations are too short to share (on the
+    2-core machine of docs/performance.md two threads are no faster when the machine is idle
+    and 10-40x slower when another job holds a core), else torch's default."""
+    if requested > 0:
+        return requested
+    if os.environ.get("OMP_NUM_THREADS") or not hasattr(transformer, "config"):
+        return torch.get_num_threads()
+    c = transformer.config
+    width = c.num_attention_heads * c.attention_head_dim
+    return 1 if width <= SMALL_WIDTH else torch.get_num_threads()
 
 
 def fused_adamw(params, **kwargs) -> torch.optim.AdamW:
