@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from cameo.models import tiny_model_dir
 from cameo.train import TrainConfig
 from common import write_json
 from perf_setup import (
+    CLOCK,
     ComponentSteps,
     FrozenForward,
     StockLoop,
@@ -47,6 +47,7 @@ LEVELS = [  # cumulative: each row adds one change to the row above
     ("+ LoRA as plain addmm ops (no PEFT module calls)", {"lora_ops": True}),
     ("+ q/k/v (and text k/v) in one matrix multiply", {"group_qkv": True}),
     ("+ frozen text side cached per caption", {"text_cache": True}),
+    ("+ prompt padding merged into one key", {"merge_padding": True}),
     ("+ rotary as one complex multiply (= cameo default)", {"complex_rotary": True}),
 ]
 
@@ -64,7 +65,7 @@ def set_level(trainer, ff: fast.FastForward, level: int) -> None:
         model.forward = ff
     else:
         fast.disable(model)
-    for name in ("lora_ops", "group_qkv", "text_cache", "complex_rotary"):
+    for name in ("lora_ops", "group_qkv", "text_cache", "merge_padding", "complex_rotary"):
         setattr(ff.options, name, on.get(name, False))
 
 
@@ -89,7 +90,8 @@ def training(ctx: dict) -> dict:
     res["cameo"] = res[LEVELS[-1][0]]
     threads = torch.get_num_threads()
     other = 1 if threads > 1 else 2
-    set_t = torch.set_num_threads
+    set_t, clock = torch.set_num_threads, CLOCK["clock"]
+    CLOCK["clock"] = "wall"  # CPU time would count the threads' waits twice
     by_threads = interleaved(
         {
             f"cameo, {threads} threads": (lambda: set_t(threads), step),
@@ -101,6 +103,7 @@ def training(ctx: dict) -> dict:
         n,
     )
     set_t(threads)
+    CLOCK["clock"] = clock
     return {"times": res, "threads": by_threads, "fallbacks": dict(ff.fallbacks)}
 
 
@@ -213,43 +216,35 @@ def _stock_generate(pipe, cfg) -> None:
 
 # -------------------------------------------------------------------------------- memory
 
-MEMORY_CHILD = "--memory-child"
-
 
 def memory(ctx: dict) -> dict:
-    """Peak resident memory added by three training steps over the loaded model, each kind in
-    a fresh process (RSS high-water mark; includes what the allocator keeps)."""
-    out = {}
-    for kind in ("cameo", "stock", "full", "forward"):
-        r = subprocess.run(
-            [sys.executable, __file__, MEMORY_CHILD, kind, str(torch.get_num_threads())],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out[kind] = json.loads(r.stdout.strip().splitlines()[-1])
-    return out
-
-
-def memory_child(kind: str, threads: int) -> None:
-    import resource
-
-    torch.set_num_threads(threads)
-    cfg = TrainConfig()
-    texts = torch.randn(20, 64, 384)
+    """Peak bytes held by torch tensors while setting up training (adapter, optimizer, caches)
+    and running three steps (batch 8, photos), over the loaded model: replayed from the
+    profiler's allocation records. Deterministic, unlike the process's resident size."""
+    texts, cfg = ctx["texts"], ctx["trainer"].cfg
     data = synthetic_batches(texts, cfg.batch, 1, n=3)
-    model = load_transformer(tiny_model_dir())
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if kind == "cameo":
-        step = ComponentSteps(model, cfg.lora_spec(), data, texts)
-    elif kind == "forward":
-        step = FrozenForward(model, data)
-    else:
-        step = StockLoop(model, cfg, data, full=kind == "full")
-    for _ in range(3):
-        step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"added_mb": (peak - before) / 1024, "peak_mb": peak / 1024}))
+    kinds = {
+        "cameo": lambda m: ComponentSteps(m, cfg.lora_spec(), data, texts),
+        "stock": lambda m: StockLoop(m, cfg, data),
+        "full": lambda m: StockLoop(m, cfg, data, full=True),
+        "forward": lambda m: FrozenForward(m, data),
+    }
+    return {k: {"peak_mb": _peak_bytes(ctx["base"], make) / 2**20} for k, make in kinds.items()}
+
+
+def _peak_bytes(base: Path, make) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    model = load_transformer(base)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step = make(model)
+        for _ in range(3):
+            step()
+    live = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
 
 
 # ------------------------------------------------------------------------------- scaling
@@ -356,7 +351,7 @@ def context(args, tmp: Path) -> dict:
     quick = args.quick
     trainer = cameo_trainer(person_folder(tmp, 20), tmp / "run", threads=args.threads)
     c = trainer.cache
-    texts = torch.cat([c["text"], c["class_text"], c["empty"][None]])
+    texts = torch.cat([c["text"], c["empty"][None]])  # the prompts training uses
     return {
         "tmp": tmp,
         "threads": args.threads,
@@ -375,21 +370,19 @@ def context(args, tmp: Path) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == MEMORY_CHILD:
-        memory_child(sys.argv[2], int(sys.argv[3]))
-        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    CLOCK["clock"] = "cpu" if args.threads == 1 else "wall"
     from perf_report import markdown
 
     t0 = time.time()
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="cameo-perf-") as d:
         ctx = context(args, Path(d))
-        result: dict = {"threads": args.threads, "quick": args.quick}
+        result: dict = {"threads": args.threads, "quick": args.quick, "clock": CLOCK["clock"]}
         for name, fn in (("training", training), ("profile", where_time_goes)):
             print(f"[{time.time() - t0:5.0f} s] {name}", flush=True)
             result[name] = fn(ctx)

@@ -57,13 +57,23 @@ class LoraTerm:
     scale: float
 
 
-def lora_terms(module: torch.nn.Module) -> list[LoraTerm]:
-    """The active LoRA terms of ``module`` (a PEFT ``lora.Linear`` or a plain ``nn.Linear``)."""
-    if isinstance(module, torch.nn.Linear):
-        return []
-    from peft.tuners.lora.layer import Linear as LoraLinear
+_PEFT_LINEAR: list[type] = []
 
-    if not isinstance(module, LoraLinear):
+
+def _peft_linear() -> type:
+    if not _PEFT_LINEAR:
+        from peft.tuners.lora.layer import Linear
+
+        _PEFT_LINEAR.append(Linear)
+    return _PEFT_LINEAR[0]
+
+
+def lora_terms(module: torch.nn.Module) -> list[LoraTerm]:
+    """The active LoRA terms of ``module`` (a PEFT ``lora.Linear`` or a plain ``nn.Linear``).
+    Called for every layer of every forward, so it reads the submodule tables directly."""
+    if type(module) is torch.nn.Linear:
+        return []
+    if not isinstance(module, _peft_linear()):
         raise Unsupported(f"{type(module).__name__} layers")
     if module._forward_hooks or module._forward_pre_hooks:
         raise Unsupported("hooks on a LoRA layer")
@@ -73,18 +83,25 @@ def lora_terms(module: torch.nn.Module) -> list[LoraTerm]:
         return []
     if module.disable_adapters:
         return []
+    mods = module._modules
+    lora_a, lora_b = mods["lora_A"]._modules, mods["lora_B"]._modules
+    drops = mods["lora_dropout"]._modules
     terms = []
     for name in module.active_adapters:
-        if name not in module.lora_A:
+        a = lora_a.get(name)
+        if a is None:
             continue
+        b, drop = lora_b[name], drops[name]
         if name in module.lora_variant or module.fan_in_fan_out:
             raise Unsupported("LoRA variants (DoRA, ...)")
-        a, b, drop = module.lora_A[name], module.lora_B[name], module.lora_dropout[name]
-        if b.bias is not None or (drop.training and getattr(drop, "p", 0.0) > 0):
+        if b._parameters.get("bias") is not None or (
+            type(drop) is not torch.nn.Identity and drop.training and drop.p > 0
+        ):
             raise Unsupported("LoRA bias or dropout")
         if a._forward_hooks or b._forward_hooks or a._forward_pre_hooks or b._forward_pre_hooks:
             raise Unsupported("hooks on a LoRA layer")
-        terms.append(LoraTerm(a.weight, b.weight, float(module.scaling[name])))
+        weights = (a._parameters["weight"], b._parameters["weight"])
+        terms.append(LoraTerm(*weights, float(module.scaling[name])))
     return terms
 
 
@@ -359,9 +376,13 @@ class FastForward:
         ce = m.condition_embedder
         temb = ce.time_embedder(ce.timesteps_proj(timestep).to(x.dtype))  # (B, d)
         mod = ce.time_proj(ce.act_fn(temb)).unflatten(1, (6, -1))  # (B, 6, d)
+        tables = torch.stack([b.scale_shift_table for b in m.blocks], dim=1)  # (1, L, 6, d)
+        mods = (tables + mod.unsqueeze(1)).unsqueeze(3)  # (B, L, 6, 1, d)
+        mods[:, :, 1] += 1  # the scales enter as (1 + scale)
+        mods[:, :, 4] += 1
         kv, mask = self._text_kv(text)
         for i, block in enumerate(m.blocks):
-            x = self._block(i, block, x, mod, (*kv[i], mask), rope)
+            x = self._block(i, block, x, mods[:, i].unbind(1), (*kv[i], mask), rope)
         shift, scale = (m.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         x = torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=m.norm_out.eps), 1 + scale)
         x = self._linear(x, m.proj_out)  # (B, N, C·p_t·p_h·p_w)
@@ -377,14 +398,15 @@ class FastForward:
                 self.rope[key] = tuple(t.unsqueeze(2) for t in self.model.rope(hidden_states))
         return self.rope[key]
 
-    def _block(self, i: int, block, x: Tensor, mod: Tensor, kv, rope) -> Tensor:
-        """One WanTransformerBlock; x (B, N, d), mod (B, 6, d), kv: the text keys, values and
-        the attention bias of the merged padding slot (or None)."""
+    def _block(self, i: int, block, x: Tensor, mod: tuple, kv, rope) -> Tensor:
+        """One WanTransformerBlock; x (B, N, d); mod: shift, 1 + scale, gate, and the same for
+        the feed-forward, (B, 1, d) each; kv: the text keys, values and the attention bias of
+        the merged padding slot (or None)."""
         d = x.shape[-1]
         a1, a2 = block.attn1, block.attn2
-        shift, scale, gate, c_shift, c_scale, c_gate = (block.scale_shift_table + mod).chunk(6, 1)
+        shift, scale, gate, c_shift, c_scale, c_gate = mod
         # 1. self-attention, q and k normalised and rotated together
-        y = torch.addcmul(shift, F.layer_norm(x, (d,), eps=block.norm1.eps), 1 + scale)
+        y = torch.addcmul(shift, F.layer_norm(x, (d,), eps=block.norm1.eps), scale)
         qkv = self._qkv(i, y)  # (B, N, 3d)
         qk = F.rms_norm(qkv[..., : 2 * d].unflatten(-1, (2, d)), (d,), eps=a1.norm_q.eps)
         qk = qk * torch.stack([a1.norm_q.weight, a1.norm_k.weight])  # (B, N, 2, d)
@@ -400,7 +422,7 @@ class FastForward:
         o = _attention(q.unflatten(-1, (a2.heads, -1)), k, v, kv[2])
         x = x + self._linear(o, a2.to_out[0])
         # 3. feed-forward
-        y = torch.addcmul(c_shift, F.layer_norm(x, (d,), eps=block.norm3.eps), 1 + c_scale)
+        y = torch.addcmul(c_shift, F.layer_norm(x, (d,), eps=block.norm3.eps), c_scale)
         ffn = block.ffn.net
         y = F.gelu(self._linear(y, ffn[0].proj), approximate=ffn[0].approximate)
         return torch.addcmul(x, self._linear(y, ffn[2]), c_gate)
@@ -460,19 +482,24 @@ class FastForward:
 
     def cache_text(self, table: Tensor) -> bool:
         """Precompute the frozen text side for these prompt embeddings (N, T, D); later calls
-        whose prompts are rows of ``table`` reuse it. False when switched off, when it would
-        not fit the memory budget, or when the text side is being trained."""
+        whose prompts are rows of ``table`` reuse it. Each prompt's trailing padding is stored
+        once for all. False when switched off, when it would not fit the memory budget, or when
+        the text side is being trained."""
         m = self.model
-        n, t, _ = table.shape
-        d = m.proj_out.in_features
-        nbytes = n * t * d * (1 + 2 * len(m.blocks)) * table.element_size()
         self.text = None
         if not self.options.text_cache or not self._text_side_frozen():
             return False
-        if not self.budget.take(nbytes):
+        n, t, _ = table.shape
+        lengths = _unpadded_lengths(table)
+        full = lengths is None
+        lengths = torch.full((n,), t, device=table.device) if full else lengths
+        keep = torch.arange(t, device=table.device)[None] < lengths[:, None]  # (N, T)
+        rows = table[keep] if full else torch.cat([table[keep], table[:1, -1]])  # (R, D)
+        d, layers = m.proj_out.in_features, len(m.blocks)
+        if not self.budget.take(len(rows) * d * (1 + 2 * layers) * table.element_size()):
             return False
         with torch.no_grad():
-            ctx = m.condition_embedder.text_embedder(table)  # (N, T, d)
+            ctx = m.condition_embedder.text_embedder(rows)  # (R, d)
             kv = torch.stack(
                 [
                     torch.cat(
@@ -480,17 +507,19 @@ class FastForward:
                     )
                     for b in m.blocks
                 ],
-                dim=2,
-            )  # (N, T, L, 2d)
+                dim=1,
+            )  # (R, L, 2d)
         probe = torch.randn(table[0].numel(), generator=torch.Generator().manual_seed(0))
         probe = probe.to(table.device, table.dtype)
         self.text = {
             "table": table,
             "probe": probe,
             "prints": table.flatten(1) @ probe,  # (N,)
-            "ctx": ctx.flatten(0, 1),  # (N·T, d): one gather picks any prompts and positions
-            "kv": kv.flatten(0, 1),  # (N·T, L, 2d)
-            "lengths": _unpadded_lengths(table),
+            "ctx": ctx,  # the rows of all prompts, then (unless full) the padding row
+            "kv": kv,
+            "lengths": lengths,  # (N,)
+            "offsets": torch.cumsum(lengths, 0) - lengths,  # (N,) first row of each prompt
+            "padded": not full,
             "key": _versions(self._text_sources()),
         }
         return True
@@ -523,18 +552,21 @@ class FastForward:
         if not torch.equal(c["table"].index_select(0, idx), text):  # exact, never "close"
             return None
         b, t = text.shape[:2]
-        keep = int(c["lengths"].index_select(0, idx).max()) if c["lengths"] is not None else t
+        lengths = c["lengths"].index_select(0, idx)  # (B,)
+        keep = int(lengths.max())
         pos, mask = torch.arange(t, device=text.device), None
-        if self.options.merge_padding and keep < t - 1:
+        pad_row = len(c["ctx"]) - 1
+        if c["padded"] and self.options.merge_padding and keep < t - 1:
             # Positions >= keep hold the same padding vector in every prompt of the batch, so
             # their keys and values are equal: one of them with logit + log(count) stands for all.
             pos = torch.cat([pos[:keep], pos[-1:]])
             mask = torch.zeros(keep + 1, dtype=text.dtype, device=text.device)
             mask[-1] = math.log(t - keep)
-        rows = (idx[:, None] * t + pos[None, :]).flatten()  # (B·T')
-        ctx = c["ctx"].index_select(0, rows).view(b, len(pos), -1)  # (B, T', d)
-        kv = c["kv"].index_select(0, rows).view(b, len(pos), *c["kv"].shape[1:])  # (B, T', L, 2d)
-        return {"ctx": ctx, "kv": kv, "mask": mask}
+        own = pos[None] < lengths[:, None]  # (B, T'): the prompt's own rows, else padding
+        rows = torch.where(own, c["offsets"].index_select(0, idx)[:, None] + pos[None], pad_row)
+        ctx = c["ctx"].index_select(0, rows.flatten()).view(b, len(pos), -1)  # (B, T', d)
+        kv = c["kv"].index_select(0, rows.flatten()).view(b, len(pos), *c["kv"].shape[1:])
+        return {"ctx": ctx, "kv": kv, "mask": mask}  # kv (B, T', L, 2d)
 
 
 def _with_terms(x: Tensor, module, base: Tensor) -> Tensor:

@@ -437,10 +437,10 @@ class Trainer:
 
     def _enable_fast(self, model) -> None:
         """Route the transformer through ``cameo.fast`` and cache the frozen text side of every
-        prompt training can use (captions, class prompts, the empty prompt)."""
+        prompt training uses (captions, the empty prompt, class prompts if needed)."""
         c = self.cache
-        texts = torch.cat([c["text"], c["class_text"], c["empty"][None]]).to(self.acc.device)
-        fast.enable(model).cache_text(texts)
+        prompts = [c["text"], c["class_text"]] if self.cfg.prior_preservation > 0 else [c["text"]]
+        fast.enable(model).cache_text(torch.cat([*prompts, c["empty"][None]]).to(self.acc.device))
 
     def _maybe_resume(self) -> int:
         root = self.out / "checkpoints"
