@@ -24,7 +24,7 @@ import torch
 
 from cameo import fast
 from cameo.models import tiny_model_dir
-from cameo.train import TrainConfig
+from cameo.train import TrainConfig, make_batch
 from common import write_json
 from perf_setup import (
     CLOCK,
@@ -81,26 +81,27 @@ def training(ctx: dict) -> dict:
     stock = StockLoop(load_transformer(ctx["base"]), trainer.cfg, data)
     full = StockLoop(load_transformer(ctx["base"]), trainer.cfg, data, full=True)
     forward = FrozenForward(load_transformer(ctx["base"]), data)
-    fns: dict = {"forward": forward, "stock": stock, "full": full}
+    sample = lambda: make_batch(trainer.cache, trainer.cfg, 7)  # noqa: E731
+    fns: dict = {"forward": forward, "stock": stock, "full": full, "make_batch": sample}
     for i, (name, _) in enumerate(LEVELS):
         fns[name] = (lambda i=i: set_level(trainer, ff, i), step)
-    r, n = ctx["repeats"], ctx["inner"]
-    res = interleaved(fns, r, n)
+    res = interleaved(fns, ctx["train_repeats"], ctx["inner"])
     set_level(trainer, ff, len(LEVELS) - 1)
     res["cameo"] = res[LEVELS[-1][0]]
     threads = torch.get_num_threads()
     other = 1 if threads > 1 else 2
     set_t, clock = torch.set_num_threads, CLOCK["clock"]
     CLOCK["clock"] = "wall"  # CPU time would count the threads' waits twice
+    label = {1: "1 thread", threads: f"{threads} threads", other: f"{other} threads"}
     by_threads = interleaved(
         {
-            f"cameo, {threads} threads": (lambda: set_t(threads), step),
-            f"cameo, {other} threads": (lambda: set_t(other), step),
-            f"stock, {threads} threads": (lambda: set_t(threads), stock),
-            f"stock, {other} threads": (lambda: set_t(other), stock),
+            f"cameo, {label[threads]}": (lambda: set_t(threads), step),
+            f"cameo, {label[other]}": (lambda: set_t(other), step),
+            f"stock, {label[threads]}": (lambda: set_t(threads), stock),
+            f"stock, {label[other]}": (lambda: set_t(other), stock),
         },
-        r,
-        n,
+        ctx["repeats"],
+        1,
     )
     set_t(threads)
     CLOCK["clock"] = clock
@@ -359,6 +360,7 @@ def context(args, tmp: Path) -> dict:
         "trainer": trainer,
         "texts": texts,
         "repeats": 5 if quick else 9,
+        "train_repeats": 7 if quick else 15,
         "inner": 3,
         "gen_steps": 20,
         "gen_repeats": 3 if quick else 7,
@@ -372,7 +374,12 @@ def context(args, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for all timings but the thread table (cameo train's default here)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     CLOCK["clock"] = "cpu" if args.threads == 1 else "wall"
@@ -399,6 +406,7 @@ def main() -> None:
             result[name] = fn(ctx)
     load.append(os.getloadavg()[0])
     command = "python benchmarks/performance.py" + (" --quick" if args.quick else "")
+    command += f" --threads {args.threads}" if args.threads != 1 else ""
     result.update(command=command, minutes=(time.time() - t0) / 60, load_average=load)
     path = write_json("performance.json", result)
     (path.parent / "performance.md").write_text(markdown(json.loads(path.read_text())))
