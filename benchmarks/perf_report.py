@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
+
+
+def paired(times: dict, a: str, b: str, key: str = "turns") -> float:
+    """Median over turns of a ÷ b within the same turn (see perf_setup.interleaved)."""
+    pairs = zip(times[a][key], times[b][key], strict=True)
+    return statistics.median(x / y for x, y in pairs)
 
 
 def _ms(s: float) -> str:
@@ -21,14 +28,12 @@ def targets(r: dict) -> list[str]:
     g = {k: v["median_s"] for k, v in gg.items()}
     m, f = r["memory"], r["flops"]
 
-    def wall(times: dict, a: str, b: str) -> str:
-        return f"{times[a]['wall_s'] / times[b]['wall_s']:.2f}"
-
     def row(what, a, b, times, vals, target="", limit=None, unit=_ms, bold=True):
-        ratio = vals[a] / vals[b]
-        shown = f"**{ratio:.2f}**" if bold else f"{ratio:.2f}"
-        ok = _ok(ratio, limit) if limit else ""
-        return f"| {what} | {unit(vals[a])} | {unit(vals[b])} | {shown} | {wall(times, a, b)} | {target} | {ok} |"
+        value = paired(times, a, b)
+        shown = f"**{value:.2f}**" if bold else f"{value:.2f}"
+        ok = _ok(value, limit) if limit else ""
+        wall = paired(times, a, b, "wall_turns")
+        return f"| {what} | {unit(vals[a])} | {unit(vals[b])} | {shown} | {wall:.2f} | {target} | {ok} |"
 
     sec = lambda v: f"{v:.3f} s"  # noqa: E731
     gen = f"{r['generation']['frames']} frames, {r['generation']['steps']} steps, CFG"
@@ -99,18 +104,16 @@ def targets(r: dict) -> list[str]:
 
 def chain(r: dict) -> list[str]:
     t = r["training"]["times"]
-    fwd = t["forward"]["median_s"]
     names = [k for k in t if k.startswith(("plain", "+"))]
     out = [
         "| configuration (each row adds one change) | step | ÷ row above | ÷ frozen forward | spread |",
         "|---|---|---|---|---|",
     ]
-    prev = None
-    for k in names:
-        s = t[k]["median_s"]
-        step = f"{s / prev:.3f}" if prev else ""
-        out.append(f"| {k} | {_ms(s)} | {step} | {s / fwd:.2f} | {t[k]['spread']:.0%} |")
-        prev = s
+    for i, k in enumerate(names):
+        step = f"{paired(t, k, names[i - 1]):.3f}" if i else ""
+        out.append(
+            f"| {k} | {_ms(t[k]['median_s'])} | {step} | {paired(t, k, 'forward'):.2f} | {t[k]['spread']:.0%} |"
+        )
     return out
 
 
@@ -197,14 +200,13 @@ def changes() -> list[str]:
 
 
 def verdict(r: dict) -> list[str]:
-    t = {k: v["median_s"] for k, v in r["training"]["times"].items()}
-    g = {k: v["median_s"] for k, v in r["generation"]["times"].items()}
+    t, g = r["training"]["times"], r["generation"]["times"]
     checks = [
-        ("step ÷ frozen forward", t["cameo"] / t["forward"], 2.3),
-        ("cameo ÷ stock step", t["cameo"] / t["stock"], 0.8),
-        ("LoRA ÷ full fine-tuning step", t["cameo"] / t["full"], 0.75),
-        ("generation unfused ÷ base", g["cameo unfused"] / g["cameo base"], 1.10),
-        ("generation fused ÷ base", g["cameo fused"] / g["cameo base"], 1.02),
+        ("step ÷ frozen forward", paired(t, "cameo", "forward"), 2.3),
+        ("cameo ÷ stock step", paired(t, "cameo", "stock"), 0.8),
+        ("LoRA ÷ full fine-tuning step", paired(t, "cameo", "full"), 0.75),
+        ("generation unfused ÷ base", paired(g, "cameo unfused", "cameo base"), 1.10),
+        ("generation fused ÷ base", paired(g, "cameo fused", "cameo base"), 1.02),
     ]
     met = [c for c in checks if c[1] <= c[2]]
     missed = [c for c in checks if c[1] > c[2]]
@@ -219,8 +221,7 @@ def verdict(r: dict) -> list[str]:
 
 
 def markdown(r: dict) -> str:
-    t = r["training"]["times"]
-    reps = t["forward"]["repeats"]
+    n = r["turns"]
     head = [
         "# Performance",
         "",
@@ -229,8 +230,10 @@ def markdown(r: dict) -> str:
         f"{r['load_average'][1]:.1f} at the end (2 cores, shared with other jobs).",
         "",
         "Every figure is a ratio of timings taken side by side in this one run: the variants take "
-        f"turns (A B C, A B C, …) and each figure is the median turn ({reps} turns of 3 calls for "
-        "training, 9 for scaling, 7 single calls for generation). Torch threads: "
+        "turns (each turn runs every variant once, in a shuffled order), a ratio is the median "
+        "over turns of the two variants' times in the same turn, and a time is the median "
+        f"turn ({n['train']} turns for training, {n['scaling']} for scaling, {n['gen']} for "
+        f"generation, {n['thread']} for threads). Torch threads: "
         f"{r['threads']}; clock: {_clock(r)}. The reference loop is written in "
         "`benchmarks/perf_setup.py` the way diffusers' LoRA examples write theirs (same model, "
         "batch 8, rank 16, targets to_q/to_k/to_v/to_out.0, fp32, cached latents and prompt "
@@ -265,10 +268,13 @@ def markdown(r: dict) -> str:
         "",
         "## Threads",
         "",
-        "Wall clock, same turns. Two threads only pay when the other core is idle; on this",
-        "shared machine it rarely is, and an OpenMP region then waits for a descheduled thread.",
-        "So `cameo train` runs small models (width ≤ 512) on one CPU thread unless told",
-        "otherwise (`--threads N`, or `OMP_NUM_THREADS`).",
+        "Wall clock, same turns. Two threads pay only when the other core is idle: measured by",
+        "hand at load average 1.0, cameo's step took 70 ms on two threads against 81 ms on one",
+        "(batch 8, photos) and 152 against 211 ms (17-frame clips). When another job holds a",
+        "core, every OpenMP region waits for the descheduled thread and two threads are 10-40×",
+        "slower, as below. On this shared machine that is the usual case, so `cameo train` runs",
+        "small models (width ≤ 512) on one CPU thread unless told otherwise (`--threads N`, or",
+        "`OMP_NUM_THREADS`).",
         "",
         *threads(r),
         "",
@@ -290,7 +296,9 @@ def tried() -> list[str]:
         "- **`torch.compile` (inductor)** of the PEFT-adapted transformer, batch 8, photos: 88 s",
         "  to compile, then 48 ms per step against 132 ms eager (2 threads, loaded machine). The",
         "  default 500-step run takes well under a minute, so compiling does not pay; the",
-        "  `aot_eager` backend compiled in 28 s and was slower than eager.",
+        "  `aot_eager` backend compiled in 28 s and was slower than eager (133 against 114 ms,",
+        "  one thread), and diffusers' `compile_repeated_blocks` compiled in 62 s and ran at",
+        "  259 ms.",
         "- **A custom autograd function per LoRA layer** (the first version of the fast path):",
         "  its Python forward and backward cost more than the autograd nodes it saved; plain",
         "  `addmm(..., alpha=s)` with the backward left to autograd's C++ engine was faster.",

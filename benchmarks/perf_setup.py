@@ -4,6 +4,7 @@ an interleaved timer that compares them side by side."""
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -24,13 +25,15 @@ CLOCK = {"clock": "cpu"}  # "cpu": process CPU time (single-threaded runs), or "
 
 
 def interleaved(fns: dict[str, Timed], repeats: int, inner: int, warmup: int = 2) -> dict:
-    """Median seconds per call of each function, timed in turns (A B C, A B C, ...) so that
-    load from other processes on a shared machine falls on all of them alike. An entry may be
-    (prepare, f): prepare runs untimed before each turn of f (e.g. to switch a setting).
+    """Seconds per call of each function, timed in turns (each turn runs every function once,
+    in a shuffled order) so that load from other processes on a shared machine falls on all
+    of them alike. An entry may be (prepare, f): prepare runs untimed before each turn of f
+    (e.g. to switch a setting). Keeps every turn, so that ratios can be taken turn by turn.
 
-    Both clocks are kept; ``median_s`` is the one CLOCK names. With one thread, process CPU
-    time is the time the work takes on a core of its own: it leaves out the waits while other
-    jobs hold the core, which wall-clock time on a shared machine includes."""
+    Both clocks are kept; ``median_s`` and ``turns`` are the one CLOCK names. With one
+    thread, process CPU time is the time the work takes on a core of its own: it leaves out
+    the waits while other jobs hold the core, which wall-clock time on a shared machine
+    includes."""
     pairs = {k: v if isinstance(v, tuple) else (lambda: None, v) for k, v in fns.items()}
     for prepare, f in pairs.values():
         prepare()
@@ -38,8 +41,12 @@ def interleaved(fns: dict[str, Timed], repeats: int, inner: int, warmup: int = 2
             f()
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(pairs)
+    shuffle = random.Random(0).shuffle
     for _ in range(repeats):
-        for name, (prepare, f) in pairs.items():
+        shuffle(order)
+        for name in order:
+            prepare, f = pairs[name]
             prepare()
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(inner):
@@ -56,8 +63,15 @@ def interleaved(fns: dict[str, Timed], repeats: int, inner: int, warmup: int = 2
             "cpu_s": statistics.median(cpu[k]),
             "spread": (max(chosen) - min(chosen)) / med,
             "repeats": repeats,
+            "turns": chosen,
+            "wall_turns": wall[k],
         }
     return out
+
+
+def ratio(res: dict, a: str, b: str, key: str = "turns") -> float:
+    """Median over turns of a's time ÷ b's time in the same turn (a paired comparison)."""
+    return statistics.median(x / y for x, y in zip(res[a][key], res[b][key], strict=True))
 
 
 # ------------------------------------------------------------------------------ workloads

@@ -37,6 +37,7 @@ from perf_setup import (
     interleaved,
     load_transformer,
     person_folder,
+    ratio,
     synthetic_batches,
 )
 
@@ -100,7 +101,7 @@ def training(ctx: dict) -> dict:
             f"stock, {label[threads]}": (lambda: set_t(threads), stock),
             f"stock, {label[other]}": (lambda: set_t(other), stock),
         },
-        ctx["repeats"],
+        ctx["thread_repeats"],
         1,
     )
     set_t(threads)
@@ -280,9 +281,9 @@ def scaling(ctx: dict) -> dict:
 
 def _pair(res: dict) -> dict:
     row = {k: v["median_s"] for k, v in res.items()}
-    row["cameo/stock"] = row["cameo"] / row["stock"]
+    row["cameo/stock"] = ratio(res, "cameo", "stock")
     if "forward" in row:
-        row["cameo/forward"] = row["cameo"] / row["forward"]
+        row["cameo/forward"] = ratio(res, "cameo", "forward")
     return row
 
 
@@ -359,9 +360,10 @@ def context(args, tmp: Path) -> dict:
         "base": tiny_model_dir(),
         "trainer": trainer,
         "texts": texts,
-        "repeats": 5 if quick else 9,
-        "train_repeats": 7 if quick else 15,
-        "inner": 3,
+        "repeats": 9 if quick else 25,
+        "train_repeats": 15 if quick else 45,
+        "inner": 1,
+        "thread_repeats": 5 if quick else 9,
         "gen_steps": 20,
         "gen_repeats": 3 if quick else 7,
         "ranks": [1, 16, 64] if quick else [1, 4, 16, 64],
@@ -390,6 +392,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cameo-perf-") as d:
         ctx = context(args, Path(d))
         result: dict = {"threads": args.threads, "quick": args.quick, "clock": CLOCK["clock"]}
+        result["turns"] = {
+            k: ctx[f"{k}_repeats" if k != "scaling" else "repeats"]
+            for k in ("train", "scaling", "gen", "thread")
+        }
         for name, fn in (("training", training), ("profile", where_time_goes)):
             print(f"[{time.time() - t0:5.0f} s] {name}", flush=True)
             result[name] = fn(ctx)
