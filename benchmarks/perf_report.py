@@ -22,80 +22,58 @@ def _ok(value: float, target: float) -> str:
     return "met" if value <= target else f"missed by {value / target - 1:.0%}"
 
 
+def _sec(v: float) -> str:
+    return f"{v:.3f} s"
+
+
+# (what, numerator, denominator, where, target, limit, unit); limit None: shown, not judged
+RATIOS = [
+    ("LoRA training step ÷ frozen forward (cameo-tiny, batch 8, photos)", "cameo", "forward", "training", "≤ 2.3 (≈ 2.0)", 2.3, _ms),
+    ("the same for the stock diffusers + PEFT loop", "stock", "forward", "training", "", None, _ms),
+    ("cameo step ÷ stock diffusers + PEFT step", "cameo", "stock", "training", "≤ 0.8", 0.8, _ms),
+    ("LoRA step ÷ full fine-tuning step", "cameo", "full", "training", "≤ 0.75", 0.75, _ms),
+    ("the same for the stock LoRA loop", "stock", "full", "training", "", None, _ms),
+    ("generation (GEN): unfused LoRA ÷ base", "cameo unfused", "cameo base", "generation", "≤ 1.10", 1.10, _sec),
+    ("generation: fused LoRA ÷ base", "cameo fused", "cameo base", "generation", "≤ 1.02", 1.02, _sec),
+    ("stock diffusers generation: unfused LoRA ÷ base", "stock unfused", "stock base", "generation", "", None, _sec),
+    ("stock diffusers generation: fused LoRA ÷ base", "stock fused", "stock base", "generation", "", None, _sec),
+    ("generation: cameo base ÷ stock base", "cameo base", "stock base", "generation", "", None, _sec),
+    ("denoising alone (the transformer calls of one generation): unfused ÷ base", "cameo unfused", "cameo base", "denoising", "", None, _sec),
+    ("denoising alone: fused ÷ base", "cameo fused", "cameo base", "denoising", "", None, _sec),
+    ("stock denoising alone: unfused ÷ base", "stock unfused", "stock base", "denoising", "", None, _sec),
+    ("denoising alone: cameo base ÷ stock base", "cameo base", "stock base", "denoising", "", None, _sec),
+    ("control: cameo base ÷ a second copy of it, whole generation", "cameo base", "cameo base (second copy)", "generation", "", None, _sec),
+    ("control: the same, denoising alone", "cameo base", "cameo base (second copy)", "denoising", "", None, _sec),
+]  # fmt: skip
+
+
+def _times(r: dict, where: str) -> dict:
+    return r["generation"][where] if where == "denoising" else r[where]["times"]
+
+
 def targets(r: dict) -> list[str]:
-    tt, gg = r["training"]["times"], r["generation"]["times"]
-    t = {k: v["median_s"] for k, v in tt.items()}
-    g = {k: v["median_s"] for k, v in gg.items()}
-    m, f = r["memory"], r["flops"]
-
-    def row(what, a, b, times, vals, target="", limit=None, unit=_ms, bold=True):
-        value = paired(times, a, b)
-        shown = f"**{value:.2f}**" if bold else f"{value:.2f}"
-        ok = _ok(value, limit) if limit else ""
-        wall = paired(times, a, b, "wall_turns")
-        return f"| {what} | {unit(vals[a])} | {unit(vals[b])} | {shown} | {wall:.2f} | {target} | {ok} |"
-
-    sec = lambda v: f"{v:.3f} s"  # noqa: E731
     gen = f"{r['generation']['frames']} frames, {r['generation']['steps']} steps, CFG"
-    peak = f["matmul_peak_flops_per_s"]
-    return [
+    out = [
         "| what | cameo | reference | ratio | ratio, wall clock | target (limit) | |",
         "|---|---|---|---|---|---|---|",
-        row(
-            "LoRA training step ÷ frozen forward (cameo-tiny, batch 8, photos)",
-            "cameo",
-            "forward",
-            tt,
-            t,
-            "≤ 2.3 (≈ 2.0)",
-            2.3,
-        ),
-        row("the same for the stock diffusers + PEFT loop", "stock", "forward", tt, t, bold=False),
-        row("cameo step ÷ stock diffusers + PEFT step", "cameo", "stock", tt, t, "≤ 0.8", 0.8),
-        row("LoRA step ÷ full fine-tuning step", "cameo", "full", tt, t, "≤ 0.75", 0.75),
-        row("the same for the stock LoRA loop", "stock", "full", tt, t, bold=False),
-        row(
-            f"generation ({gen}): unfused LoRA ÷ base",
-            "cameo unfused",
-            "cameo base",
-            gg,
-            g,
-            "≤ 1.10",
-            1.10,
-            sec,
-        ),
-        row(
-            "generation: fused LoRA ÷ base", "cameo fused", "cameo base", gg, g, "≤ 1.02", 1.02, sec
-        ),
-        row(
-            "stock diffusers generation: unfused LoRA ÷ base",
-            "stock unfused",
-            "stock base",
-            gg,
-            g,
-            unit=sec,
-            bold=False,
-        ),
-        row(
-            "stock diffusers generation: fused LoRA ÷ base",
-            "stock fused",
-            "stock base",
-            gg,
-            g,
-            unit=sec,
-            bold=False,
-        ),
-        row(
-            "generation: cameo base ÷ stock base",
-            "cameo base",
-            "stock base",
-            gg,
-            g,
-            unit=sec,
-            bold=False,
-        ),
-        f"| peak tensor memory of training over the model: LoRA ÷ full fine-tuning | {m['cameo']['peak_mb']:.1f} MB | {m['full']['peak_mb']:.1f} MB | **{m['cameo']['peak_mb'] / m['full']['peak_mb']:.2f}** | | | |",
-        f"| the same for the stock LoRA loop | {m['stock']['peak_mb']:.1f} MB | {m['full']['peak_mb']:.1f} MB | {m['stock']['peak_mb'] / m['full']['peak_mb']:.2f} | | | |",
+    ]
+    for what, a, b, where, target, limit, unit in RATIOS:
+        times = _times(r, where)
+        value, wall = paired(times, a, b), paired(times, a, b, "wall_turns")
+        shown = f"**{value:.2f}**" if limit else f"{value:.2f}"
+        ok = _ok(value, limit) if limit else ""
+        cells = [what.replace("GEN", gen), unit(times[a]["median_s"]), unit(times[b]["median_s"])]
+        out.append(f"| {' | '.join(cells)} | {shown} | {wall:.2f} | {target} | {ok} |")
+    return out + resources(r)
+
+
+def resources(r: dict) -> list[str]:
+    m, f = r["memory"], r["flops"]
+    peak = f["matmul_peak_flops_per_s"]
+    mb = {k: v["peak_mb"] for k, v in m.items()}
+    return [
+        f"| peak tensor memory of training over the model: LoRA ÷ full fine-tuning | {mb['cameo']:.1f} MB | {mb['full']:.1f} MB | **{mb['cameo'] / mb['full']:.2f}** | | | |",
+        f"| the same for the stock LoRA loop | {mb['stock']:.1f} MB | {mb['full']:.1f} MB | {mb['stock'] / mb['full']:.2f} | | | |",
         f"| achieved FLOP/s of the training step ÷ fp32 matmul peak (1024², same threads) | {f['cameo_flops_per_s'] / 1e9:.1f} GFLOP/s | {peak / 1e9:.0f} GFLOP/s | **{f['cameo_flops_per_s'] / peak:.3f}** | | | |",
         f"| the same for the stock loop | {f['stock_flops_per_s'] / 1e9:.1f} GFLOP/s | {peak / 1e9:.0f} GFLOP/s | {f['stock_flops_per_s'] / peak:.3f} | | | |",
         f"| FLOPs per training step (matmuls and attention), cameo ÷ stock | {f['cameo_flops'] / 1e9:.2f} G | {f['stock_flops'] / 1e9:.2f} G | {f['cameo_flops'] / f['stock_flops']:.2f} | | | |",
@@ -233,7 +211,8 @@ def markdown(r: dict) -> str:
         "turns (each turn runs every variant once, in a shuffled order), a ratio is the median "
         "over turns of the two variants' times in the same turn, and a time is the median "
         f"turn ({n['train']} turns for training, {n['scaling']} for scaling, {n['gen']} for "
-        f"generation, {n['thread']} for threads). Torch threads: "
+        f"whole generations, {n['denoise']} for denoising alone, {n['thread']} for threads). "
+        "Torch threads: "
         f"{r['threads']}; clock: {_clock(r)}. The reference loop is written in "
         "`benchmarks/perf_setup.py` the way diffusers' LoRA examples write theirs (same model, "
         "batch 8, rank 16, targets to_q/to_k/to_v/to_out.0, fp32, cached latents and prompt "

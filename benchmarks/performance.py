@@ -11,6 +11,7 @@ equivalence of the fast path with plain PEFT is (tests/test_fast.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -167,30 +168,91 @@ def _kind(op: str) -> str:
 
 
 def generation(ctx: dict) -> dict:
-    """Whole ``generate`` calls (text encoder, denoising with CFG, VAE decode): cameo's path and
-    stock diffusers, each without LoRA, with an unfused LoRA and with a fused one."""
-    from cameo.generate import GenerateConfig, apply_loras, generate_frames
+    """Whole ``generate`` calls (text encoder, denoising with CFG, VAE decode) and the
+    denoising alone: cameo's path and stock diffusers, each without LoRA, with an unfused LoRA
+    and with a fused one. Two identical pipelines here can differ by several percent (where
+    their tensors landed in memory), so each variant alternates between two copies of itself,
+    and a second copy of cameo's base is timed as a control."""
+    from cameo.generate import GenerateConfig
+
+    cfg = GenerateConfig(prompt="mike, smiling, in a park", steps=ctx["gen_steps"])
+    names = [f"{who} {kind}" for kind in ("base", "unfused", "fused") for who in ("cameo", "stock")]
+    pipes = {n: [_pipeline(ctx, n) for _ in range(2)] for n in names}
+    pipes["cameo base (second copy)"] = [_pipeline(ctx, "cameo base") for _ in range(2)]
+    whole = {n: Alternate([_generate_fn(p, cfg, n) for p in ps]) for n, ps in pipes.items()}
+    alone = {
+        n: Alternate([Denoising(p, cfg, n.startswith("cameo")) for p in ps])
+        for n, ps in pipes.items()
+    }
+    return {
+        "times": interleaved(whole, ctx["gen_repeats"], 1, warmup=2),
+        "denoising": interleaved(alone, ctx["denoise_repeats"], 1, warmup=2),
+        "steps": cfg.steps,
+        "frames": cfg.frames,
+    }
+
+
+class Alternate:
+    """Calls its functions in turn, one per call."""
+
+    def __init__(self, fns: list):
+        self.fns, self.i = fns, 0
+
+    def __call__(self) -> None:
+        self.i += 1
+        self.fns[self.i % len(self.fns)]()
+
+
+def _pipeline(ctx: dict, name: str):
+    from cameo.generate import apply_loras
     from cameo.models import load_pipeline
 
-    lora = ctx["lora"]
-    cfg = GenerateConfig(prompt="mike, smiling, in a park", steps=ctx["gen_steps"])
-    pipes = {}
-    for kind in ("base", "unfused", "fused"):
-        for who in ("cameo", "stock"):
-            pipe = load_pipeline(ctx["base"])
-            if kind != "base" and who == "cameo":
-                apply_loras(pipe, [str(lora)], fuse=kind == "fused")
-            elif kind != "base":
-                _stock_lora(pipe, lora, fuse=kind == "fused")
-            pipes[f"{who} {kind}"] = pipe
-    fns = {}
-    for name, pipe in pipes.items():
-        if name.startswith("cameo"):
-            fns[name] = lambda p=pipe: generate_frames(p, cfg)
-        else:
-            fns[name] = lambda p=pipe: _stock_generate(p, cfg)
-    res = interleaved(fns, ctx["gen_repeats"], 1, warmup=1)
-    return {"times": res, "steps": cfg.steps, "frames": cfg.frames}
+    pipe = load_pipeline(ctx["base"])
+    kind = name.split()[1]
+    if kind != "base" and name.startswith("cameo"):
+        apply_loras(pipe, [str(ctx["lora"])], fuse=kind == "fused")
+    elif kind != "base":
+        _stock_lora(pipe, ctx["lora"], fuse=kind == "fused")
+    return pipe
+
+
+def _generate_fn(pipe, cfg, name: str):
+    from cameo.generate import generate_frames
+
+    if name.startswith("cameo"):
+        return lambda: generate_frames(pipe, cfg)
+    return lambda: _stock_generate(pipe, cfg)
+
+
+class Denoising:
+    """The transformer calls of one generation alone (the steps × cond/uncond calls the
+    pipeline makes), on cameo's path or the stock forward: where a LoRA's cost lives."""
+
+    def __init__(self, pipe, cfg, cameo: bool):
+        from cameo.models import encode_prompts
+
+        self.pipe, self.cameo = pipe, cameo
+        self.texts = encode_prompts(pipe, [cfg.prompt, cfg.negative]).split(1)
+        frames = (cfg.frames - 1) // pipe.vae_scale_factor_temporal + 1
+        size = (
+            cfg.height // pipe.vae_scale_factor_spatial,
+            cfg.width // pipe.vae_scale_factor_spatial,
+        )
+        channels = pipe.transformer.config.in_channels
+        self.x = torch.randn(1, channels, frames, *size, generator=torch.Generator().manual_seed(0))
+        self.timesteps = torch.linspace(999, 0, cfg.steps)
+
+    def __call__(self) -> None:
+        speed = fast.pipeline(self.pipe) if self.cameo else contextlib.nullcontext()
+        with torch.no_grad(), speed:
+            for t in self.timesteps:
+                for text in self.texts:
+                    self.pipe.transformer(
+                        hidden_states=self.x,
+                        timestep=t.view(1),
+                        encoder_hidden_states=text,
+                        return_dict=False,
+                    )
 
 
 def _stock_lora(pipe, path: Path, fuse: bool) -> None:
@@ -365,7 +427,8 @@ def context(args, tmp: Path) -> dict:
         "inner": 1,
         "thread_repeats": 5 if quick else 9,
         "gen_steps": 20,
-        "gen_repeats": 3 if quick else 7,
+        "gen_repeats": 3 if quick else 11,
+        "denoise_repeats": 5 if quick else 13,
         "ranks": [1, 16, 64] if quick else [1, 4, 16, 64],
         "frames": [1, 17] if quick else [1, 17, 33],
         "batches": [1, 8, 32] if quick else [1, 4, 8, 16, 32],
