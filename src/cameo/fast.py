@@ -408,12 +408,13 @@ class FastForward:
         # 1. self-attention, q and k normalised and rotated together
         y = torch.addcmul(shift, F.layer_norm(x, (d,), eps=block.norm1.eps), scale)
         qkv = self._qkv(i, y)  # (B, N, 3d)
-        qk = F.rms_norm(qkv[..., : 2 * d].unflatten(-1, (2, d)), (d,), eps=a1.norm_q.eps)
+        qk, v = qkv.split([2 * d, d], dim=-1)  # split: one gradient copy, not two slices
+        qk = F.rms_norm(qk.unflatten(-1, (2, d)), (d,), eps=a1.norm_q.eps)
         qk = qk * torch.stack([a1.norm_q.weight, a1.norm_k.weight])  # (B, N, 2, d)
         qk = qk.unflatten(-1, (a1.heads, -1))  # (B, N, 2, H, hd)
         qk = _rotary(qk, rope) if self.options.complex_rotary else _rotary_stock(qk, *rope)
         q, k = qk.unbind(2)
-        v = qkv[..., 2 * d :].unflatten(-1, (a1.heads, -1))
+        v = v.unflatten(-1, (a1.heads, -1))
         x = torch.addcmul(x, self._linear(_attention(q, k, v), a1.to_out[0]), gate)
         # 2. cross-attention on the text
         y = F.layer_norm(x, (d,), block.norm2.weight, block.norm2.bias, block.norm2.eps)
@@ -463,7 +464,7 @@ class FastForward:
         out = []
         for i, block in enumerate(m.blocks):
             a2, group = block.attn2, self.blocks[i]["kv2"]
-            kv0 = base["kv"][:, :, i] if base else None
+            kv0 = base["kv"][:, i] if base else None
             if not torch.is_grad_enabled() and self.options.merged_inference:
                 if kv0 is not None and not (lora_terms(a2.to_k) or lora_terms(a2.to_v)):
                     kv = kv0
@@ -477,7 +478,10 @@ class FastForward:
             else:
                 kv = torch.cat([self._linear(ctx, a2.to_k), self._linear(ctx, a2.to_v)], dim=-1)
             k, v = kv.chunk(2, dim=-1)
-            out.append((F.rms_norm(k, k.shape[-1:], a2.norm_k.weight, a2.norm_k.eps), v))
+            k = F.rms_norm(k, k.shape[-1:], a2.norm_k.weight, a2.norm_k.eps)
+            if base:  # from the distinct rows to every prompt's positions
+                k, v = (t.index_select(0, base["index"]).view(*base["shape"], -1) for t in (k, v))
+            out.append((k, v))
         return out, base["mask"] if base else None
 
     def cache_text(self, table: Tensor) -> bool:
@@ -564,9 +568,16 @@ class FastForward:
             mask[-1] = math.log(t - keep)
         own = pos[None] < lengths[:, None]  # (B, T'): the prompt's own rows, else padding
         rows = torch.where(own, c["offsets"].index_select(0, idx)[:, None] + pos[None], pad_row)
-        ctx = c["ctx"].index_select(0, rows.flatten()).view(b, len(pos), -1)  # (B, T', d)
-        kv = c["kv"].index_select(0, rows.flatten()).view(b, len(pos), *c["kv"].shape[1:])
-        return {"ctx": ctx, "kv": kv, "mask": mask}  # kv (B, T', L, 2d)
+        # Keys and values are computed once per distinct row (a caption twice in the batch, the
+        # padding everywhere), then spread to every position that reads them.
+        rows, index = torch.unique(rows.flatten(), return_inverse=True)
+        return {
+            "ctx": c["ctx"].index_select(0, rows),  # (R, d)
+            "kv": c["kv"].index_select(0, rows),  # (R, L, 2d)
+            "index": index,  # (B·T',) into the R rows
+            "shape": (b, len(pos)),
+            "mask": mask,
+        }
 
 
 def _with_terms(x: Tensor, module, base: Tensor) -> Tensor:
