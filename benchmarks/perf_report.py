@@ -33,6 +33,7 @@ RATIOS = [
     ("cameo step ÷ stock diffusers + PEFT step", "cameo", "stock", "training", "≤ 0.8", 0.8, _ms),
     ("LoRA step ÷ full fine-tuning step", "cameo", "full", "training", "≤ 0.75", 0.75, _ms),
     ("the same for the stock LoRA loop", "stock", "full", "training", "", None, _ms),
+    ("control: frozen forward ÷ a second pair of copies of it", "forward", "forward (second pair of copies)", "training", "", None, _ms),
     ("generation (GEN): unfused LoRA ÷ base", "cameo unfused", "cameo base", "generation", "≤ 1.10", 1.10, _sec),
     ("generation: fused LoRA ÷ base", "cameo fused", "cameo base", "generation", "≤ 1.02", 1.02, _sec),
     ("stock diffusers generation: unfused LoRA ÷ base", "stock unfused", "stock base", "generation", "", None, _sec),
@@ -164,10 +165,10 @@ def _clock(r: dict) -> str:
 
 CHANGES = {
     "+ fused AdamW, multi-tensor gradient clipping": "one fused AdamW kernel over all adapter tensors and torch's foreach norm, which torch picks by itself only on GPUs",
-    "+ own block code (PEFT layers still called as modules)": "Wan's block written out once (modulation for all blocks in one add, norms without dtype round trips)",
+    "+ own block code (PEFT layers still called as modules)": "Wan's block written out once (modulation for all blocks in one add, norms without dtype round trips, q/k and v split without slice gradients)",
     "+ LoRA as plain addmm ops (no PEFT module calls)": "W x + b + s·(x Aᵀ)Bᵀ as addmm with alpha: no module calls, and autograd runs the whole backward in C++",
     "+ q/k/v (and text k/v) in one matrix multiply": "concatenated frozen weights; the three LoRA terms as one matmul plus one batched matmul",
-    "+ frozen text side cached per caption": "text projection and every block's frozen cross-attention K/V computed once per caption; only their LoRA part runs each step",
+    "+ frozen text side cached per caption": "text projection and every block's frozen cross-attention K/V computed once per caption; only their LoRA part runs each step, once per distinct prompt row of the batch",
     "+ prompt padding merged into one key": "padding positions have equal keys and values, so one of them with logit + log(count) replaces them all (exact)",
     "+ rotary as one complex multiply (= cameo default)": "rotary tables once per video shape, applied to q and k together as one complex multiply",
 }

@@ -69,6 +69,18 @@ def interleaved(fns: dict[str, Timed], repeats: int, inner: int, warmup: int = 2
     return out
 
 
+class Alternate:
+    """Calls its functions in turn, one per call (copies of one variant, to average out where
+    each copy's tensors landed in memory)."""
+
+    def __init__(self, fns: list):
+        self.fns, self.i = fns, 0
+
+    def __call__(self) -> None:
+        self.i += 1
+        self.fns[self.i % len(self.fns)]()
+
+
 def ratio(res: dict, a: str, b: str, key: str = "turns") -> float:
     """Median over turns of a's time ÷ b's time in the same turn (a paired comparison)."""
     return statistics.median(x / y for x, y in zip(res[a][key], res[b][key], strict=True))

@@ -29,6 +29,7 @@ from cameo.train import TrainConfig, make_batch
 from common import write_json
 from perf_setup import (
     CLOCK,
+    Alternate,
     ComponentSteps,
     FrozenForward,
     StockLoop,
@@ -75,20 +76,32 @@ def set_level(trainer, ff: fast.FastForward, level: int) -> None:
 
 
 def training(ctx: dict) -> dict:
-    """Headline ratios, the before/after chain of every change, and thread counts."""
-    trainer = ctx["trainer"]
-    ff = fast.get(trainer.pipe.transformer)
-    step = TrainerSteps(trainer)
-    data = batches(trainer.cache, trainer.cfg)
-    stock = StockLoop(load_transformer(ctx["base"]), trainer.cfg, data)
-    full = StockLoop(load_transformer(ctx["base"]), trainer.cfg, data, full=True)
-    forward = FrozenForward(load_transformer(ctx["base"]), data)
-    sample = lambda: make_batch(trainer.cache, trainer.cfg, 7)  # noqa: E731
-    fns: dict = {"forward": forward, "stock": stock, "full": full, "make_batch": sample}
+    """Headline ratios, the before/after chain of every change, and thread counts. Two
+    identical models here can differ by several percent (where their tensors landed in memory),
+    so every variant alternates between two copies of itself, and a second pair of frozen
+    forwards is timed as a control."""
+    trainers, base = ctx["trainers"], ctx["base"]
+    cfg = trainers[0].cfg
+    ffs = [fast.get(t.pipe.transformer) for t in trainers]
+    step = Alternate([TrainerSteps(t) for t in trainers])
+    data = batches(trainers[0].cache, cfg)
+    copies = lambda make: Alternate([make() for _ in range(2)])  # noqa: E731
+    stock = copies(lambda: StockLoop(load_transformer(base), cfg, data))
+    fns: dict = {
+        "forward": copies(lambda: FrozenForward(load_transformer(base), data)),
+        "forward (second pair of copies)": copies(
+            lambda: FrozenForward(load_transformer(base), data)
+        ),
+        "stock": stock,
+        "full": copies(lambda: StockLoop(load_transformer(base), cfg, data, full=True)),
+        "make_batch": lambda: make_batch(trainers[0].cache, cfg, 7),
+    }
+    pairs = list(zip(trainers, ffs, strict=True))
     for i, (name, _) in enumerate(LEVELS):
-        fns[name] = (lambda i=i: set_level(trainer, ff, i), step)
+        fns[name] = (lambda i=i: [set_level(t, f, i) for t, f in pairs], step)
     res = interleaved(fns, ctx["train_repeats"], ctx["inner"])
-    set_level(trainer, ff, len(LEVELS) - 1)
+    for t, f in pairs:
+        set_level(t, f, len(LEVELS) - 1)
     res["cameo"] = res[LEVELS[-1][0]]
     threads = torch.get_num_threads()
     other = 1 if threads > 1 else 2
@@ -107,14 +120,15 @@ def training(ctx: dict) -> dict:
     )
     set_t(threads)
     CLOCK["clock"] = clock
-    return {"times": res, "threads": by_threads, "fallbacks": dict(ff.fallbacks)}
+    fallbacks = {k: v for f in ffs for k, v in f.fallbacks.items()}
+    return {"times": res, "threads": by_threads, "fallbacks": fallbacks}
 
 
 def where_time_goes(ctx: dict) -> dict:
     """torch.profiler over a few steps of the stock loop and of cameo: self time by kind."""
     from torch.profiler import ProfilerActivity, profile
 
-    trainer = ctx["trainer"]
+    trainer = ctx["trainers"][0]
     data = batches(trainer.cache, trainer.cfg)
     runs = {
         "stock": StockLoop(load_transformer(ctx["base"]), trainer.cfg, data),
@@ -190,17 +204,6 @@ def generation(ctx: dict) -> dict:
         "steps": cfg.steps,
         "frames": cfg.frames,
     }
-
-
-class Alternate:
-    """Calls its functions in turn, one per call."""
-
-    def __init__(self, fns: list):
-        self.fns, self.i = fns, 0
-
-    def __call__(self) -> None:
-        self.i += 1
-        self.fns[self.i % len(self.fns)]()
 
 
 def _pipeline(ctx: dict, name: str):
@@ -285,7 +288,7 @@ def memory(ctx: dict) -> dict:
     """Peak bytes held by torch tensors while setting up training (adapter, optimizer, caches)
     and running three steps (batch 8, photos), over the loaded model: replayed from the
     profiler's allocation records. Deterministic, unlike the process's resident size."""
-    texts, cfg = ctx["texts"], ctx["trainer"].cfg
+    texts, cfg = ctx["texts"], ctx["trainers"][0].cfg
     data = synthetic_batches(texts, cfg.batch, 1, n=3)
     kinds = {
         "cameo": lambda m: ComponentSteps(m, cfg.lora_spec(), data, texts),
@@ -316,7 +319,7 @@ def _peak_bytes(base: Path, make) -> int:
 
 def scaling(ctx: dict) -> dict:
     texts = ctx["texts"]
-    base, cfg = ctx["base"], ctx["trainer"].cfg
+    base, cfg = ctx["base"], ctx["trainers"][0].cfg
     out = {"rank": [], "frames": [], "batch": []}
     for rank in ctx["ranks"]:
         c = TrainConfig(rank=rank, alpha=float(rank))
@@ -375,7 +378,7 @@ def flops(ctx: dict, step_s: float, stock_s: float) -> dict:
     time, against this machine's fp32 matrix-multiply peak at the same thread count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    trainer = ctx["trainer"]
+    trainer = ctx["trainers"][0]
     counts = {}
     data = batches(trainer.cache, trainer.cfg)
     for name, f in (
@@ -413,14 +416,15 @@ def lora_file(trainer, path: Path) -> Path:
 
 def context(args, tmp: Path) -> dict:
     quick = args.quick
-    trainer = cameo_trainer(person_folder(tmp, 20), tmp / "run", threads=args.threads)
-    c = trainer.cache
+    folder = person_folder(tmp, 20)
+    trainers = [cameo_trainer(folder, tmp / f"run{i}", threads=args.threads) for i in range(2)]
+    c = trainers[0].cache
     texts = torch.cat([c["text"], c["empty"][None]])  # the prompts training uses
     return {
         "tmp": tmp,
         "threads": args.threads,
         "base": tiny_model_dir(),
-        "trainer": trainer,
+        "trainers": trainers,
         "texts": texts,
         "repeats": 9 if quick else 25,
         "train_repeats": 15 if quick else 45,
@@ -457,14 +461,14 @@ def main() -> None:
         result: dict = {"threads": args.threads, "quick": args.quick, "clock": CLOCK["clock"]}
         result["turns"] = {
             k: ctx[f"{k}_repeats" if k != "scaling" else "repeats"]
-            for k in ("train", "scaling", "gen", "thread")
+            for k in ("train", "scaling", "gen", "denoise", "thread")
         }
         for name, fn in (("training", training), ("profile", where_time_goes)):
             print(f"[{time.time() - t0:5.0f} s] {name}", flush=True)
             result[name] = fn(ctx)
         times = result["training"]["times"]
         result["flops"] = flops(ctx, times["cameo"]["median_s"], times["stock"]["median_s"])
-        ctx["lora"] = lora_file(ctx["trainer"], Path(d) / "mike.safetensors")
+        ctx["lora"] = lora_file(ctx["trainers"][0], Path(d) / "mike.safetensors")
         for name, fn in (
             ("generation", generation),
             ("memory", memory),
