@@ -4,7 +4,8 @@
 
 Writes docs/base_quality.json; docs/quality.md quotes it. Measures: VAE reconstruction PSNR on
 held-out world frames and clips; prompt following (hair colour, background colour, glasses,
-speaking vs silent) on generated clips; famous people identified by name among the famous set;
+speaking vs silent) on generated clips; identity through the VAE (held-out renders identified
+before and after a VAE round trip: the cap on every clone); famous people identified by name among the famous set;
 held-out people described in text, identified among 100 people.
 """
 
@@ -45,6 +46,42 @@ def vae_psnr(pipe, n_frames: int = 64, n_clips: int = 12) -> dict:
             mse = F.mse_loss(rec, x).item()
             vals.append(10 * math.log10(4.0 / mse))
         out[f"psnr_{name}_db"] = float(np.mean(vals))
+    return out
+
+
+def _roundtrip(vae, frames: np.ndarray) -> np.ndarray:
+    """uint8 (F, H, W, 3) -> the VAE's reconstruction of it, uint8 (F, H, W, 3)."""
+    x = torch.from_numpy(frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    return ((rec[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
+
+
+def identity_through_vae(pipe, eyes: Eyes, people: int = 10, per_person: int = 4) -> dict:
+    """The ceiling the VAE puts on every identity number: held-out renders (never generated,
+    so a perfect transformer or LoRA) identified among the subject + 99 distractors, as
+    rendered and after a VAE encode/decode round trip (photos and 17-frame clips)."""
+    distract = eyes.distractors()
+    rows: dict[str, list[tuple[bool, float]]] = {"rendered": [], "vae_photos": [], "vae_clips": []}
+    for p in range(people):
+        subject = real_centroids(eyes, "heldout", [p], k=8)
+        gallery = torch.cat([subject, distract])
+        rng = random.Random(f"bench/vae-identity/{p}")
+        for _ in range(per_person):
+            photo = person_sample("heldout", p, rng, frames=1).frames
+            clip = person_sample("heldout", p, rng, frames=17).frames
+            for key, frames in (
+                ("rendered", photo),
+                ("vae_photos", _roundtrip(pipe.vae, photo)),
+                ("vae_clips", _roundtrip(pipe.vae, clip)),
+            ):
+                emb = eyes.embed(frames)
+                sims = gallery @ centroid(emb)
+                rows[key].append((int(sims.argmax()) == 0, float((emb @ subject[0]).mean())))
+    out: dict[str, float] = {"people": people}
+    for key, vals in rows.items():
+        out[f"{key}_top1"] = float(np.mean([ok for ok, _ in vals]))
+        out[f"{key}_similarity"] = float(np.mean([s for _, s in vals]))
     return out
 
 
@@ -127,6 +164,8 @@ def main() -> None:
     res = {"command": "python benchmarks/base_quality.py " + " ".join(sys.argv[1:])}
     res["vae"] = vae_psnr(pipe)
     print(res["vae"], flush=True)
+    res["vae_identity"] = identity_through_vae(pipe, eyes)
+    print(res["vae_identity"], flush=True)
     res["prompt_following"] = prompt_following(pipe, eyes, args.prompts, args.seeds)
     print(res["prompt_following"], flush=True)
     res["famous"] = famous_identification(pipe, eyes, args.seeds)

@@ -168,9 +168,10 @@ CHANGES = {
     "+ own block code (PEFT layers still called as modules)": "Wan's block written out once (modulation for all blocks in one add, norms without dtype round trips, q/k and v split without slice gradients)",
     "+ LoRA as plain addmm ops (no PEFT module calls)": "W x + b + s·(x Aᵀ)Bᵀ as addmm with alpha: no module calls, and autograd runs the whole backward in C++",
     "+ q/k/v (and text k/v) in one matrix multiply": "concatenated frozen weights; the three LoRA terms as one matmul plus one batched matmul",
-    "+ frozen text side cached per caption": "text projection and every block's frozen cross-attention K/V computed once per caption; only their LoRA part runs each step, once per distinct prompt row of the batch",
+    "+ frozen text side cached per caption": "text projection and every block's frozen cross-attention K/V computed once per caption; only their LoRA part runs each step",
     "+ prompt padding merged into one key": "padding positions have equal keys and values, so one of them with logit + log(count) replaces them all (exact)",
-    "+ rotary as one complex multiply (= cameo default)": "rotary tables once per video shape, applied to q and k together as one complex multiply",
+    "+ rotary as one complex multiply": "rotary tables once per video shape, applied to q and k together as one complex multiply",
+    "+ text K/V once per distinct prompt row (= cameo default)": "the LoRA part of the cross-attention keys and values runs once per distinct prompt row (a caption twice in the batch, the shared padding), then is spread to every position",
 }
 
 

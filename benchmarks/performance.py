@@ -51,7 +51,8 @@ LEVELS = [  # cumulative: each row adds one change to the row above
     ("+ q/k/v (and text k/v) in one matrix multiply", {"group_qkv": True}),
     ("+ frozen text side cached per caption", {"text_cache": True}),
     ("+ prompt padding merged into one key", {"merge_padding": True}),
-    ("+ rotary as one complex multiply (= cameo default)", {"complex_rotary": True}),
+    ("+ rotary as one complex multiply", {"complex_rotary": True}),
+    ("+ text K/V once per distinct prompt row (= cameo default)", {"distinct_text_rows": True}),
 ]
 
 
@@ -68,7 +69,14 @@ def set_level(trainer, ff: fast.FastForward, level: int) -> None:
         model.forward = ff
     else:
         fast.disable(model)
-    for name in ("lora_ops", "group_qkv", "text_cache", "merge_padding", "complex_rotary"):
+    for name in (
+        "lora_ops",
+        "group_qkv",
+        "text_cache",
+        "merge_padding",
+        "complex_rotary",
+        "distinct_text_rows",
+    ):
         setattr(ff.options, name, on.get(name, False))
 
 

@@ -255,6 +255,12 @@ class FastOptions:
     complex_rotary: bool = field(
         default=True, metadata={"help": "rotary tables once per shape, one complex multiply"}
     )
+    distinct_text_rows: bool = field(
+        default=True,
+        metadata={
+            "help": "cross-attention K/V LoRA terms once per distinct prompt row, then spread"
+        },
+    )
     merged_inference: bool = field(
         default=True, metadata={"help": "no-grad calls use cached W + s·B·A"}
     )
@@ -479,8 +485,10 @@ class FastForward:
                 kv = torch.cat([self._linear(ctx, a2.to_k), self._linear(ctx, a2.to_v)], dim=-1)
             k, v = kv.chunk(2, dim=-1)
             k = F.rms_norm(k, k.shape[-1:], a2.norm_k.weight, a2.norm_k.eps)
-            if base:  # from the distinct rows to every prompt's positions
+            if base and base["index"] is not None:  # from the distinct rows to every position
                 k, v = (t.index_select(0, base["index"]).view(*base["shape"], -1) for t in (k, v))
+            elif base:
+                k, v = (t.view(*base["shape"], -1) for t in (k, v))
             out.append((k, v))
         return out, base["mask"] if base else None
 
@@ -570,11 +578,13 @@ class FastForward:
         rows = torch.where(own, c["offsets"].index_select(0, idx)[:, None] + pos[None], pad_row)
         # Keys and values are computed once per distinct row (a caption twice in the batch, the
         # padding everywhere), then spread to every position that reads them.
-        rows, index = torch.unique(rows.flatten(), return_inverse=True)
+        rows, index = rows.flatten(), None
+        if self.options.distinct_text_rows:
+            rows, index = torch.unique(rows, return_inverse=True)
         return {
             "ctx": c["ctx"].index_select(0, rows),  # (R, d)
             "kv": c["kv"].index_select(0, rows),  # (R, L, 2d)
-            "index": index,  # (B·T',) into the R rows
+            "index": index,  # (B·T',) into the R rows, or None when R = B·T'
             "shape": (b, len(pos)),
             "mask": mask,
         }

@@ -252,7 +252,7 @@ def make_batch(
     idx = torch.randint(len(group["latents"]), (cfg.batch,), generator=g)
     x0 = group["latents"][idx]
     cap = group["caption_ids"][idx]
-    text = cache["text"][cap].clone()
+    text = cache["text"][cap]  # (B, T, D), indexing already copies
     drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
     text[drop] = cache["empty"]
     noise = torch.randn(x0.shape, generator=g)
@@ -260,13 +260,10 @@ def make_batch(
     sigmas = lo + (hi - lo) * sample_sigmas(cfg.batch, FLOW_SHIFT, g)  # within this expert's range
     per = cfg.batch // world
     sl = slice(rank * per, (rank + 1) * per)
-    return {
-        "x0": x0[sl],
-        "text": text[sl],
-        "class_text": cache["class_text"][cap][sl],
-        "noise": noise[sl],
-        "sigmas": sigmas[sl],
-    }
+    batch = {"x0": x0[sl], "text": text[sl], "noise": noise[sl], "sigmas": sigmas[sl]}
+    if cfg.prior_preservation > 0:  # only then is the class prompt read
+        batch["class_text"] = cache["class_text"][cap[sl]]
+    return batch
 
 
 def training_loss(model, batch: dict, cfg: TrainConfig) -> torch.Tensor:
