@@ -3,6 +3,7 @@ that stock diffusers loads."""
 
 import json
 
+import pytest
 from diffusers import WanPipeline
 
 from cameo import checkpoint as ckpt
@@ -61,3 +62,41 @@ def test_pretrain_refuses_to_reuse_a_run_without_resume(tmp_path):
         assert "--resume" in str(e)
     else:
         raise AssertionError("an existing run was silently reused")
+
+
+def test_architecture_file_sets_the_shapes_and_resume_keeps_them(tmp_path):
+    arch = tmp_path / "arch.toml"
+    arch.write_text(
+        "[vae]\nbase_dim = 8\nz_dim = 4\ndim_mult = [1, 2, 4]\ntemperal_downsample = [true, true]\n"
+        "[transformer]\nnum_attention_heads = 2\nattention_head_dim = 8\nnum_layers = 2\n"
+        "ffn_dim = 32\nin_channels = 4\nfreq_dim = 16\n"
+    )
+    out = tmp_path / "run"
+    # The tiny defaults of _cfg are replaced by the file's shapes: a 4x VAE (two downsamples).
+    exported = run_pretrain(_cfg(out, architecture=str(arch), vae=VAEConfig()))
+    pipe = WanPipeline.from_pretrained(exported)
+    assert pipe.vae.config.scale_factor_spatial == 4
+    assert pipe.vae_scale_factor_spatial == 4
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["vae"]["dim_mult"] == [1, 2, 4]
+    # Resuming without the file uses the run's own shapes (not the defaults), so the
+    # checkpoints load; the transformer continues from step 3 to 4.
+    run_pretrain(_cfg(out, steps=4, vae=VAEConfig(), transformer=TransformerConfig()), resume=True)
+    assert ckpt.latest(out / "transformer").name == "step-0000004"
+    # A file that contradicts the run is refused before anything is loaded.
+    other = tmp_path / "other.toml"
+    other.write_text("[vae]\nbase_dim = 8\nz_dim = 4\n[transformer]\nin_channels = 4\n")
+    with pytest.raises(ValueError, match="differs from the run"):
+        run_pretrain(_cfg(out, architecture=str(other)), resume=True)
+
+
+def test_architecture_errors_are_plain_messages(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[vae]\nzdim = 3\n")
+    with pytest.raises(ValueError, match="unknown \\[vae\\] settings zdim"):
+        run_pretrain(_cfg(tmp_path / "a", architecture=str(bad)))
+    with pytest.raises(ValueError, match="no such file"):
+        run_pretrain(_cfg(tmp_path / "b", architecture=str(tmp_path / "missing.toml")))
+    mismatch = _cfg(tmp_path / "c", transformer=TransformerConfig(in_channels=16))
+    with pytest.raises(ValueError, match="must equal the VAE's z_dim"):
+        mismatch.validate()

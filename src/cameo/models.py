@@ -31,7 +31,7 @@ class VAEConfig:
     z_dim: int = field(default=8, metadata={"help": "latent channels"})
     dim_mult: list[int] = field(
         default_factory=lambda: [1, 2, 4, 4],
-        metadata={"help": "stage widths; 3 downsamples = 8x spatial"},
+        metadata={"help": "stage widths; each stage after the first halves H and W (4 = 8x)"},
     )
     num_res_blocks: int = field(default=1, metadata={"help": "residual blocks per stage"})
     temperal_downsample: list[bool] = field(
@@ -39,9 +39,28 @@ class VAEConfig:
         metadata={"help": "4x temporal compression: 17 frames -> 5 latents"},
     )
 
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per latent along height and width: one halving per stage after the first."""
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** sum(self.temperal_downsample)
+
+    def validate(self) -> None:
+        if len(self.temperal_downsample) != len(self.dim_mult) - 1:
+            raise ValueError(
+                "vae.temperal_downsample needs one entry per downsampling stage "
+                f"(len(dim_mult) - 1 = {len(self.dim_mult) - 1}), got {self.temperal_downsample}"
+            )
+        if self.temporal_factor != 4:
+            raise ValueError("the VAE must compress time by 4 (17 frames -> 5 latents)")
+
     def build(self):
         from diffusers import AutoencoderKLWan
 
+        self.validate()
         return AutoencoderKLWan(
             base_dim=self.base_dim,
             z_dim=self.z_dim,
@@ -50,6 +69,9 @@ class VAEConfig:
             temperal_downsample=self.temperal_downsample,
             latents_mean=[0.0] * self.z_dim,
             latents_std=[1.0] * self.z_dim,
+            # WanPipeline sizes its latents from these two
+            scale_factor_spatial=self.spatial_factor,
+            scale_factor_temporal=self.temporal_factor,
         )
 
 

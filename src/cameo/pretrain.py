@@ -13,7 +13,8 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -104,6 +105,14 @@ class PretrainConfig:
     size: int = field(
         default=64, metadata={"help": "clip height and single-person width in pixels"}
     )
+    architecture: str = field(
+        default="",
+        metadata={
+            "help": "TOML file with [vae] and [transformer] tables of constructor settings "
+            "(models.VAEConfig, models.TransformerConfig); empty = cameo-tiny's, or on --resume "
+            "the run's own"
+        },
+    )
 
     def validate(self) -> None:
         if self.stage not in ("vae", "transformer", "all", "decoder"):
@@ -114,6 +123,15 @@ class PretrainConfig:
             raise ValueError("frame counts must be 4k+1 (Wan's VAE compresses time by 4)")
         if self.size % 16:
             raise ValueError("--size must be a multiple of 16")
+        self.vae.validate()
+        if self.transformer.in_channels != self.vae.z_dim:
+            raise ValueError(
+                f"transformer.in_channels ({self.transformer.in_channels}) must equal the VAE's "
+                f"z_dim ({self.vae.z_dim})"
+            )
+        token = self.vae.spatial_factor * self.transformer.patch_size[1]
+        if self.size % token:
+            raise ValueError(f"--size must be a multiple of {token} (VAE factor x patch)")
         if self.workers < 0 or self.vae_minutes < 0 or self.transformer_minutes < 0:
             raise ValueError("--workers and the stage minutes must be >= 0")
 
@@ -657,8 +675,45 @@ def _decoder_stage(cfg: PretrainConfig, run: Path) -> Path:
     return exported
 
 
+def _architecture(table: dict, source: str) -> tuple[VAEConfig, TransformerConfig]:
+    out = []
+    for key, cls in (("vae", VAEConfig), ("transformer", TransformerConfig)):
+        values = table.get(key, {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown [{key}] settings {', '.join(unknown)}")
+        out.append(cls(**values))
+    return out[0], out[1]
+
+
+def resolve_architecture(cfg: PretrainConfig, resume: bool) -> None:
+    """Set ``cfg.vae`` and ``cfg.transformer``: from ``--architecture`` if given, else (on
+    resume) from the run's own config.json, so a resumed run never loads its checkpoints into
+    a differently shaped model. A file that contradicts the run being resumed is refused."""
+    saved = Path(cfg.out) / "config.json"
+    theirs = (
+        _architecture(json.loads(saved.read_text()), str(saved))
+        if resume and saved.is_file()
+        else None
+    )
+    if cfg.architecture:
+        path = Path(cfg.architecture)
+        if not path.is_file():
+            raise ValueError(f"--architecture {path}: no such file")
+        cfg.vae, cfg.transformer = _architecture(tomllib.loads(path.read_text()), str(path))
+        if theirs is not None and theirs != (cfg.vae, cfg.transformer):
+            raise ValueError(
+                f"--architecture {path} differs from the run in {cfg.out} (see its config.json); "
+                "resume without --architecture, or start a new --out"
+            )
+    elif theirs is not None:
+        cfg.vae, cfg.transformer = theirs
+
+
 def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     """Run the configured stages; returns the exported pipeline folder once both are done."""
+    resolve_architecture(cfg, resume)
     cfg.validate()
     run = Path(cfg.out)
     if run.exists() and any(run.iterdir()) and not resume:
