@@ -335,7 +335,7 @@ class Study:
             if not (photos / "truth.json").exists():
                 write_person_folder(int(idx), photos, 20, overwrite=True)
             self.people.append(Person(int(idx), trig.strip(), photos))
-        self.results: dict = {"config": asdict(cfg)}
+        self.results: dict = {"config": asdict(cfg), **earlier_parts(Path(cfg.out), cfg)}
 
     def pipe(self, *loras: str, mix: str = "linear", regions: list[str] | None = None):
         from .generate import apply_loras
@@ -510,6 +510,13 @@ class Study:
         t0 = time.time()
         for part in self.cfg.parts.split(","):
             getattr(self, f"{part}_part")()
+            self.results.setdefault("runs", {})[part] = {
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "people": self.cfg.people,
+                "steps": self.cfg.steps,
+                "scenes": self.cfg.scenes,
+                "seeds": self.cfg.seeds,
+            }
             self.save()
         self.results["minutes"] = (time.time() - t0) / 60
         return self.save()
@@ -518,6 +525,28 @@ class Study:
         from .study_report import write_report
 
         return write_report(self.results, Path(self.cfg.out))
+
+
+def earlier_parts(out: Path, cfg: StudyConfig) -> dict:
+    """The parts of an earlier results.json in ``out`` that this run does not redo (with the
+    run that measured each), so ``--parts full`` adds a table without dropping the others."""
+    path = out / "results.json"
+    if not path.is_file():
+        return {}
+    prev = json.loads(path.read_text())
+    now = set(cfg.parts.split(","))
+    kept = {p: prev[p] for p in PARTS if p in prev and p not in now}
+    if not kept:
+        return {}
+    old = prev["config"]
+    runs = prev.get("runs", {})
+    default_run = {k: old[k] for k in ("people", "steps", "scenes", "seeds")} | {
+        "date": prev["date"]
+    }
+    kept["runs"] = {p: runs.get(p, default_run) for p in list(kept)}
+    if "notes" in prev:  # hand-written reading of the numbers; kept for the author to revise
+        kept["notes"] = prev["notes"]
+    return kept
 
 
 def run_study(cfg: StudyConfig) -> Path:

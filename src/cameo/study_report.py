@@ -90,6 +90,14 @@ def write_report(results: dict, out: Path) -> Path:
         " the whole `cameo train` run (loading, caching, training, saving).",
         "",
     ]
+    runs = results.get("runs", {})
+    if runs:
+        lines += ["Each table's run (people, steps, scenes x seeds, date):", ""]
+        lines += [
+            f"- {part}: people {r['people']}, {r['steps']} steps, {r['scenes']} x {r['seeds']}, {r['date']}"
+            for part, r in runs.items()
+        ]
+        lines.append("")
     if "rank" in results:
         rows = results["rank"]
         lines += ["## Rank sweep", ""]
