@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One lent-GPU session, prepared to fit a 10-minute call: check real Wan configs against
-# `cameo estimate`, then pretrain cameo-tiny on the GPU with time budgets per stage.
+# One lent-GPU session, prepared to fit a 10-minute call: pretrain cameo-tiny on the GPU with
+# time budgets per stage (and, with ESTIMATE_S > 0, first check real Wan configs against
+# `cameo estimate`, done in session 2). ARCH names the shapes (default: the 4x VAE that
+# benchmarks/vae_pilot.py chose, docs/quality.md); ARCH= (empty) keeps the shipped shapes.
 # Run from the repo root there, with .whl (diffusers wheel) and .minilm (minilm_transport.py
 # pack) carried. Results go to $OUT: estimate_gpu.json, run.tgz, logs.
 set -u
@@ -14,16 +16,20 @@ export CAMEO_MINILM_DIR=/tmp/minilm
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, diffusers, transformers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 
-# 1. estimate vs measured on real Wan configs (random weights), hard-capped.
-timeout "${ESTIMATE_S:-90}" python3 benchmarks/estimate_gpu.py --out "$OUT/estimate_gpu.json" --budget-s $(( ${ESTIMATE_S:-90} - 35 )) 2>&1 | tail -8
+# 1. estimate vs measured on real Wan configs (random weights), hard-capped; off by default.
+ESTIMATE_S=${ESTIMATE_S:-0}
+if [ "$ESTIMATE_S" -gt 0 ]; then
+  timeout "$ESTIMATE_S" python3 benchmarks/estimate_gpu.py --out "$OUT/estimate_gpu.json" --budget-s $(( ESTIMATE_S - 35 )) 2>&1 | tail -8
+fi
+ARCH=${ARCH-configs/cameo-tiny/next-4x.toml}
 
 # 2. pretrain cameo-tiny: VAE on 17-frame clips from the start, then the transformer.
 RUN=/tmp/pretrain
-timeout "${PRETRAIN_S:-455}" python3 -c "import sys; from cameo.cli import main; sys.exit(main())" pretrain \
-  --out $RUN --device cuda --workers 14 --seed 0 \
-  --vae-steps 30000 --vae-minutes "${VAE_MIN:-2.8}" --vae-batch-images 32 --vae-batch-clips 8 --vae-clip-frames 17 --vae-lr 6e-4 \
+timeout "${PRETRAIN_S:-530}" python3 -c "import sys; from cameo.cli import main; sys.exit(main())" pretrain \
+  --out $RUN --device cuda --workers 14 --seed 0 ${ARCH:+--architecture "$ARCH"} \
+  --vae-steps 30000 --vae-minutes "${VAE_MIN:-5}" --vae-batch-images 32 --vae-batch-clips 8 --vae-clip-frames 17 --vae-lr 6e-4 \
   --steps 60000 --transformer-minutes "${TR_MIN:-2.4}" --batch 128 --lr 7e-4 --warmup 200 \
-  --n-clips 6000 --n-images 12000 --n-pairs 1500 --checkpoint-every 500 --max-minutes "${MAX_MIN:-7.2}" \
+  --n-clips 6000 --n-images 12000 --n-pairs 1500 --checkpoint-every 500 --max-minutes "${MAX_MIN:-8.5}" \
   > "$OUT/pretrain.log" 2>&1
 echo "pretrain exit $?"
 grep -v "it/s\]" "$OUT/pretrain.log" | grep -v "^\s*$" | tail -15
