@@ -35,29 +35,35 @@ PROBE_REGRESSIONS = {"mouth": 1, "yaw": 1, "pitch": 1}
 def _norm(kind: str, channels: int) -> nn.Module:
     # GroupNorm has no batch statistics, so inputs of different shapes (64x64 people, 64x128
     # scenes) cannot skew each other's normalisation at evaluation time.
+    if kind == "none":
+        return nn.Identity()
     return nn.BatchNorm2d(channels) if kind == "batch" else nn.GroupNorm(8, channels)
 
 
 def _block(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
+    bias = norm == "none"
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=bias),
         _norm(norm, cout),
         nn.SiLU(),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=bias),
         _norm(norm, cout),
         nn.SiLU(),
     )
 
 
 class Trunk(nn.Module):
-    """Four conv stages, 64x64 -> 4x4, then global average pooling (any width works)."""
+    """Four conv stages, 64x64 -> 4x4, then global average pooling (any width works).
 
-    def __init__(self, width: int = 32, norm: str = "batch"):
+    ``stem_norm=False`` leaves the first stage unnormalised (convolutions with biases): a
+    GroupNorm there subtracts each picture's own mean colour, which the colour heads need."""
+
+    def __init__(self, width: int = 32, norm: str = "batch", stem_norm: bool = True):
         super().__init__()
         w = [width, width * 2, width * 4, width * 8]
         self.stages = nn.ModuleList(
             [
-                _block(3, w[0], norm),
+                _block(3, w[0], norm if stem_norm else "none"),
                 _block(w[0], w[1], norm),
                 _block(w[1], w[2], norm),
                 _block(w[2], w[3], norm),
@@ -91,18 +97,33 @@ class IdentityEncoder(nn.Module):
 
 
 class AttributeProbe(nn.Module):
-    """Frame -> logits per classification head and values per regression head."""
+    """Frame -> logits per classification head and values per regression head.
 
-    def __init__(self, width: int = 24, norm: str = "group"):
+    ``pool="avgmax"`` gives the heads the spatial maximum of each feature beside its mean, so a
+    small thing anywhere in the frame (a glasses rim, an open mouth) is not averaged away;
+    either pooling reads frames of any size."""
+
+    def __init__(
+        self, width: int = 24, norm: str = "group", stem_norm: bool = True, pool: str = "avg"
+    ):
         super().__init__()
-        self.config = {"width": width, "norm": norm}
-        self.trunk = Trunk(width, norm)
-        d = self.trunk.out_dim
+        if pool not in ("avg", "avgmax"):
+            raise ValueError(f"pool must be 'avg' or 'avgmax', not {pool!r}")
+        self.config = {"width": width, "norm": norm, "stem_norm": stem_norm, "pool": pool}
+        self.pool = pool
+        self.trunk = Trunk(width, norm, stem_norm)
+        d = self.trunk.out_dim * (2 if pool == "avgmax" else 1)
         self.heads = nn.ModuleDict({k: nn.Linear(d, len(v)) for k, v in PROBE_CLASSES.items()})
         self.regs = nn.ModuleDict({k: nn.Linear(d, n) for k, n in PROBE_REGRESSIONS.items()})
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.trunk(x, pool=False)
+        if self.pool == "avgmax":
+            return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+        return f.mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.trunk(x)
+        h = self.features(x)
         out = {k: head(h) for k, head in self.heads.items()}
         out.update({k: reg(h).squeeze(-1) for k, reg in self.regs.items()})
         return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +24,15 @@ from tqdm import tqdm
 from ..diffusion import lr_at
 from ..world import Figure, Motion, Scene, identity, render
 from ..world.traits import BACKGROUND_COLOURS
-from .nets import EYES_DIR, PROBE_CLASSES, AttributeProbe, IdentityEncoder, save_net, to_input
+from .nets import (
+    EYES_DIR,
+    PROBE_CLASSES,
+    PROBE_REGRESSIONS,
+    AttributeProbe,
+    IdentityEncoder,
+    save_net,
+    to_input,
+)
 
 
 @dataclass
@@ -60,7 +70,41 @@ class EyesConfig:
     encoder_width: int = field(
         default=16, metadata={"help": "first-stage channels of the identity encoder"}
     )
-    probe_width: int = field(default=16, metadata={"help": "first-stage channels of the probe"})
+    probe_width: int = field(default=24, metadata={"help": "first-stage channels of the probe"})
+    probe_norm: str = field(
+        default="group",
+        metadata={"help": "normalisation of the probe: 'group' (no batch statistics) or 'batch'"},
+    )
+    probe_stem_norm: bool = field(
+        default=False,
+        metadata={"help": "normalise the probe's first stage too (it then loses absolute colour)"},
+    )
+    probe_pool: str = field(
+        default="avgmax",
+        metadata={"help": "probe pooling: 'avg', or 'avgmax' (mean and maximum of each feature)"},
+    )
+    wide_batch: int = field(
+        default=0,
+        metadata={"help": "64x128 photos per probe batch; 0 = a quarter of --probe-batch"},
+    )
+    class_balance: float = field(
+        default=0.5,
+        metadata={
+            "help": "probe class weights are frequency^-this (0 = unweighted, 1 = fully balanced)"
+        },
+    )
+    head_weights: str = field(
+        default="mouth=8,yaw=16,pitch=4",
+        metadata={
+            "help": "probe loss weight per head, NAME=W,... (unnamed classes 1, regressions 4)"
+        },
+    )
+    checkpoint: str = field(
+        default="",
+        metadata={"help": "training state saved here every --checkpoint-every steps; resumed"},
+    )
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between checkpoints"})
+    note: str = field(default="", metadata={"help": "a line for the model card about this run"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = default"})
     only: str = field(
         default="",
@@ -190,15 +234,55 @@ def _label_tensor(labels: list[dict], key: str) -> torch.Tensor:
     return torch.tensor([lab[key] for lab in labels], dtype=dtype)
 
 
-def probe_loss(out: dict, labels: list[dict], keys: list[str]) -> torch.Tensor:
+def parse_head_weights(text: str) -> dict[str, float]:
+    """``"mouth=4,yaw=8"`` -> ``{"mouth": 4.0, "yaw": 8.0}`` (heads of the probe only)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in PROBE_CLASSES and name not in PROBE_REGRESSIONS:
+            raise ValueError(f"unknown probe head {name!r} in head weights {text!r}")
+        out[name] = float(value)
+    return out
+
+
+def class_weights(labels: list[dict], power: float) -> dict[str, torch.Tensor]:
+    """Per classification head, weights frequency^-power, scaled so that their mean over the
+    labels is 1 (power 0: all ones). Rare classes (top hats, pink hair) then count for more.
+
+    A class absent from ``labels`` is weighed as if seen once (and the scaling counts it so).
+    The bank's single photos never show two people, so with power > 0 the "2" of the people
+    head weighs about sqrt(N) and the two-person canvases of a wide batch dominate that head's
+    loss there; the shipped probe was trained so (its wide count: 0.995 held out)."""
+    out = {}
+    for k, names in PROBE_CLASSES.items():
+        y = np.array([lab[k] for lab in labels])
+        counts = np.bincount(y[y != -100], minlength=len(names)).astype(np.float64)
+        freq = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)
+        w = freq**-power
+        w = w / (freq * w).sum()
+        out[k] = torch.tensor(w, dtype=torch.float32)
+    return out
+
+
+def probe_loss(
+    out: dict,
+    labels: list[dict],
+    keys: list[str],
+    weights: dict[str, float] | None = None,
+    balance: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Cross-entropy per class head (optionally class-weighted by ``balance``), MSE per
+    regression head, summed with ``weights`` per head (default: regressions 4, classes 1)."""
     loss = torch.zeros(())
     for k in keys:
         y = _label_tensor(labels, k)
         if k in PROBE_CLASSES:
+            w = (weights or {}).get(k, 1.0)
             if (y != -100).any():
-                loss = loss + F.cross_entropy(out[k], y, ignore_index=-100)
+                cw = balance.get(k) if balance else None
+                loss = loss + w * F.cross_entropy(out[k], y, weight=cw, ignore_index=-100)
         else:
-            loss = loss + 4.0 * F.mse_loss(out[k], y)
+            loss = loss + (weights or {}).get(k, 4.0) * F.mse_loss(out[k], y)
     return loss
 
 
@@ -218,22 +302,47 @@ def _identity_loss(
 SINGLE_KEYS = ["hair", "background", "glasses", "hat", "people", "mouth", "yaw", "pitch"]
 
 
-def _probe_loss(probe, bank, cfg: EyesConfig, g: torch.Generator) -> torch.Tensor:
+def _probe_loss(probe, bank, cfg: EyesConfig, g: torch.Generator, weights=None, balance=None):
     """Single photos train every head; wide photos (one or two people) the count and background."""
+    cl = torch.channels_last
     pidx = torch.randint(len(bank["pix"]), (cfg.probe_batch,), generator=g).numpy()
-    loss = probe_loss(
-        probe(augment(to_input(bank["pix"][pidx]), g)),
-        [bank["labels"][i] for i in pidx],
-        SINGLE_KEYS,
-    )
-    widx = torch.randint(len(bank["wide"]), (cfg.probe_batch // 4,), generator=g).numpy()
-    wout = probe(augment(to_input(bank["wide"][widx]), g))
-    return loss + probe_loss(wout, [bank["wide_labels"][i] for i in widx], ["people", "background"])
+    x = augment(to_input(bank["pix"][pidx]), g).contiguous(memory_format=cl)
+    loss = probe_loss(probe(x), [bank["labels"][i] for i in pidx], SINGLE_KEYS, weights, balance)
+    wide_n = cfg.wide_batch or cfg.probe_batch // 4
+    widx = torch.randint(len(bank["wide"]), (wide_n,), generator=g).numpy()
+    wout = probe(augment(to_input(bank["wide"][widx]), g).contiguous(memory_format=cl))
+    wlab = [bank["wide_labels"][i] for i in widx]
+    return loss + probe_loss(wout, wlab, ["people", "background"], weights, balance)
+
+
+# Settings that do not change what a run computes (a checkpoint resumes across them).
+_RESUMABLE = ("threads", "checkpoint", "checkpoint_every", "note", "out")
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, cfg: EyesConfig) -> dict | None:
+    """The saved training state if it was made with the same settings (else None)."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    same = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
+    if state.get("config") != same:
+        raise ValueError(
+            f"checkpoint {path} was made with other settings; delete it or pass those settings"
+        )
+    return state
 
 
 def train_eyes(cfg: EyesConfig) -> dict:
     """Train the identity encoder and/or the probes (``cfg.only``), validate both on held-out
-    people, save weights, the report and a model card."""
+    people, save weights, the report and a model card. With ``cfg.checkpoint`` the training
+    state is saved every ``cfg.checkpoint_every`` steps and a restarted run resumes from it."""
     from .nets import load_identity_encoder
 
     t0 = time.time()
@@ -248,35 +357,74 @@ def train_eyes(cfg: EyesConfig) -> dict:
         if train_id
         else load_identity_encoder(out / "identity.safetensors")
     )
-    probe = AttributeProbe(cfg.probe_width).train()
+    probe = AttributeProbe(
+        cfg.probe_width, cfg.probe_norm, cfg.probe_stem_norm, cfg.probe_pool
+    ).train()
+    probe = probe.to(memory_format=torch.channels_last)
     params = [*(enc.parameters() if train_id else []), *(probe.parameters() if train_probe else [])]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(cfg.seed)
-    by_id = [np.flatnonzero(bank["ids"] == i) for i in range(cfg.identities)]
-    bar = tqdm(range(cfg.steps), desc=f"eyes {cfg.only or 'both'}", dynamic_ncols=True)
+    weights = parse_head_weights(cfg.head_weights)
+    balance = class_weights(bank["labels"], cfg.class_balance) if cfg.class_balance else None
+    by_id = [np.flatnonzero(bank["ids"] == i) for i in range(cfg.identities)] if train_id else []
+    start, minutes_before = 0, 0.0
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
+    state = _load_checkpoint(ckpt, cfg) if ckpt else None
+    if state is not None:
+        enc.load_state_dict(state["encoder"])
+        probe.load_state_dict(state["probe"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        start, minutes_before = state["step"], state["minutes"]
+        print(f"resumed from {ckpt} at step {start} ({minutes_before:.1f} min before)")
+    bar = tqdm(
+        range(start, cfg.steps),
+        desc=f"eyes {cfg.only or 'both'}",
+        dynamic_ncols=True,
+        initial=start,
+        total=cfg.steps,
+    )
     for step in bar:
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, cfg.steps, cfg.lr, 50)
         id_loss = _identity_loss(enc, bank, by_id, cfg, step, g) if train_id else torch.zeros(())
-        p_loss = _probe_loss(probe, bank, cfg, g) if train_probe else torch.zeros(())
+        p_loss = (
+            _probe_loss(probe, bank, cfg, g, weights, balance) if train_probe else torch.zeros(())
+        )
         opt.zero_grad(set_to_none=True)
         (id_loss + p_loss).backward()
         opt.step()
         bar.set_postfix(id=f"{id_loss.item():.3f}", probe=f"{p_loss.item():.3f}")
+        done = step + 1
+        if ckpt and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _save_checkpoint(
+                ckpt,
+                {
+                    "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
+                    "step": done,
+                    "minutes": minutes_before + (time.time() - t0) / 60,
+                    "encoder": enc.state_dict(),
+                    "probe": probe.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "generator": g.get_state(),
+                },
+            )
     enc.eval()
     probe.eval()
     from .validate import validate_eyes
 
     report = validate_eyes(enc, probe)
-    minutes = (time.time() - t0) / 60
-    import sys
+    minutes = minutes_before + (time.time() - t0) / 60
 
     card = {
         "config": asdict(cfg),
-        "command": " ".join(["cameo", *sys.argv[1:]]),
+        "command": shlex.join(["cameo", *sys.argv[1:]]),
         "train_minutes": round(minutes, 1),
+        "machine": machine_description(cfg.threads),
         "validation": report,
     }
+    if cfg.note:
+        card["note"] = cfg.note
     previous = (
         json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
     )
@@ -293,14 +441,31 @@ def train_eyes(cfg: EyesConfig) -> dict:
     return card
 
 
+def machine_description(threads: int = 0) -> str:
+    """CPU model, core count and torch threads: where a run's minutes were spent."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{model} ({platform.machine()}), {os.cpu_count()} cores, "
+        f"{threads or torch.get_num_threads()} torch thread(s)"
+    )
+
+
 def recalibrate_eyes(
     probe_path: Path, counter_path: Path, out: Path, bank_path: Path, minutes_before: float = 0.0
 ) -> dict:
     """Ship a BatchNorm probe with its statistics re-estimated on single-person frames (it reads
     per-person 64x64 regions) beside a counter net for the people count on whole canvases;
     validate both with the shipped identity encoder and write weights, report and card."""
-    import sys
-
     from .nets import _load, load_identity_encoder, recalibrate_batchnorm
     from .validate import validate_eyes
 
@@ -318,7 +483,7 @@ def recalibrate_eyes(
     )
     card = {
         "config": {**previous.get("config", {}), "only": "recalibrate"},
-        "command": " ".join(["cameo", *sys.argv[1:]]),
+        "command": shlex.join(["cameo", *sys.argv[1:]]),
         "train_minutes": round(minutes_before + (time.time() - t0) / 60, 1),
         "validation": report,
     }
@@ -333,25 +498,85 @@ def recalibrate_eyes(
     return card
 
 
-def write_card(out: Path, card: dict, command: str | None = None) -> Path:
-    """README.md beside the weights: how they were made and how well they see."""
-    import platform
-    import sys
+def _made(entry: dict, net: str) -> bool:
+    """Did this run (a history entry) write ``net`` ('identity' or 'probes')?"""
+    only = (entry.get("config") or {}).get("only") or ""
+    return only in ("", net) or (net == "probes" and only == "recalibrate")
 
-    v, c = card["validation"], card["config"]
-    command = command or " ".join(["cameo", *sys.argv[1:]])
+
+def _run_line(h: dict) -> str:
+    c = h.get("config") or {}
+    what = c.get("only") or "both nets"
+    parts = [f"`{h.get('command', '?')}`: {what}, seed {c.get('seed')}"]
+    if c.get("only") != "recalibrate":
+        parts.append(
+            f"{c.get('steps')} steps, {c.get('identities')} people x "
+            f"{c.get('photos_per_identity')} photos + {c.get('wide_photos')} wide"
+        )
+    parts.append(f"{h.get('train_minutes')} min")
+    if h.get("machine"):
+        parts.append(f"on {h['machine']}")
+    return ", ".join(parts) + (f"; {h['note']}" if h.get("note") else "")
+
+
+def write_card(out: Path, card: dict, command: str | None = None) -> Path:
+    """README.md beside the weights: which run made each file, and how well they see."""
+    v = card["validation"]
+    command = command or card.get("command") or shlex.join(["cameo", *sys.argv[1:]])
     acc = {k: v[k] for k in v if k.endswith("accuracy") or "accuracy_" in k}
+    history = card.get("history") or [card]
+    origin = {
+        net: next((h for h in reversed(history) if _made(h, net)), None)
+        for net in ("identity", "probes")
+    }
+    counter = (Path(out) / "people.safetensors").is_file()
     lines = [
         "# cameo's eyes: identity encoder and attribute probes",
         "",
         'Small CNNs trained by `cameo eyes train` on renders of the procedural world\'s "eyes" split',
         "(people the base model never sees), validated on held-out people nobody trained on.",
         "",
-        f"- command: `{command}`",
-        f"- seed {c['seed']}, {c['steps']} steps, {c['identities']} people x {c['photos_per_identity']} photos, "
-        f"{card['train_minutes']} minutes on {platform.machine()} with {c.get('threads') or 'all'} torch threads",
+        f"- latest command: `{command}`",
         "- identity loss: supervised contrastive over P people x K photos per batch (Khosla et al. 2020);",
         "  renders blurred, noised and shifted at random so generated frames are read too",
+        "",
+        "## Which run made each file",
+        "",
+    ]
+    for net, name in (("identity", "identity.safetensors"), ("probes", "probes.safetensors")):
+        h = origin[net]
+        lines.append(f"- {name}: " + (_run_line(h) if h else "unknown"))
+        if net == "probes" and h:
+            c = h.get("config") or {}
+            if c.get("only") != "recalibrate":
+                lines.append(
+                    f"  (width {c.get('probe_width')}, {c.get('probe_norm', 'batch')} norm"
+                    + (
+                        ""
+                        if c.get("probe_stem_norm", True)
+                        else " after an unnormalised first stage"
+                    )
+                    + f", {c.get('probe_pool', 'avg')} pooling, "
+                    f"class balance {c.get('class_balance', 0)}, head weights "
+                    f"`{c.get('head_weights', 'mouth=4,yaw=4,pitch=4')}`, batch "
+                    f"{c.get('probe_batch')} + {c.get('wide_batch') or c.get('probe_batch', 0) // 4} wide, "
+                    f"lr {c.get('lr')}, bank `{c.get('bank')}`)"
+                )
+    if counter:
+        whose = (
+            "the counter's"
+            if card.get("config", {}).get("only") == "recalibrate"
+            else "the probe's own"
+        )
+        lines.append(
+            "- people.safetensors: a separate people counter; `Eyes` counts people on whole "
+            f"canvases with it (people_accuracy_wide below is {whose} count)"
+        )
+    else:
+        lines.append("- no people.safetensors: the probe itself counts people on whole canvases")
+    lines += [
+        "",
+        "## Held-out validation (`validate_eyes`)",
         "",
         "| held-out check | value | target |",
         "|---|---|---|",
@@ -360,16 +585,14 @@ def write_card(out: Path, card: dict, command: str | None = None) -> Path:
         *[f"| probe {k} | {val:.3f} | >= 0.95 |" for k, val in acc.items()],
         f"| yaw MAE (rad) | {v['yaw_mae_rad']:.3f} | - |",
         f"| mouth-opening MAE | {v['mouth_mae']:.3f} | - |",
+        f"| speaking threshold (mouth range, fitted on eyes-split clips) | {v['speaking_threshold']:.3f} | - |",
         "",
-        "Reproduce the table: `cameo eyes train` (retrains and re-validates) or see `docs/measurement.md`.",
+        "Reproduce: the commands above (`--only probes` loads identity.safetensors from `--out`), "
+        "or see `docs/measurement.md`.",
         "",
-        "## Runs that made the shipped weights",
+        "## All runs, oldest first",
         "",
-        *[
-            f"- `{h.get('command', '?')}`: {h.get('config', {}).get('only') or 'both nets'}, "
-            f"{h.get('train_minutes')} min{'; ' + h['note'] if h.get('note') else ''}"
-            for h in card.get("history", [])
-        ],
+        *[f"- {_run_line(h)}" for h in history],
     ]
     path = Path(out) / "README.md"
     path.write_text("\n".join(lines) + "\n")
