@@ -79,9 +79,10 @@ def write_report(results: dict, out: Path) -> Path:
     lines = [
         "# Results: what LoRA trades, measured",
         "",
-        f"`cameo study --parts {cfg['parts']} --steps {cfg['steps']} --scenes {cfg['scenes']} --seeds {cfg['seeds']}`"
+        ("Latest run: " if results.get("runs") and len(results["runs"]) > 1 else "")
+        + f"`cameo study --parts {cfg['parts']} --steps {cfg['steps']} --scenes {cfg['scenes']} --seeds {cfg['seeds']}`"
         f" ({results['date']}, {results['machine']}). Raw numbers: `results.json`.",
-        f"Person: held-out world people {cfg['people']} (triggers {cfg['triggers']}), 20 photos each;"
+        f"People: held-out world people {cfg['people']} (triggers {cfg['triggers']}), 20 photos each;"
         f" every LoRA trained with `cameo train` defaults for {cfg['steps']} steps. Identity is normalised by"
         " the real photos' self-similarity (1.0 = as alike as two real photos); identification is"
         " top-1 among the person and 99 distractors. Step s and training MiB come from a fresh process"
