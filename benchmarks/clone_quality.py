@@ -47,7 +47,18 @@ def unseen_scenes(photos: Path, n: int = 4) -> list[str]:
     ]
 
 
-def one_person(person: int, eyes: Eyes, seeds: int, work: Path) -> dict:
+def parse_sets(pairs: list[str]) -> dict:
+    """``key=value`` overrides of TrainConfig fields, typed like the field's default."""
+    defaults = TrainConfig()
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        kind = type(getattr(defaults, key))
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
+def one_person(person: int, eyes: Eyes, seeds: int, work: Path, sets: dict) -> dict:
     photos = write_person_folder(person, work / f"p{person}" / "photos", 20)
     cfg = TrainConfig(
         data=str(photos),
@@ -56,6 +67,7 @@ def one_person(person: int, eyes: Eyes, seeds: int, work: Path) -> dict:
         out=str(work / f"p{person}" / "lora"),
         log_with="none",
         validate_every=0,
+        **sets,
     )
     t0 = time.time()
     lora = run_training(cfg, log=lambda m: None)
@@ -117,12 +129,21 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=5)
     ap.add_argument("--first", type=int, default=11, help="first held-out person index")
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train with this TrainConfig field changed (default: cameo train's defaults)",
+    )
+    ap.add_argument("--json", default="clone_quality.json", help="file name under docs/")
     args = ap.parse_args()
+    sets = parse_sets(args.set)
     eyes = Eyes()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for p in range(args.first, args.first + args.people):
-            rows.append(one_person(p, eyes, args.seeds, Path(tmp)))
+            rows.append(one_person(p, eyes, args.seeds, Path(tmp), sets))
             print(rows[-1], flush=True)
     keys = [k for k in rows[0] if k not in ("person", "steps")]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
@@ -130,9 +151,10 @@ def main() -> None:
     print(json.dumps(mean, indent=1))
     print(
         write_json(
-            "clone_quality.json",
+            args.json,
             {
                 "command": "python benchmarks/clone_quality.py " + " ".join(sys.argv[1:]),
+                "train_settings": {**sets, "defaults": "cameo train"},
                 "people": rows,
                 "mean": mean,
             },
