@@ -15,7 +15,6 @@ import json
 import random
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from base_quality import identity_through_vae
 from cameo.metrics.evaluate import Eyes
 from cameo.models import VAEConfig
-from cameo.pretrain import PretrainConfig, _psnr, _vae_batch
+from cameo.pretrain import PretrainConfig, _psnr, _vae_batch, read_architecture
 from cameo.world import person_sample
 from common import DOCS, commit, write_json
 
@@ -47,8 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    table = tomllib.loads(Path(args.architecture).read_text()) if args.architecture else {}
-    vcfg = VAEConfig(**table.get("vae", {}))
+    vcfg = read_architecture(Path(args.architecture))[0] if args.architecture else VAEConfig()
     cfg = PretrainConfig(vae=vcfg)
     vae = vcfg.build().train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99))

@@ -687,6 +687,14 @@ def _architecture(table: dict, source: str) -> tuple[VAEConfig, TransformerConfi
     return out[0], out[1]
 
 
+def read_architecture(path: Path) -> tuple[VAEConfig, TransformerConfig]:
+    """The [vae] and [transformer] tables of an architecture TOML (missing keys: cameo-tiny's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--architecture {path}: no such file")
+    return _architecture(tomllib.loads(path.read_text()), str(path))
+
+
 def resolve_architecture(cfg: PretrainConfig, resume: bool) -> None:
     """Set ``cfg.vae`` and ``cfg.transformer``: from ``--architecture`` if given, else (on
     resume) from the run's own config.json, so a resumed run never loads its checkpoints into
@@ -698,13 +706,10 @@ def resolve_architecture(cfg: PretrainConfig, resume: bool) -> None:
         else None
     )
     if cfg.architecture:
-        path = Path(cfg.architecture)
-        if not path.is_file():
-            raise ValueError(f"--architecture {path}: no such file")
-        cfg.vae, cfg.transformer = _architecture(tomllib.loads(path.read_text()), str(path))
+        cfg.vae, cfg.transformer = read_architecture(Path(cfg.architecture))
         if theirs is not None and theirs != (cfg.vae, cfg.transformer):
             raise ValueError(
-                f"--architecture {path} differs from the run in {cfg.out} (see its config.json); "
+                f"--architecture {cfg.architecture} differs from the run in {cfg.out} (see its config.json); "
                 "resume without --architecture, or start a new --out"
             )
     elif theirs is not None:
