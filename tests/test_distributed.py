@@ -1,6 +1,7 @@
 """Two CPU processes (torchrun, gloo) give the same LoRA as one process with the same global batch."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -10,6 +11,12 @@ from safetensors.torch import load_file
 
 from cameo.datasets import write_person_folder
 from conftest import train_argv
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -36,7 +43,7 @@ def test_torchrun_two_processes_match_one(tiny_pipeline_dir, tmp_path):
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29517",
+            str(_free_port()),
             "-m",
             "cameo.cli",
             *argv(tmp_path / "two"),

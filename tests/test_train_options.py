@@ -50,9 +50,9 @@ def test_toml_config_with_flag_overrides(photos, tiny_pipeline_dir, tmp_path):
 
 
 def test_prior_preservation_and_ema_change_the_result(photos, tiny_pipeline_dir, tmp_path):
-    plain = _run(photos, tiny_pipeline_dir, tmp_path / "plain")
+    plain = _run(photos, tiny_pipeline_dir, tmp_path / "plain", prior_preservation=0.0)
     prior = _run(photos, tiny_pipeline_dir, tmp_path / "prior", prior_preservation=1.0)
-    ema = _run(photos, tiny_pipeline_dir, tmp_path / "ema", ema=0.5)
+    ema = _run(photos, tiny_pipeline_dir, tmp_path / "ema", prior_preservation=0.0, ema=0.5)
     key = "transformer.blocks.0.attn1.to_q.lora_B.weight"
     assert plain[key].abs().max() > 0
     assert not torch.allclose(plain[key], prior[key])
