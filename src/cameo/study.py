@@ -16,6 +16,7 @@ training and sampling settings are ``cameo train`` and ``cameo generate``'s defa
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -271,12 +272,14 @@ def full_finetune(cfg_json: str) -> None:
         Path(cfg.data), cfg.trigger, height=cfg.height, width=cfg.width, min_usable=cfg.min_photos
     )
     cache = build_cache(pipe, report, cfg)
+    # the same prior-preservation term as the LoRA run, against a frozen copy of the base
+    teacher = copy.deepcopy(pipe.transformer).eval().requires_grad_(False)
     model = pipe.transformer.train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.schedule)
-        training_loss(model, make_batch(cache, cfg, step), cfg).backward()
+        training_loss(model, make_batch(cache, cfg, step), cfg, teacher=teacher).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -267,9 +267,11 @@ def make_batch(
     return batch
 
 
-def training_loss(model, batch: dict, cfg: TrainConfig) -> torch.Tensor:
+def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.Tensor:
     """The flow-matching loss on the person's photos, plus (optionally) prior preservation:
-    on the trigger-free class prompt the LoRA model should predict what the base model does."""
+    on the trigger-free class prompt the trained model should predict what the base model does.
+    The base is ``model`` with its adapters off, or ``teacher`` (a frozen copy of the base, for
+    training without adapters: full fine-tuning)."""
     loss = flow_matching_loss(
         model, batch["x0"], batch["text"], batch["sigmas"], batch["noise"]
     ).mean()
@@ -277,8 +279,11 @@ def training_loss(model, batch: dict, cfg: TrainConfig) -> torch.Tensor:
         from .diffusion import noisy_latents
 
         xt = noisy_latents(batch["x0"], batch["noise"], batch["sigmas"])
-        with torch.no_grad(), adapters_disabled(_unwrap(model)):
-            prior = model(
+        base = (
+            contextlib.nullcontext() if teacher is not None else adapters_disabled(_unwrap(model))
+        )
+        with torch.no_grad(), base:
+            prior = (model if teacher is None else teacher)(
                 hidden_states=xt,
                 timestep=batch["sigmas"] * 1000.0,
                 encoder_hidden_states=batch["class_text"],
