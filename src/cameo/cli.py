@@ -219,6 +219,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             grad_checkpointing=args.grad_checkpointing,
             fused_attention=args.fused_attention,
             matmul_tflops=args.tflops,
+            prior_preservation=args.prior_preservation > 0,
         )
     except ValueError as e:
         raise UserError(str(e)) from e
@@ -516,6 +517,15 @@ def _add_lora_file_parsers(sub) -> None:
         type=float,
         default=None,
         help="sustained matmul TFLOP/s (default: measured here)",
+    )
+    from .train import TrainConfig
+
+    es.add_argument(
+        "--prior-preservation",
+        type=float,
+        default=TrainConfig.prior_preservation,
+        help="weight of the prior-preservation term, as in cameo train (0 = off; default: "
+        f"{TrainConfig.prior_preservation})",
     )
     es.add_argument("--json", action="store_true", help="print JSON")
     es.set_defaults(func=cmd_estimate)

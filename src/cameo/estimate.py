@@ -60,6 +60,14 @@ def meta_transformer(base_dir: Path):
         return WanTransformer3DModel.from_config(cfg), cfg
 
 
+def vae_spatial_factor(base_dir: Path) -> int:
+    """Pixels per latent along H and W, from the base's VAE config (Wan's VAEs: 8)."""
+    path = Path(base_dir) / "vae" / "config.json"
+    if not path.is_file():
+        return 8
+    return int(json.loads(path.read_text()).get("scale_factor_spatial") or 8)
+
+
 def lora_param_count(model: torch.nn.Module, spec: LoraSpec) -> int:
     total = 0
     for name, mod in model.named_modules():
@@ -94,8 +102,11 @@ def estimate(
     grad_checkpointing: bool = False,
     fused_attention: bool = False,
     matmul_tflops: float | None = None,
+    prior_preservation: bool = False,
 ) -> Estimate:
-    """Predict the peak memory (GB) and seconds per step of ``cameo train`` with these settings."""
+    """Predict the peak memory (GB) and seconds per step of ``cameo train`` with these settings.
+    ``prior_preservation``: the step also runs the base on the class prompts (no grad) and the
+    adapted model on them (kept for the one backward), so activations and forwards double."""
     model, cfg = meta_transformer(base_dir)
     if text_tokens is None:  # cameo-tiny's MiniLM prompts are 64 tokens; Wan's UMT5 prompts 512
         text_tokens = 64 if cfg["text_dim"] == 384 else 512
@@ -103,7 +114,8 @@ def estimate(
     n_lora = lora_param_count(model, spec)
     pt, ph, pw = cfg["patch_size"]
     latent_f = (frames - 1) // 4 + 1
-    tokens = math.ceil(latent_f / pt) * (height // 8 // ph) * (width // 8 // pw)
+    factor = vae_spatial_factor(base_dir)
+    tokens = math.ceil(latent_f / pt) * (height // factor // ph) * (width // factor // pw)
     d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     f, layers, heads = cfg["ffn_dim"], cfg["num_layers"], cfg["num_attention_heads"]
     act_bytes = BYTES[precision]
@@ -119,6 +131,7 @@ def estimate(
         activations = batch * tokens * d * act_bytes * layers + per_block
     else:
         activations = per_block * layers
+    passes = 2 if prior_preservation else 1  # graphs alive at the backward: photos, class prompts
     weights = n_params * BYTES[precision]
     lora_state = n_lora * 16  # fp32 weights, gradients, two AdamW moments
     # FLOPs: forward 2 * linear params * tokens + attention; backward through activations ~ forward
@@ -128,6 +141,8 @@ def estimate(
     )
     fwd = batch * (2 * linear * tokens + layers * 4 * d * (tokens * tokens + tokens * text_tokens))
     flops = fwd * (3 if grad_checkpointing else 2)
+    if prior_preservation:  # the base's no-grad forward, then the trained pass on class prompts
+        flops += fwd + fwd * (3 if grad_checkpointing else 2)
     rate = matmul_tflops or measured_matmul_tflops()
     gb = 1024**3
     return Estimate(
@@ -136,8 +151,8 @@ def estimate(
         tokens_per_sample=tokens,
         weights_gb=weights / gb,
         lora_state_gb=lora_state / gb,
-        activations_gb=activations / gb,
-        peak_gb=(weights + lora_state + activations) / gb,
+        activations_gb=passes * activations / gb,
+        peak_gb=(weights + lora_state + passes * activations) / gb,
         flops_per_step=flops,
         seconds_per_step=flops / (rate * 1e12),
         matmul_tflops=rate,
