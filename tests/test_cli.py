@@ -70,3 +70,10 @@ def test_user_errors_give_one_line_and_an_exit_code(tmp_path):
         "generate", "a man", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "x.mp4")
     )
     assert r.returncode == 2 and "model_index.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_refuses_a_negative_person_before_writing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--person", "-1"]) == 2
+    assert "--person" in capsys.readouterr().err
+    assert not out.exists()

@@ -287,7 +287,9 @@ def cmd_resize(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), overwrite=args.overwrite)
+    if args.person < 0:
+        raise UserError("--person must be a held-out person's index (0 or more)")
+    run_demo(Path(args.out), overwrite=args.overwrite, person=args.person)
     return 0
 
 
@@ -536,6 +538,14 @@ def _add_world_and_demo_parsers(sub) -> None:
     d = sub.add_parser("demo", help="the main job on the built-in model (what `make demo` runs)")
     d.add_argument("--out", default="cameo-demo", help="folder for everything the demo writes")
     d.add_argument("--overwrite", action="store_true", help="replace an earlier demo's outputs")
+    from .demo import DEMO_PERSON
+
+    d.add_argument(
+        "--person",
+        type=int,
+        default=DEMO_PERSON,
+        help=f"which held-out world person to clone (default: {DEMO_PERSON})",
+    )
     d.set_defaults(func=cmd_demo)
 
     w = sub.add_parser("world", help="the procedural world: write photos or clips of its people")
