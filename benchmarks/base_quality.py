@@ -57,7 +57,7 @@ def _roundtrip(vae, frames: np.ndarray) -> np.ndarray:
     return ((rec[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
 
 
-def identity_through_vae(pipe, eyes: Eyes, people: int = 10, per_person: int = 4) -> dict:
+def identity_through_vae(vae, eyes: Eyes, people: int = 10, per_person: int = 4) -> dict:
     """The ceiling the VAE puts on every identity number: held-out renders (never generated,
     so a perfect transformer or LoRA) identified among the subject + 99 distractors, as
     rendered and after a VAE encode/decode round trip (photos and 17-frame clips)."""
@@ -72,8 +72,8 @@ def identity_through_vae(pipe, eyes: Eyes, people: int = 10, per_person: int = 4
             clip = person_sample("heldout", p, rng, frames=17).frames
             for key, frames in (
                 ("rendered", photo),
-                ("vae_photos", _roundtrip(pipe.vae, photo)),
-                ("vae_clips", _roundtrip(pipe.vae, clip)),
+                ("vae_photos", _roundtrip(vae, photo)),
+                ("vae_clips", _roundtrip(vae, clip)),
             ):
                 emb = eyes.embed(frames)
                 sims = gallery @ centroid(emb)
@@ -164,7 +164,7 @@ def main() -> None:
     res = {"command": "python benchmarks/base_quality.py " + " ".join(sys.argv[1:])}
     res["vae"] = vae_psnr(pipe)
     print(res["vae"], flush=True)
-    res["vae_identity"] = identity_through_vae(pipe, eyes)
+    res["vae_identity"] = identity_through_vae(pipe.vae, eyes)
     print(res["vae_identity"], flush=True)
     res["prompt_following"] = prompt_following(pipe, eyes, args.prompts, args.seeds)
     print(res["prompt_following"], flush=True)

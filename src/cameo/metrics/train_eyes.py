@@ -330,7 +330,7 @@ def _load_checkpoint(path: Path, cfg: EyesConfig) -> dict | None:
     """The saved training state if it was made with the same settings (else None)."""
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     same = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
     if state.get("config") != same:
         raise ValueError(
