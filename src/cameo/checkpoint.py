@@ -47,6 +47,14 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy when it is a view into a larger buffer (safetensors refuses tensors that
+    share memory, and the flat LoRA buffer of ``cameo.fast`` makes every weight such a view)."""
+    if t.is_contiguous() and t.untyped_storage().nbytes() == t.nbytes:
+        return t
+    return t.contiguous() if not t.is_contiguous() else t.clone()
+
+
 def save(
     root: Path,
     step: int,
@@ -68,7 +76,7 @@ def save(
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
-        weights = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        weights = {k: _own_storage(v.detach()).cpu() for k, v in tensors.items()}
         save_file(weights, str(tmp / "model.safetensors"))
         _test_pause()
         if optimizer is not None:

@@ -413,14 +413,20 @@ class Trainer:
         self.log(
             f"LoRA rank {cfg.rank} on {cfg.lora_spec().target_list()}: {trainable:,} trainable, {frozen:,} frozen parameters"
         )
-        params = lora_parameters(model)
+        lora = lora_parameters(model)
+        self.flat, params = None, lora
+        if cfg.fast and self.acc.num_processes == 1:  # DDP keeps its own gradient buckets
+            model.to(self.acc.device)  # before the views: a later move would replace the tensors
+            self.flat = fast.FlatParameters(lora)
+            params = [self.flat.param]
         adamw = fast.fused_adamw if cfg.fast else torch.optim.AdamW
         self.opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.model, self.opt = self.acc.prepare(model, self.opt)
-        self.params = params
+        self.params = params  # what the optimiser steps and clipping reads
+        self.lora = lora  # the adapter's own tensors (views of the flat one, if any)
         if cfg.fast and cfg.mixed_precision == "no":
             self._enable_fast(_unwrap(self.model))
-        self.ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
+        self.ema = [p.detach().clone() for p in lora] if cfg.ema > 0 else None
         self.best = {"score": -math.inf, "step": 0, "tensors": None, "metrics": None}
         self.start = self._maybe_resume()
         self.validator = (
@@ -458,7 +464,7 @@ class Trainer:
             if n in tensors:
                 p.data.copy_(tensors[n])
         if optim is not None:
-            self.opt.load_state_dict(optim)
+            self.opt.load_state_dict(self.flat.flat_state(optim) if self.flat else optim)
         if self.ema is not None and "ema" in state:
             for e, k in zip(self.ema, state["ema"], strict=True):
                 e.copy_(tensors[k])
@@ -487,7 +493,10 @@ class Trainer:
         if self.best["tensors"] is not None:
             tensors.update({f"best::{k}": v for k, v in self.best["tensors"].items()})
             state["best_tensors"] = True
-        ckpt.save(self.out / "checkpoints", step, tensors, state, self.opt.state_dict())
+        optim = self.opt.state_dict()
+        if self.flat is not None:  # checkpoints keep the per-tensor layout either way
+            optim = self.flat.per_tensor_state(optim)
+        ckpt.save(self.out / "checkpoints", step, tensors, state, optim)
 
     def train(self) -> Path:
         threads = torch.get_num_threads()  # setup may change it for the loop; restore it after
@@ -571,10 +580,13 @@ class Trainer:
                 "Lower --lr, or use --mixed-precision no."
             )
         self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        if self.flat is not None:
+            self.flat.zero_grad()
+        else:
+            self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             with torch.no_grad():
-                for e, p in zip(self.ema, self.params, strict=True):
+                for e, p in zip(self.ema, self.lora, strict=True):
                     e.lerp_(p.detach(), 1 - cfg.ema)
         return (
             self.acc.reduce(loss.detach(), "mean").item()
