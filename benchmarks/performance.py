@@ -52,7 +52,8 @@ LEVELS = [  # cumulative: each row adds one change to the row above
     ("+ frozen text side cached per caption", {"text_cache": True}),
     ("+ prompt padding merged into one key", {"merge_padding": True}),
     ("+ rotary as one complex multiply", {"complex_rotary": True}),
-    ("+ text K/V once per distinct prompt row (= cameo default)", {"distinct_text_rows": True}),
+    ("+ text K/V once per distinct prompt row", {"distinct_text_rows": True}),
+    ("+ one flat buffer for the LoRA tensors (= cameo default)", {"flat": True}),
 ]
 
 
@@ -62,6 +63,7 @@ def set_level(trainer, ff: fast.FastForward, level: int) -> None:
     for _, changes in LEVELS[: level + 1]:
         on.update(changes)
     trainer.cfg.fast = on.get("optimizer", False)
+    _set_flat(trainer, on.get("flat", False))
     for group in trainer.opt.param_groups:
         group["fused"], group["foreach"] = trainer.cfg.fast, False
     model = ff.model
@@ -78,6 +80,22 @@ def set_level(trainer, ff: fast.FastForward, level: int) -> None:
         "distinct_text_rows",
     ):
         setattr(ff.options, name, on.get(name, False))
+
+
+def _set_flat(trainer, on: bool) -> None:
+    """Step the trainer's LoRA tensors through its flat buffer (as cameo train does) or one by
+    one, each way with an optimiser of its own."""
+    saved = trainer.__dict__.setdefault("bench_flat", (trainer.flat, trainer.opt))
+    flat = saved[0]
+    if on:
+        trainer.flat, trainer.opt, trainer.params = flat, saved[1], [flat.param]
+        flat.attach_grads()
+        return
+    if "bench_tensor_opt" not in trainer.__dict__:
+        trainer.bench_tensor_opt = torch.optim.AdamW(flat.views, lr=trainer.cfg.lr)
+    trainer.flat, trainer.opt, trainer.params = None, trainer.bench_tensor_opt, flat.views
+    for v in flat.views:
+        v.grad = None
 
 
 # ------------------------------------------------------------------------------ training

@@ -735,15 +735,19 @@ class FlatParameters:
         self.param = torch.nn.Parameter(torch.empty(total, dtype=first.dtype, device=first.device))
         self.param.grad = torch.zeros_like(self.param)
         with torch.no_grad():
-            data = self.param.data.split(self.sizes)
-            grads = self.param.grad.split(self.sizes)
-            for p, d, g in zip(params, data, grads, strict=True):
+            for p, d in zip(params, self.param.data.split(self.sizes), strict=True):
                 d.copy_(p.detach().reshape(-1))
                 p.data = d.view_as(p)
-                p.grad = g.view_as(p)
+        self.attach_grads()
 
     def zero_grad(self) -> None:
         self.param.grad.zero_()
+
+    def attach_grads(self) -> None:
+        """Point each view's gradient back into the flat gradient (after code that set them
+        to None or replaced them)."""
+        for p, g in zip(self.views, self.param.grad.split(self.sizes), strict=True):
+            p.grad = g.view_as(p)
 
     def per_tensor_state(self, state: dict) -> dict:
         """A state_dict of an optimiser over ``[self.param]`` as if it ran over the views."""
