@@ -138,13 +138,20 @@ class StockLoop:
     latents, MSE to the flow target, ``accelerator.backward``, clip, step, zero_grad. No cameo
     code on the model's path."""
 
-    def __init__(self, transformer, cfg: TrainConfig, data: list[dict], full: bool = False):
+    def __init__(
+        self,
+        transformer,
+        cfg: TrainConfig,
+        data: list[dict],
+        full: bool = False,
+        mixed_precision: str = "no",
+    ):
         from accelerate import Accelerator
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
 
-        self.acc = Accelerator(mixed_precision="no")
+        self.acc = Accelerator(mixed_precision=mixed_precision)
         if full:
             transformer.requires_grad_(True)
         else:
@@ -215,25 +222,45 @@ def load_transformer(base_dir: Path):
 
 
 class ComponentSteps:
-    """cameo's step from its parts (PEFT adapter, ``cameo.fast``, fused AdamW, the shared loss)
-    for shapes the Trainer is not set to: other ranks, frames and batch sizes."""
+    """cameo's step from its parts, as ``Trainer._step`` runs them (PEFT adapter in fp32 on the
+    flat buffer, fused AdamW, multi-tensor clipping, the shared loss), for shapes and models the
+    Trainer is not set to: other ranks, frames and batch sizes, full-size Wan configs. With
+    ``autocast`` (a dtype) the forward runs under it, as ``--mixed-precision bf16`` trains, and
+    without ``cameo.fast``'s forward, which the Trainer enables only in fp32."""
 
-    def __init__(self, model, spec: LoraSpec, data: list[dict], texts: torch.Tensor):
+    def __init__(
+        self,
+        model,
+        spec: LoraSpec,
+        data: list[dict],
+        texts: torch.Tensor,
+        autocast: torch.dtype | None = None,
+    ):
         self.model = model
         add_lora(self.model, spec)
-        self.params = lora_parameters(self.model)
-        fast.enable(self.model).cache_text(texts)
-        self.opt = fast.fused_adamw(self.params, lr=1e-4)
+        lora = lora_parameters(self.model)
+        for p in lora:  # the frozen base may be bf16; the LoRA trains in fp32
+            p.data = p.data.float()
+        self.flat = fast.FlatParameters(lora)
+        if autocast is None:
+            fast.enable(self.model).cache_text(texts)
+        self.autocast = autocast
+        self.opt = fast.fused_adamw([self.flat.param], lr=1e-4)
         self.data, self.i = data, 0
 
     def __call__(self) -> float:
         b = self.data[self.i % len(self.data)]
         self.i += 1
-        loss = flow_matching_loss(self.model, b["x0"], b["text"], b["sigmas"], b["noise"]).mean()
+        device = b["x0"].device.type
+        with torch.autocast(
+            device, dtype=self.autocast or torch.bfloat16, enabled=bool(self.autocast)
+        ):
+            loss = flow_matching_loss(self.model, b["x0"], b["text"], b["sigmas"], b["noise"])
+            loss = loss.mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
+        torch.nn.utils.clip_grad_norm_([self.flat.param], 1.0, foreach=True)
         self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        self.flat.zero_grad()
         return loss.item()
 
 

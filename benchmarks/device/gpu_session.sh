@@ -21,6 +21,12 @@ ESTIMATE_S=${ESTIMATE_S:-0}
 if [ "$ESTIMATE_S" -gt 0 ]; then
   timeout "$ESTIMATE_S" python3 benchmarks/estimate_gpu.py --out "$OUT/estimate_gpu.json" --budget-s $(( ESTIMATE_S - 35 )) 2>&1 | tail -8
 fi
+# 1b. the performance suite on the GPU (issue 7, item 3): cameo's step vs the stock loop on a
+# random Wan2.1-1.3B at 480x832x33, bf16; off by default (about 2 minutes: lower PRETRAIN_S).
+PERF_S=${PERF_S:-0}
+if [ "$PERF_S" -gt 0 ]; then
+  timeout "$PERF_S" python3 benchmarks/gpu_performance.py --out "$OUT/gpu_performance.json" 2>&1 | tail -30
+fi
 ARCH=${ARCH-configs/cameo-tiny/next-4x.toml}
 
 # 2. pretrain cameo-tiny: VAE on 17-frame clips from the start, then the transformer.
