@@ -32,7 +32,7 @@ from cameo.world.traits import BACKGROUND_COLOURS, HAIR_COLOURS
 from common import write_json
 
 
-def vae_psnr(pipe, n_frames: int = 64, n_clips: int = 12) -> dict:
+def vae_psnr(vae, n_frames: int = 64, n_clips: int = 12) -> dict:
     """PSNR (dB, peak-to-peak 2 in [-1, 1]) of VAE reconstructions of held-out renders."""
     rng = random.Random("bench/vae")
     out = {}
@@ -42,7 +42,7 @@ def vae_psnr(pipe, n_frames: int = 64, n_clips: int = 12) -> dict:
             s = person_sample("heldout", 20_000 + i, rng, frames=frames)
             x = torch.from_numpy(s.frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
             with torch.no_grad():
-                rec = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+                rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
             mse = F.mse_loss(rec, x).item()
             vals.append(10 * math.log10(4.0 / mse))
         out[f"psnr_{name}_db"] = float(np.mean(vals))
@@ -162,7 +162,7 @@ def main() -> None:
     args = ap.parse_args()
     pipe, eyes = load_pipeline(args.base), Eyes()
     res = {"command": "python benchmarks/base_quality.py " + " ".join(sys.argv[1:])}
-    res["vae"] = vae_psnr(pipe)
+    res["vae"] = vae_psnr(pipe.vae)
     print(res["vae"], flush=True)
     res["vae_identity"] = identity_through_vae(pipe.vae, eyes)
     print(res["vae_identity"], flush=True)

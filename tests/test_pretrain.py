@@ -100,3 +100,24 @@ def test_architecture_errors_are_plain_messages(tmp_path):
     mismatch = _cfg(tmp_path / "c", transformer=TransformerConfig(in_channels=16))
     with pytest.raises(ValueError, match="must equal the VAE's z_dim"):
         mismatch.validate()
+
+
+def test_decoder_stage_before_the_transformer_goes_into_its_export(tmp_path):
+    """VAE, then the decoder fine-tuned on full clips (no export yet), then the transformer:
+    the exported VAE has the fine-tuned decoder and the unchanged encoder."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert run_pretrain(_cfg(out, stage="vae")) is None
+    assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=2), resume=True) is None
+    tuned = load_file(str(ckpt.latest(out / "decoder") / "model.safetensors"))
+    first = load_file(str(ckpt.latest(out / "vae") / "model.safetensors"))
+    key = next(k for k in tuned if k.startswith("decoder.") and k.endswith("weight"))
+    assert not torch.equal(tuned[key], first[key])
+    exported = run_pretrain(_cfg(out, stage="transformer", steps=1), resume=True)
+    vae = WanPipeline.from_pretrained(exported).vae
+    sd = vae.state_dict()
+    torch.testing.assert_close(sd[key].float(), tuned[key].half().float())
+    enc = next(k for k in first if k.startswith("encoder.") and k.endswith("weight"))
+    torch.testing.assert_close(sd[enc].float(), first[enc].half().float())

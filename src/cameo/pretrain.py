@@ -663,13 +663,19 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
     return dest
 
 
-def _decoder_stage(cfg: PretrainConfig, run: Path) -> Path:
-    """Fine-tune the decoder, then rewrite the exported pipeline's VAE (same latent statistics)."""
+def _decoder_stage(cfg: PretrainConfig, run: Path) -> Path | None:
+    """Fine-tune the decoder, then rewrite the exported pipeline's VAE (same latent statistics).
+    Before the transformer stage has exported a pipeline, only the fine-tuning runs: the
+    encoder is frozen, so the transformer trains on the same latents, and its export takes
+    the fine-tuned decoder."""
     from diffusers import AutoencoderKLWan
 
     exported = run / "cameo-tiny"
-    stats = AutoencoderKLWan.load_config(exported / "vae")
     vae = finetune_decoder(cfg, run, cfg.decoder_steps)
+    if not (exported / "vae").is_dir():
+        print("decoder fine-tuned; the transformer stage's export will use it", file=sys.stderr)
+        return None
+    stats = AutoencoderKLWan.load_config(exported / "vae")
     vae.register_to_config(latents_mean=stats["latents_mean"], latents_std=stats["latents_std"])
     vae.to(torch.float16).save_pretrained(exported / "vae", safe_serialization=True)
     return exported
@@ -752,6 +758,9 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     model = train_transformer(cfg, run, vae, pipe, device)
     if model is None:
         return None
+    if ckpt.latest(run / "decoder") is not None:  # a decoder fine-tuned before this stage
+        vae = _load_finished_vae(cfg, run, "decoder")
+        vae.register_to_config(latents_mean=mean, latents_std=std)
     out = save_pipeline_dir(run / "cameo-tiny", vae.cpu(), model.cpu(), dtype=torch.float16)
     (run / "timing.json").write_text(json.dumps({"this_invocation_s": time.time() - t0}))
     return out
