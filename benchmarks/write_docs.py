@@ -42,6 +42,8 @@ READING_NEXT = [
     "the VAE needs thousands of steps on 17-frame clips and the transformer about 850k samples",
     "(session 2's H200 run). `benchmarks/device/gpu_session.sh` is prepared for the next lease.",
 ]
+READING_RUN = []  # filled in below, once the run's VAE is measured
+
 READING = [
     "- The transformer was retrained on a lent H200 in session 2 (batch 384, 2,233 steps, 857k",
     "  samples against the CPU run's 112k) on the session-1 VAE; this session had no GPU.",
@@ -130,9 +132,29 @@ def _pilot_rows(pilot: dict | None) -> list[str]:
     return [*out, ""]
 
 
+def _run_vae_rows(vq: dict | None) -> list[str]:
+    """A pretraining run's VAE beside the shipped one (benchmarks/vae_quality.py)."""
+    if not vq:
+        return []
+    out = [
+        f"`{vq['command']}` — commit {vq['commit']}, {vq['date']}; the held-out sets of the first table:",
+        "",
+        "| VAE | PSNR photos | PSNR 17-frame clips | identified after a round trip, photos / clips | identity similarity, photos / clips |",
+        "|---|---|---|---|---|",
+    ]
+    for r in vq["rows"]:
+        i = r["identity"]
+        out.append(
+            f"| {r['vae']} | {r['psnr_photos_db']:.2f} dB | {r['psnr_clips_db']:.2f} dB | "
+            f"{i['vae_photos_top1']:.3f} / {i['vae_clips_top1']:.3f} | "
+            f"{i['vae_photos_similarity']:.3f} / {i['vae_clips_similarity']:.3f} |"
+        )
+    return [*out, ""]
+
+
 def quality_md() -> str:
     base, clone = _load("base_quality.json"), _load("clone_quality.json")
-    pilot = _load("vae_pilot.json")
+    pilot, run_vae = _load("vae_pilot.json"), _load("vae_quality.json")
     variants = [
         ("prior preservation off (the default before this run)", _load("clone_quality_pp0.json")),
         ("prior preservation 1.0", _load("clone_quality_pp1.0.json")),
@@ -199,6 +221,7 @@ def quality_md() -> str:
             *_variant_rows(clone, variants),
         ]
     out += ["## What caps identity", "", *READING_CAP, "", *_pilot_rows(pilot), *READING_NEXT, ""]
+    out += [*READING_RUN, "", *_run_vae_rows(run_vae)] if run_vae else []
     out += ["## Reading these numbers", "", *READING, ""]
     return "\n".join(out) + "\n"
 

@@ -30,13 +30,21 @@ fi
 ARCH=${ARCH-configs/cameo-tiny/next-4x.toml}
 
 # 2. pretrain cameo-tiny: VAE on 17-frame clips from the start, then the transformer.
+# FROM=pretrain/next-4x starts from a committed run whose VAE (and decoder) stages are done
+# on the CPU: its shapes come from its config.json and only the transformer trains here
+# (give it the time: TR_MIN=7).
 RUN=/tmp/pretrain
+EXTRA=
+if [ -n "${FROM:-}" ]; then
+  rm -rf $RUN && cp -r "$FROM" $RUN || exit 1
+  ARCH= EXTRA="--resume --stage transformer"
+fi
 timeout "${PRETRAIN_S:-530}" python3 -c "import sys; from cameo.cli import main; sys.exit(main())" pretrain \
   --out $RUN --device cuda --workers 14 --seed 0 ${ARCH:+--architecture "$ARCH"} \
   --vae-steps 30000 --vae-minutes "${VAE_MIN:-5}" --vae-batch-images 32 --vae-batch-clips 8 --vae-clip-frames 17 --vae-lr 6e-4 \
   --steps 60000 --transformer-minutes "${TR_MIN:-2.4}" --batch 128 --lr 7e-4 --warmup 200 \
   --n-clips 6000 --n-images 12000 --n-pairs 1500 --checkpoint-every 500 --max-minutes "${MAX_MIN:-8.5}" \
-  > "$OUT/pretrain.log" 2>&1
+  $EXTRA > "$OUT/pretrain.log" 2>&1
 echo "pretrain exit $?"
 grep -v "it/s\]" "$OUT/pretrain.log" | grep -v "^\s*$" | tail -15
 cd $RUN || exit 1
