@@ -36,9 +36,9 @@ def transformer(config_dir: Path, device: str, dtype: torch.dtype):
     from diffusers import WanTransformer3DModel
 
     cfg = WanTransformer3DModel.load_config(config_dir)
-    with torch.device("meta"):
+    with torch.device(device):  # built in place, so the rotary buffers are computed, not empty
         model = WanTransformer3DModel.from_config(cfg)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype)
     for name, module in model.named_modules():  # as from_pretrained(torch_dtype=...) keeps them
         if set(name.split(".")) & set(model._keep_in_fp32_modules or []):
             module.float()

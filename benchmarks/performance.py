@@ -92,7 +92,9 @@ def _set_flat(trainer, on: bool) -> None:
         flat.attach_grads()
         return
     if "bench_tensor_opt" not in trainer.__dict__:
-        trainer.bench_tensor_opt = torch.optim.AdamW(flat.views, lr=trainer.cfg.lr)
+        trainer.bench_tensor_opt = torch.optim.AdamW(
+            flat.views, lr=trainer.cfg.lr, weight_decay=trainer.cfg.weight_decay
+        )  # the Trainer's optimiser settings, over the tensors one by one
     trainer.flat, trainer.opt, trainer.params = None, trainer.bench_tensor_opt, flat.views
     for v in flat.views:
         v.grad = None

@@ -76,7 +76,7 @@ def save(
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
-        weights = {k: _own_storage(v.detach()).cpu() for k, v in tensors.items()}
+        weights = {k: _own_storage(v.detach().cpu()) for k, v in tensors.items()}
         save_file(weights, str(tmp / "model.safetensors"))
         _test_pause()
         if optimizer is not None:

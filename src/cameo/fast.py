@@ -126,7 +126,10 @@ def base_linear(module: torch.nn.Module) -> torch.nn.Linear:
 
 
 def _versions(tensors: list[Tensor]) -> tuple:
-    return tuple((id(t), t._version) for t in tensors)
+    """What changes when a tensor is written in place: its own version counter and, for a view
+    of a ``FlatParameters`` buffer, the buffer's (the optimiser writes the buffer, and a view
+    made through ``.data`` does not share the buffer's counter)."""
+    return tuple((id(t), t._version, getattr(t, "_cameo_flat", t)._version) for t in tensors)
 
 
 class Grouped:
@@ -738,6 +741,7 @@ class FlatParameters:
             for p, d in zip(params, self.param.data.split(self.sizes), strict=True):
                 d.copy_(p.detach().reshape(-1))
                 p.data = d.view_as(p)
+                p._cameo_flat = self.param  # for _versions: the optimiser writes the buffer
         self.attach_grads()
 
     def zero_grad(self) -> None:
@@ -751,13 +755,13 @@ class FlatParameters:
 
     def per_tensor_state(self, state: dict) -> dict:
         """A state_dict of an optimiser over ``[self.param]`` as if it ran over the views."""
-        flat = state["state"].get(0, {})
+        flat = state["state"].get(0)
+        groups = [{**g, "params": list(range(len(self.views)))} for g in state["param_groups"]]
+        if not flat:  # no step taken yet
+            return {"state": {}, "param_groups": groups}
         per = {}
         for i, (p, part) in enumerate(zip(self.views, self._parts(flat), strict=True)):
             per[i] = {k: (flat[k] if v is None else v.view_as(p)).clone() for k, v in part}
-        if not flat:
-            per = {}
-        groups = [{**g, "params": list(range(len(self.views)))} for g in state["param_groups"]]
         return {"state": per, "param_groups": groups}
 
     def flat_state(self, state: dict) -> dict:
@@ -766,6 +770,19 @@ class FlatParameters:
         if len(groups) == 1 and groups[0]["params"] == [0] and len(self.views) != 1:
             return state
         per = state["state"]
+        n = len(self.views)
+        if len(groups) != 1 or len(groups[0]["params"]) != n:
+            raise ValueError(
+                f"the optimiser state holds {sum(len(g['params']) for g in groups)} tensors in "
+                f"{len(groups)} groups; this adapter trains {n} in one"
+            )
+        if per and (
+            sorted(per) != list(range(n)) or any(per[i].keys() != per[0].keys() for i in per)
+        ):
+            raise ValueError(
+                "the optimiser state covers only some of the adapter's tensors (one never got a "
+                "gradient?); resume with --no-fast, or start again"
+            )
         flat = {}
         if per:
             first = per[0]
@@ -778,8 +795,6 @@ class FlatParameters:
 
     def _parts(self, flat: dict):
         """Per view: (key, slice of the flat tensor, or None for scalars such as the step)."""
-        if not flat:
-            return [[] for _ in self.views]
         split = {
             k: v.split(self.sizes) if torch.is_tensor(v) and v.dim() > 0 else None
             for k, v in flat.items()

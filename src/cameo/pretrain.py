@@ -758,9 +758,14 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     model = train_transformer(cfg, run, vae, pipe, device)
     if model is None:
         return None
-    if ckpt.latest(run / "decoder") is not None:  # a decoder fine-tuned before this stage
-        vae = _load_finished_vae(cfg, run, "decoder")
-        vae.register_to_config(latents_mean=mean, latents_std=std)
+    tuned = ckpt.latest(run / "decoder")
+    if tuned is not None:  # a decoder fine-tuned before this stage: its decoder, our encoder
+        decoder = {
+            k: v
+            for k, v in ckpt.load(tuned)[0].items()
+            if k.startswith(("decoder.", "post_quant_conv."))
+        }
+        vae.load_state_dict(decoder, strict=False)
     out = save_pipeline_dir(run / "cameo-tiny", vae.cpu(), model.cpu(), dtype=torch.float16)
     (run / "timing.json").write_text(json.dumps({"this_invocation_s": time.time() - t0}))
     return out

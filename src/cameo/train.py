@@ -460,9 +460,10 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {root}")
         tensors, state, optim = ckpt.load(last)
         model = _unwrap(self.model)
-        for n, p in model.named_parameters():
-            if n in tensors:
-                p.data.copy_(tensors[n])
+        with torch.no_grad():  # in place on the parameter: its version moves, caches follow
+            for n, p in model.named_parameters():
+                if n in tensors:
+                    p.copy_(tensors[n])
         if optim is not None:
             self.opt.load_state_dict(self.flat.flat_state(optim) if self.flat else optim)
         if self.ema is not None and "ema" in state:
@@ -625,7 +626,8 @@ class Trainer:
         cfg, model = self.cfg, _unwrap(self.model)
         if self.ema is not None:
             for e, p in zip(self.ema, lora_parameters(model), strict=True):
-                p.data.copy_(e)
+                with torch.no_grad():  # not .data: the version must move for caches
+                    p.copy_(e)
         last = adapter_state_dict(model)
         meta = {
             "name": cfg.name,
