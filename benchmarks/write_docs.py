@@ -49,6 +49,13 @@ READING_RUN = [
 ]
 
 
+READING_TRIAL = [
+    "A transformer was then trained on this VAE's latents on the CPU within the rest of the",
+    "150-minute budget (latent cache 8 min, then 1,635 steps of batch 32 planned into 38 min: 52k",
+    "samples against the shipped transformer's 857k; `invocations.jsonl` of the run has the command).",
+    "It is far too weak to ship: the VAE is no longer the cap, the transformer's training is.",
+]
+
 READING = [
     "- The transformer was retrained on a lent H200 in session 2 (batch 384, 2,233 steps, 857k",
     "  samples against the CPU run's 112k) on the session-1 VAE; this session had no GPU.",
@@ -157,6 +164,29 @@ def _run_vae_rows(vq: dict | None) -> list[str]:
     return [*out, ""]
 
 
+def _trial_rows(shipped: dict | None, trial: dict | None) -> list[str]:
+    """The base-model benchmark of a trial pipeline (not shipped) beside the shipped one."""
+    if not (shipped and trial):
+        return []
+    rows = [
+        ("prompt following, mean of four", lambda r: r["prompt_following"]["mean_agreement"]),
+        ("hair colour agrees", lambda r: r["prompt_following"]["hair_agreement"]),
+        ("background agrees", lambda r: r["prompt_following"]["background_agreement"]),
+        ("famous top-1", lambda r: r["famous"]["famous_top1"]),
+        ("held-out described top-1", lambda r: r["heldout"]["heldout_described_top1"]),
+    ]
+    return [
+        *READING_TRIAL,
+        "",
+        f"`{trial['command']}` — {trial['machine']}, commit {trial['commit']}, {trial['date']}",
+        "",
+        "| what | shipped cameo-tiny | CPU trial on the new VAE |",
+        "|---|---|---|",
+        *[f"| {name} | {get(shipped):.3f} | {get(trial):.3f} |" for name, get in rows],
+        "",
+    ]
+
+
 def quality_md() -> str:
     base, clone = _load("base_quality.json"), _load("clone_quality.json")
     pilot, run_vae = _load("vae_pilot.json"), _load("vae_quality.json")
@@ -227,6 +257,7 @@ def quality_md() -> str:
         ]
     out += ["## What caps identity", "", *READING_CAP, "", *_pilot_rows(pilot), *READING_NEXT, ""]
     out += [*READING_RUN, "", *_run_vae_rows(run_vae)] if run_vae else []
+    out += _trial_rows(base, _load("base_quality_next4x.json"))
     out += ["## Reading these numbers", "", *READING, ""]
     return "\n".join(out) + "\n"
 
