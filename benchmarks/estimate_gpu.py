@@ -31,18 +31,15 @@ HEIGHT, WIDTH, TEXT_TOKENS, RANK = 480, 832, 512, 32
 
 
 def random_transformer(base: Path):
-    """The real WanTransformer3DModel class at full size: built on the meta device, then
-    materialised on the GPU in bf16 with small random weights (no checkpoint exists here)."""
+    """The real WanTransformer3DModel class at full size, random bf16 weights, on the GPU
+    (gpu_performance.transformer: built in place, so its rotary buffers are computed)."""
     from diffusers import WanTransformer3DModel
 
-    cfg = WanTransformer3DModel.load_config(base / "transformer")
-    with torch.device("meta"):
-        model = WanTransformer3DModel.from_config(cfg)
-    model = model.to_empty(device="cuda").to(torch.bfloat16)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.02)
-    return model, cfg
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpu_performance import transformer
+
+    model = transformer(base / "transformer", "cuda", torch.bfloat16)
+    return model, WanTransformer3DModel.load_config(base / "transformer")
 
 
 def measure(base: Path, frames: int, checkpointing: bool, steps: int = 4) -> dict:

@@ -68,12 +68,13 @@ def dataclass_from_args(cls, args: argparse.Namespace, **extra: Any):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import PretrainConfig, resolve_architecture, run_pretrain
+    from .pretrain import PretrainConfig, check_warm_start, resolve_architecture, run_pretrain
 
     cfg = dataclass_from_args(PretrainConfig, args)
     try:
         resolve_architecture(cfg, args.resume)
         cfg.validate()
+        check_warm_start(cfg)
     except ValueError as e:
         raise UserError(str(e)) from e
     try:

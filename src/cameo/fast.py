@@ -788,7 +788,7 @@ class FlatParameters:
             first = per[0]
             for k, v in first.items():
                 if torch.is_tensor(v) and v.dim() > 0:
-                    flat[k] = torch.cat([per[i][k].reshape(-1) for i in range(len(self.views))])
+                    flat[k] = torch.cat([per[i][k].reshape(-1) for i in range(n)])
                 else:
                     flat[k] = v  # the step count, shared by all tensors
         return {"state": {0: flat} if flat else {}, "param_groups": [{**groups[0], "params": [0]}]}

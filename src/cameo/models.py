@@ -138,7 +138,7 @@ def load_text_encoder(device: str | torch.device = "cpu"):
 
     path = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = BertModel.from_pretrained(path, add_pooling_layer=False).to(device).eval()
+    model = BertModel.from_pretrained(path).to(device).eval()
     return tokenizer, model
 
 

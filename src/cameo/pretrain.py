@@ -31,6 +31,7 @@ from .models import (
     build_scheduler,
     encode_prompts,
     save_pipeline_dir,
+    tiny_model_dir,
 )
 from .world import training_sample, training_sample_is_pair
 
@@ -104,6 +105,14 @@ class PretrainConfig:
     frames: int = field(default=17, metadata={"help": "frames per clip (4k+1)"})
     size: int = field(
         default=64, metadata={"help": "clip height and single-person width in pixels"}
+    )
+    init_transformer: str = field(
+        default="",
+        metadata={
+            "help": "warm start: a pipeline folder (or its transformer/ folder) whose "
+            "transformer weights, of the same shape, start the transformer stage instead of "
+            "a random initialisation; 'cameo-tiny' = the shipped model; a resume ignores it"
+        },
     )
     architecture: str = field(
         default="",
@@ -520,10 +529,51 @@ def _transformer_batch(cache: dict, cfg: PretrainConfig, step: int):
     return name, x0, text, noise, sigmas
 
 
+def _transformer_weights_file(source: str) -> Path:
+    """The safetensors file of ``source``: 'cameo-tiny', a pipeline folder or a transformer folder."""
+    root = tiny_model_dir() if source == "cameo-tiny" else Path(source)
+    for folder in (root / "transformer", root):
+        found = sorted(folder.glob("diffusion_pytorch_model*.safetensors"))
+        if len(found) == 1:
+            return found[0]
+    raise ValueError(
+        f"--init-transformer {source}: no single diffusion_pytorch_model*.safetensors in it "
+        "or in its transformer/ folder"
+    )
+
+
+def warm_start(model: torch.nn.Module, source: str) -> None:
+    """Load another transformer's weights into ``model`` (in its dtype). Every tensor must be
+    present with the same shape: a partial warm start would hide an architecture mismatch."""
+    from safetensors.torch import load_file
+
+    path = _transformer_weights_file(source)
+    theirs, ours = load_file(path), model.state_dict()
+    wrong = sorted(
+        k for k in ours if k not in theirs or tuple(theirs[k].shape) != tuple(ours[k].shape)
+    )
+    if wrong or len(theirs) != len(ours):
+        raise ValueError(
+            f"--init-transformer {source}: its transformer does not match this architecture "
+            f"({len(wrong)} missing or differently shaped tensors, e.g. {wrong[:3]})"
+        )
+    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
+    print(f"transformer: warm start from {path}", file=sys.stderr)
+
+
+def check_warm_start(cfg: PretrainConfig) -> None:
+    """Refuse a bad --init-transformer before any stage runs (not after the latent cache)."""
+    if cfg.init_transformer and cfg.stage in ("transformer", "all"):
+        warm_start(cfg.transformer.build(), cfg.init_transformer)
+
+
 def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.device):
     cache = _cache_to(build_cache(cfg, run, vae, pipe), device)
     torch.manual_seed(cfg.seed + 1)
-    model = cfg.transformer.build().to(device).train()
+    model = cfg.transformer.build()
+    if cfg.init_transformer and ckpt.latest(run / "transformer") is None:
+        warm_start(model, cfg.init_transformer)
+    model = model.to(device).train()
 
     def step_loss(batch) -> dict:
         _name, x0, text, noise, sigmas = batch
@@ -726,6 +776,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     """Run the configured stages; returns the exported pipeline folder once both are done."""
     resolve_architecture(cfg, resume)
     cfg.validate()
+    check_warm_start(cfg)
     run = Path(cfg.out)
     if run.exists() and any(run.iterdir()) and not resume:
         raise FileExistsError(f"{run} already holds a run; pass --resume to continue it")
