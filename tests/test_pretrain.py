@@ -137,6 +137,11 @@ def test_init_transformer_warm_starts_from_another_pipeline(tmp_path):
         _cfg(out, stage="transformer", steps=1, lr=0.0, init_transformer=str(first)), resume=True
     )
     ours = load_file(str(ckpt.latest(out / "transformer") / "model.safetensors"))
+    record = json.loads((out / "transformer_init.json").read_text())
+    assert (
+        record["file"].endswith("diffusion_pytorch_model.safetensors")
+        and len(record["sha256"]) == 64
+    )
     assert ours.keys() == theirs.keys()
     for k in theirs:
         torch.testing.assert_close(ours[k], theirs[k].float())

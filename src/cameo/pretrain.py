@@ -542,9 +542,12 @@ def _transformer_weights_file(source: str) -> Path:
     )
 
 
-def warm_start(model: torch.nn.Module, source: str) -> None:
+def warm_start(model: torch.nn.Module, source: str) -> dict:
     """Load another transformer's weights into ``model`` (in its dtype). Every tensor must be
-    present with the same shape: a partial warm start would hide an architecture mismatch."""
+    present with the same shape: a partial warm start would hide an architecture mismatch.
+    Returns where they came from (the file and its SHA-256), for the run's records."""
+    import hashlib
+
     from safetensors.torch import load_file
 
     path = _transformer_weights_file(source)
@@ -559,6 +562,8 @@ def warm_start(model: torch.nn.Module, source: str) -> None:
         )
     model.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
     print(f"transformer: warm start from {path}", file=sys.stderr)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"source": source, "file": str(path.resolve()), "sha256": digest}
 
 
 def check_warm_start(cfg: PretrainConfig) -> None:
@@ -572,7 +577,8 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.d
     torch.manual_seed(cfg.seed + 1)
     model = cfg.transformer.build()
     if cfg.init_transformer and ckpt.latest(run / "transformer") is None:
-        warm_start(model, cfg.init_transformer)
+        record = warm_start(model, cfg.init_transformer)
+        (run / "transformer_init.json").write_text(json.dumps(record, indent=2))
     model = model.to(device).train()
 
     def step_loss(batch) -> dict:
@@ -681,6 +687,14 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
         p: sum(f.stat().st_size for f in (dest / p).glob("*.safetensors")) / 2**20
         for p in ("vae", "transformer")
     }
+    init = run / "transformer_init.json"
+    warm = (
+        "The transformer stage started from another transformer's weights (--init-transformer): "
+        f"`{json.loads(init.read_text())['file']}`, SHA-256 "
+        f"`{json.loads(init.read_text())['sha256']}`."
+        if init.is_file()
+        else ""
+    )
     lines = [
         "# cameo-tiny",
         "",
@@ -703,6 +717,8 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
         "pure function of the seed and the step, so a resume replays nothing):",
         "",
         *[f"- {r['time']} on {r['machine']}: `{' '.join(r['argv'])}`" for r in inv],
+        "",
+        warm,
         "",
         notes,
         "",
