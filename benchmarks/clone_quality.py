@@ -75,7 +75,8 @@ def one_person(person: int, eyes: Eyes, seeds: int, work: Path, sets: dict) -> d
     refs = eyes.embed(load_references(photos))
     self_sim = self_similarity(refs)
     desc = full_description(identity("heldout", person))
-    base, clone = load_pipeline(), load_pipeline()
+    model = None if cfg.base == "cameo-tiny" else cfg.base  # --set base=DIR: another base model
+    base, clone = load_pipeline(model), load_pipeline(model)
     clone.load_lora_weights(str(lora), adapter_name="subject")
     res: dict[str, list] = {"base": [], "clone": [], "leak_base": [], "leak_lora": []}
     for k, scene in enumerate(unseen_scenes(photos)):
@@ -134,7 +135,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="train with this TrainConfig field changed (default: cameo train's defaults)",
+        help="train with this TrainConfig field changed (default: cameo train's defaults); "
+        "base=DIR also generates with that base model",
     )
     ap.add_argument("--json", default="clone_quality.json", help="file name under docs/")
     args = ap.parse_args()

@@ -50,10 +50,16 @@ READING_RUN = [
 
 
 READING_TRIAL = [
-    "A transformer was then trained on this VAE's latents on the CPU within the rest of the",
-    "150-minute budget (latent cache 8 min, then 1,635 steps of batch 32 planned into 38 min: 52k",
-    "samples against the shipped transformer's 857k; `invocations.jsonl` of the run has the command).",
-    "It is far too weak to ship: the VAE is no longer the cap, the transformer's training is.",
+    "A transformer was then trained on this VAE's latents on the CPU from scratch within the rest of",
+    "the 150-minute budget (latent cache 8 min, then 1,635 steps of batch 32 planned into 38 min: 52k",
+    "samples against the previous transformer's 857k). It was far too weak to ship (the third",
+    "column below). Session 5 instead started the transformer from the previous cameo-tiny's",
+    "(`cameo pretrain --init-transformer cameo-tiny`: same shape, though trained on the other VAE's",
+    "latents) and fine-tuned it on the new latents for 3,600 steps of batch 32 on the CPU (64 min,",
+    "115k samples; pretrain/next-4x/README.md). In a 100-step A/B on the same batches the warm start",
+    "reached a loss of 0.658 (lr 5e-4) and 0.625 (lr 1e-3) over steps 50-99 against 0.938 from scratch.",
+    "That model is the shipped cameo-tiny since session 5 (the first column; its weights are",
+    "byte-identical to `runs/next4x/cameo-tiny`, which the command names).",
 ]
 
 READING = [
@@ -164,27 +170,44 @@ def _run_vae_rows(vq: dict | None) -> list[str]:
     return [*out, ""]
 
 
-def _trial_rows(shipped: dict | None, trial: dict | None) -> list[str]:
-    """The base-model benchmark of a trial pipeline (not shipped) beside the shipped one."""
-    if not (shipped and trial):
+BASE_ROWS = [
+    ("VAE PSNR, held-out photos (dB)", lambda r: r["vae"]["psnr_photos_db"], ".2f"),
+    ("VAE PSNR, held-out 17-frame clips (dB)", lambda r: r["vae"]["psnr_clips_db"], ".2f"),
+    (
+        "identified after a VAE round trip, photos",
+        lambda r: r["vae_identity"]["vae_photos_top1"],
+        ".3f",
+    ),
+    (
+        "identified after a VAE round trip, clips",
+        lambda r: r["vae_identity"]["vae_clips_top1"],
+        ".3f",
+    ),
+    ("prompt following, mean of four", lambda r: r["prompt_following"]["mean_agreement"], ".3f"),
+    ("hair colour agrees", lambda r: r["prompt_following"]["hair_agreement"], ".3f"),
+    ("background agrees", lambda r: r["prompt_following"]["background_agreement"], ".3f"),
+    ("glasses agree", lambda r: r["prompt_following"]["glasses_agreement"], ".3f"),
+    ("speaking vs silent agrees", lambda r: r["prompt_following"]["speaking_agreement"], ".3f"),
+    ("famous top-1", lambda r: r["famous"]["famous_top1"], ".3f"),
+    ("held-out described top-1", lambda r: r["heldout"]["heldout_described_top1"], ".3f"),
+]
+
+
+def _base_compare_rows(lead: list[str], columns: list[tuple[str, dict | None]]) -> list[str]:
+    """base_quality.py reports of several pipelines side by side, each with its command."""
+    columns = [(name, r) for name, r in columns if r]
+    if len(columns) < 2:
         return []
-    rows = [
-        ("prompt following, mean of four", lambda r: r["prompt_following"]["mean_agreement"]),
-        ("hair colour agrees", lambda r: r["prompt_following"]["hair_agreement"]),
-        ("background agrees", lambda r: r["prompt_following"]["background_agreement"]),
-        ("famous top-1", lambda r: r["famous"]["famous_top1"]),
-        ("held-out described top-1", lambda r: r["heldout"]["heldout_described_top1"]),
+    out = [*lead, "", "| what | " + " | ".join(n for n, _ in columns) + " |"]
+    out.append("|---|" + "---|" * len(columns))
+    for label, get, fmt in BASE_ROWS:
+        out.append(f"| {label} | " + " | ".join(f"{get(r):{fmt}}" for _, r in columns) + " |")
+    out.append("")
+    out += [
+        f"- {n}: `{r['command']}` ({r['machine']}, commit {r['commit']}, {r['date']})"
+        for n, r in columns
     ]
-    return [
-        *READING_TRIAL,
-        "",
-        f"`{trial['command']}` — {trial['machine']}, commit {trial['commit']}, {trial['date']}",
-        "",
-        "| what | shipped cameo-tiny | CPU trial on the new VAE |",
-        "|---|---|---|",
-        *[f"| {name} | {get(shipped):.3f} | {get(trial):.3f} |" for name, get in rows],
-        "",
-    ]
+    return [*out, ""]
 
 
 def quality_md() -> str:
@@ -257,7 +280,14 @@ def quality_md() -> str:
         ]
     out += ["## What caps identity", "", *READING_CAP, "", *_pilot_rows(pilot), *READING_NEXT, ""]
     out += [*READING_RUN, "", *_run_vae_rows(run_vae)] if run_vae else []
-    out += _trial_rows(base, _load("base_quality_next4x.json"))
+    out += _base_compare_rows(
+        READING_TRIAL,
+        [
+            ("shipped: new VAE, warm-started transformer", base),
+            ("previous: 8x8x8 VAE, H200 transformer", _load("base_quality_8x.json")),
+            ("CPU trial: new VAE, transformer from scratch", _load("base_quality_next4x.json")),
+        ],
+    )
     out += ["## Reading these numbers", "", *READING, ""]
     return "\n".join(out) + "\n"
 

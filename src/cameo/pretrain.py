@@ -690,8 +690,8 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
     init = run / "transformer_init.json"
     warm = (
         "The transformer stage started from another transformer's weights (--init-transformer): "
-        f"`{json.loads(init.read_text())['file']}`, SHA-256 "
-        f"`{json.loads(init.read_text())['sha256']}`."
+        f"`{json.loads(init.read_text())['source']}`, SHA-256 "
+        f"`{json.loads(init.read_text())['sha256']}` (`transformer_init.json` of the run)."
         if init.is_file()
         else ""
     )
@@ -722,7 +722,7 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
         "",
         notes,
         "",
-        "Then: `cameo model export --run runs/pretrain --to src/cameo/assets/cameo-tiny` (this card).",
+        f"Then: `cameo model export --run {run} --to src/cameo/assets/cameo-tiny` (this card).",
         "Quality, measured with cameo's eyes: see `docs/quality.md`.",
     ]
     (dest / "README.md").write_text("\n".join(lines) + "\n")
