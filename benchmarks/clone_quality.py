@@ -58,12 +58,14 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
-def one_person(person: int, eyes: Eyes, seeds: int, work: Path, sets: dict) -> dict:
+def one_person(
+    person: int, eyes: Eyes, seeds: int, work: Path, sets: dict, trigger: str = TRIGGER
+) -> dict:
     photos = write_person_folder(person, work / f"p{person}" / "photos", 20)
     cfg = TrainConfig(
         data=str(photos),
-        trigger=TRIGGER,
-        name=TRIGGER,
+        trigger=trigger,
+        name=trigger,
         out=str(work / f"p{person}" / "lora"),
         log_with="none",
         validate_every=0,
@@ -94,13 +96,13 @@ def one_person(person: int, eyes: Eyes, seeds: int, work: Path, sets: dict) -> d
             res["clone"].append(
                 score_clip(
                     eyes,
-                    generate_frames(clone, GenerateConfig(prompt=f"{TRIGGER}, {scene}", **g)),
-                    f"{TRIGGER}, {scene}",
+                    generate_frames(clone, GenerateConfig(prompt=f"{trigger}, {scene}", **g)),
+                    f"{trigger}, {scene}",
                     refs,
                     self_sim,
                 )
             )
-    for k, prompt in enumerate(default_prompts(TRIGGER)["others"]):
+    for k, prompt in enumerate(default_prompts(trigger)["others"]):
         for seed in range(seeds):
             cfg_g = GenerateConfig(prompt=prompt, seed=100 * k + seed)
             res["leak_base"].append(
@@ -138,6 +140,7 @@ def main() -> None:
         help="train with this TrainConfig field changed (default: cameo train's defaults); "
         "base=DIR also generates with that base model",
     )
+    ap.add_argument("--trigger", default=TRIGGER, help="the word that names every person")
     ap.add_argument("--json", default="clone_quality.json", help="file name under docs/")
     args = ap.parse_args()
     sets = parse_sets(args.set)
@@ -145,7 +148,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for p in range(args.first, args.first + args.people):
-            rows.append(one_person(p, eyes, args.seeds, Path(tmp), sets))
+            rows.append(one_person(p, eyes, args.seeds, Path(tmp), sets, args.trigger))
             print(rows[-1], flush=True)
     keys = [k for k in rows[0] if k not in ("person", "steps")]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}

@@ -1,6 +1,6 @@
 """The fast path: the same Wan transformer and PEFT adapters, run with fewer, larger operations.
 
-Why this module exists: on the built-in model (8 blocks of width 128, 16 tokens per photo) a
+Why this module exists: on the built-in model (8 blocks of width 128, 64 tokens per photo; 16 before session 5) a
 stock diffusers + PEFT training step spends most of its time dispatching small operations, not
 multiplying matrices (``docs/performance.md`` has the profile). PEFT adds five operations per
 adapted layer in the forward and about ten autograd nodes in the backward; Wan's attention adds
