@@ -234,7 +234,7 @@ def markdown(r: dict) -> str:
         "",
         "## Where the time goes (torch.profiler, 5 steps each)",
         "",
-        "The built-in model is small (width 128, 16 tokens per photo, 64 prompt tokens), so a",
+        "The built-in model is small (width 128, 64 tokens per photo since session 5 (16 before), 64 prompt tokens), so a",
         "step is mostly the cost of issuing operations, not of doing arithmetic (see the FLOP/s",
         "row above). The profiler's own overhead inflates every row; the shares are what count.",
         "",
