@@ -97,3 +97,33 @@ def test_sweep_writes_grid(photos, tiny_pipeline_dir, tmp_path):
     grid = iio.imread(tmp_path / "sw" / "grid.gif", index=None)
     assert grid.shape[2] == 3 * (64 * 2 + 2)  # two 64-px clips and a 2-px gap, GIF enlarged 3x
     assert [r["scale"] for r in report["rows"]] == [0.0, 1.0]
+
+
+def test_trigger_only_captions_some_samples_with_the_trigger_alone():
+    """--trigger-only swaps the caption (and the class prompt) of a share of samples for the
+    trigger alone (and the class word), and draws nothing else differently."""
+    import torch
+
+    from cameo.train import TrainConfig, make_batch
+
+    t = lambda v: torch.full((1, 3, 4), float(v))  # noqa: E731 (one embedding per value)
+    cache = {
+        "groups": [{"latents": torch.randn(6, 2, 1, 4, 4), "caption_ids": torch.arange(6) % 2}],
+        "text": torch.cat([t(1), t(2)]),
+        "class_text": torch.cat([t(11), t(12)]),
+        "empty": t(0)[0],
+        "trigger": t(7)[0],
+        "class_trigger": t(17)[0],
+    }
+    kw = dict(trigger="mike", batch=64, prior_preservation=0.5, caption_dropout=0.0)
+    plain = make_batch(cache, TrainConfig(**kw), step=3)
+    mixed = make_batch(cache, TrainConfig(**kw, trigger_only=0.5), step=3)
+    for k in ("x0", "noise", "sigmas"):
+        assert torch.equal(plain[k], mixed[k])
+    assert not (plain["text"] == 7).any()
+    alone = (mixed["text"] == 7).all(dim=(1, 2))
+    assert 10 < int(alone.sum()) < 54
+    assert (mixed["class_text"][alone] == 17).all() and (mixed["class_text"][~alone] > 10).all()
+    assert (mixed["class_text"][~alone] < 13).all()
+    with pytest.raises(ValueError, match="--trigger-only must be in"):
+        TrainConfig(data="x", trigger_only=1.5, trigger="mike").validate()

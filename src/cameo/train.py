@@ -90,6 +90,13 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     seed: int = field(default=0, metadata={"help": "seed of batches, noise and initialisation"})
     caption_dropout: float = field(default=0.05, metadata={"help": "share of empty prompts"})
+    trigger_only: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of samples captioned with the trigger alone, so that the trigger, not "
+            "the caption's description of the person, must carry their look"
+        },
+    )
     prior_preservation: float = field(
         default=0.5,
         metadata={
@@ -163,6 +170,8 @@ class TrainConfig:
             raise ValueError("--mixed-precision must be no, bf16 or fp16")
         if not 0 <= self.ema < 1 or not 0 <= self.caption_dropout < 1:
             raise ValueError("--ema and --caption-dropout must be in [0, 1)")
+        if not 0 <= self.trigger_only < 1:
+            raise ValueError("--trigger-only must be in [0, 1)")
         if self.height % 16 or self.width % 16 or min(self.height, self.width) < 16:
             raise ValueError("--height and --width must be multiples of 16")
         self.lora_spec().validate()
@@ -199,7 +208,8 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
         g["captions"].append(item.caption)
     captions = sorted({c for g in groups.values() for c in g["captions"]})
     class_prompts = [class_prompt(c, cfg.trigger, cfg.class_word) for c in captions]
-    texts = [*captions, *class_prompts, ""]
+    alone = [cfg.trigger, cfg.class_word] if cfg.trigger else ["", ""]
+    texts = [*captions, *class_prompts, "", *alone]
     embeds = torch.cat(
         [encode_prompts(pipe, texts[i : i + 64]).float().cpu() for i in range(0, len(texts), 64)]
     )
@@ -214,7 +224,9 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
         ],
         "text": embeds[: len(captions)],
         "class_text": embeds[len(captions) : 2 * len(captions)],
-        "empty": embeds[-1],
+        "empty": embeds[2 * len(captions)],
+        "trigger": embeds[-2],  # the trigger alone, and its class prompt (--trigger-only)
+        "class_trigger": embeds[-1],
     }
 
 
@@ -259,11 +271,19 @@ def make_batch(
     noise = torch.randn(x0.shape, generator=g)
     lo, hi = sigma_range
     sigmas = lo + (hi - lo) * sample_sigmas(cfg.batch, FLOW_SHIFT, g)  # within this expert's range
+    alone = torch.zeros(cfg.batch, dtype=torch.bool)
+    if (
+        cfg.trigger_only > 0
+    ):  # drawn last and only when asked: the default batches stay as they were
+        alone = (torch.rand(cfg.batch, generator=g) < cfg.trigger_only) & ~drop
+        text[alone] = cache["trigger"]
     per = cfg.batch // world
     sl = slice(rank * per, (rank + 1) * per)
     batch = {"x0": x0[sl], "text": text[sl], "noise": noise[sl], "sigmas": sigmas[sl]}
     if cfg.prior_preservation > 0:  # only then is the class prompt read
-        batch["class_text"] = cache["class_text"][cap[sl]]
+        class_text = cache["class_text"][cap]
+        class_text[alone] = cache["class_trigger"]
+        batch["class_text"] = class_text[sl]
     return batch
 
 
