@@ -272,9 +272,8 @@ def make_batch(
     lo, hi = sigma_range
     sigmas = lo + (hi - lo) * sample_sigmas(cfg.batch, FLOW_SHIFT, g)  # within this expert's range
     alone = torch.zeros(cfg.batch, dtype=torch.bool)
-    if (
-        cfg.trigger_only > 0
-    ):  # drawn last and only when asked: the default batches stay as they were
+    # drawn last and only when asked, so the default batches stay as they were
+    if cfg.trigger_only > 0:
         alone = (torch.rand(cfg.batch, generator=g) < cfg.trigger_only) & ~drop
         text[alone] = cache["trigger"]
     per = cfg.batch // world
