@@ -542,25 +542,33 @@ def _transformer_weights_file(source: str) -> Path:
     )
 
 
+def _check_shapes(model: torch.nn.Module, path: Path, source: str) -> None:
+    """Every tensor of ``model`` present in ``path`` with the same shape, and nothing more: a
+    partial warm start would hide an architecture mismatch. Reads only the file's header."""
+    from safetensors import safe_open
+
+    ours = model.state_dict()
+    with safe_open(str(path), "pt") as f:
+        theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    wrong = sorted(k for k in ours if theirs.get(k) != tuple(ours[k].shape))
+    if wrong or len(theirs) != len(ours):
+        raise ValueError(
+            f"--init-transformer {source}: its transformer does not match this architecture "
+            f"({len(wrong)} missing or differently shaped tensors, e.g. {wrong[:3]})"
+        )
+
+
 def warm_start(model: torch.nn.Module, source: str) -> dict:
-    """Load another transformer's weights into ``model`` (in its dtype). Every tensor must be
-    present with the same shape: a partial warm start would hide an architecture mismatch.
+    """Load another transformer's weights (of the same shapes) into ``model``, in its dtype.
     Returns where they came from (the file and its SHA-256), for the run's records."""
     import hashlib
 
     from safetensors.torch import load_file
 
     path = _transformer_weights_file(source)
-    theirs, ours = load_file(path), model.state_dict()
-    wrong = sorted(
-        k for k in ours if k not in theirs or tuple(theirs[k].shape) != tuple(ours[k].shape)
-    )
-    if wrong or len(theirs) != len(ours):
-        raise ValueError(
-            f"--init-transformer {source}: its transformer does not match this architecture "
-            f"({len(wrong)} missing or differently shaped tensors, e.g. {wrong[:3]})"
-        )
-    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
+    _check_shapes(model, path, source)
+    ours = model.state_dict()
+    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in load_file(path).items()})
     print(f"transformer: warm start from {path}", file=sys.stderr)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return {"source": source, "file": str(path.resolve()), "sha256": digest}
@@ -569,7 +577,8 @@ def warm_start(model: torch.nn.Module, source: str) -> dict:
 def check_warm_start(cfg: PretrainConfig) -> None:
     """Refuse a bad --init-transformer before any stage runs (not after the latent cache)."""
     if cfg.init_transformer and cfg.stage in ("transformer", "all"):
-        warm_start(cfg.transformer.build(), cfg.init_transformer)
+        source = cfg.init_transformer
+        _check_shapes(cfg.transformer.build(), _transformer_weights_file(source), source)
 
 
 def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.device):
@@ -688,11 +697,11 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
         for p in ("vae", "transformer")
     }
     init = run / "transformer_init.json"
+    record = json.loads(init.read_text()) if init.is_file() else None
     warm = (
         "The transformer stage started from another transformer's weights (--init-transformer): "
-        f"`{json.loads(init.read_text())['source']}`, SHA-256 "
-        f"`{json.loads(init.read_text())['sha256']}` (`transformer_init.json` of the run)."
-        if init.is_file()
+        f"`{record['source']}`, SHA-256 `{record['sha256']}` (`transformer_init.json` of the run)."
+        if record
         else ""
     )
     lines = [
