@@ -77,8 +77,7 @@ def one_person(
     refs = eyes.embed(load_references(photos))
     self_sim = self_similarity(refs)
     desc = full_description(identity("heldout", person))
-    model = None if cfg.base == "cameo-tiny" else cfg.base  # --set base=DIR: another base model
-    base, clone = load_pipeline(model), load_pipeline(model)
+    base, clone = load_pipeline(cfg.base), load_pipeline(cfg.base)  # --set base=DIR: another
     clone.load_lora_weights(str(lora), adapter_name="subject")
     res: dict[str, list] = {"base": [], "clone": [], "leak_base": [], "leak_lora": []}
     for k, scene in enumerate(unseen_scenes(photos)):

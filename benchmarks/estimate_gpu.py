@@ -33,13 +33,11 @@ HEIGHT, WIDTH, TEXT_TOKENS, RANK = 480, 832, 512, 32
 def random_transformer(base: Path):
     """The real WanTransformer3DModel class at full size, random bf16 weights, on the GPU
     (gpu_performance.transformer: built in place, so its rotary buffers are computed)."""
-    from diffusers import WanTransformer3DModel
-
     sys.path.insert(0, str(Path(__file__).parent))
     from gpu_performance import transformer
 
     model = transformer(base / "transformer", "cuda", torch.bfloat16)
-    return model, WanTransformer3DModel.load_config(base / "transformer")
+    return model, model.config
 
 
 def measure(base: Path, frames: int, checkpointing: bool, steps: int = 4) -> dict:

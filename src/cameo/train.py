@@ -208,8 +208,7 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
         g["captions"].append(item.caption)
     captions = sorted({c for g in groups.values() for c in g["captions"]})
     class_prompts = [class_prompt(c, cfg.trigger, cfg.class_word) for c in captions]
-    alone = [cfg.trigger, cfg.class_word] if cfg.trigger else ["", ""]
-    texts = [*captions, *class_prompts, "", *alone]
+    texts = [*captions, *class_prompts, "", cfg.trigger, cfg.class_word]
     embeds = torch.cat(
         [encode_prompts(pipe, texts[i : i + 64]).float().cpu() for i in range(0, len(texts), 64)]
     )
