@@ -13,16 +13,19 @@ Writes docs/clone_quality.json; docs/quality.md quotes it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cameo.datasets import write_person_folder
+from cameo.datasets import CAPTION_STYLES, write_person_folder
 from cameo.generate import GenerateConfig, generate_frames
 from cameo.metrics.evaluate import Eyes, default_prompts, load_references, score_clip, summarise
 from cameo.metrics.scores import self_similarity
@@ -59,9 +62,15 @@ def parse_sets(pairs: list[str]) -> dict:
 
 
 def one_person(
-    person: int, eyes: Eyes, seeds: int, work: Path, sets: dict, trigger: str = TRIGGER
+    person: int,
+    eyes: Eyes,
+    seeds: int,
+    work: Path,
+    sets: dict,
+    trigger: str = TRIGGER,
+    captions: str = "named",
 ) -> dict:
-    photos = write_person_folder(person, work / f"p{person}" / "photos", 20)
+    photos = write_person_folder(person, work / f"p{person}" / "photos", 20, captions=captions)
     cfg = TrainConfig(
         data=str(photos),
         trigger=trigger,
@@ -111,6 +120,19 @@ def one_person(
                 score_clip(eyes, generate_frames(clone, cfg_g), prompt, refs, self_sim)
             )
     s = {k: summarise(v) for k, v in res.items()}
+    others = default_prompts(trigger)["others"]
+    by_prompt = {  # the rise per leakage prompt: which look the LoRA drags towards the person
+        prompt: float(
+            np.mean(
+                [
+                    res["leak_lora"][k * seeds + j]["people"][0]["identity"]
+                    - res["leak_base"][k * seeds + j]["people"][0]["identity"]
+                    for j in range(seeds)
+                ]
+            )
+        )
+        for k, prompt in enumerate(others)
+    }
     return {
         "person": person,
         "train_seconds": round(train_s, 1),
@@ -123,7 +145,22 @@ def one_person(
         "base_fidelity": s["base"]["prompt_fidelity"],
         "clone_fidelity": s["clone"]["prompt_fidelity"],
         "leakage": s["leak_lora"]["identity"] - s["leak_base"]["identity"],
+        "leakage_by_prompt": by_prompt,
     }
+
+
+def person_in_process(
+    person: int, *, seeds: int, sets: dict, trigger: str, captions: str, threads: int
+) -> dict:
+    """``one_person`` with its own eyes and scratch folder (one of ``--jobs`` processes)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        row = one_person(person, Eyes(), seeds, Path(tmp), sets, trigger, captions)
+    print(row, flush=True)
+    return row
 
 
 def main() -> None:
@@ -140,16 +177,37 @@ def main() -> None:
         "base=DIR also generates with that base model",
     )
     ap.add_argument("--trigger", default=TRIGGER, help="the word that names every person")
+    ap.add_argument(
+        "--captions",
+        default="named",
+        choices=CAPTION_STYLES,
+        help="photo captions: named (trigger + scene) or described (also the person's traits)",
+    )
     ap.add_argument("--json", default="clone_quality.json", help="file name under docs/")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="people measured at once, each in its own process on one thread",
+    )
     args = ap.parse_args()
     sets = parse_sets(args.set)
-    eyes = Eyes()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for p in range(args.first, args.first + args.people):
-            rows.append(one_person(p, eyes, args.seeds, Path(tmp), sets, args.trigger))
-            print(rows[-1], flush=True)
-    keys = [k for k in rows[0] if k not in ("person", "steps")]
+    people = list(range(args.first, args.first + args.people))
+    job = functools.partial(
+        person_in_process,
+        seeds=args.seeds,
+        sets=sets,
+        trigger=args.trigger,
+        captions=args.captions,
+        threads=1 if args.jobs > 1 else 0,
+    )
+    if args.jobs > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+            rows = list(pool.map(job, people))
+    else:
+        rows = [job(p) for p in people]
+    keys = [k for k in rows[0] if k not in ("person", "steps", "leakage_by_prompt")]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     mean["fidelity_ratio"] = mean["clone_fidelity"] / max(mean["base_fidelity"], 1e-9)
     print(json.dumps(mean, indent=1))
@@ -159,6 +217,8 @@ def main() -> None:
             {
                 "command": "python benchmarks/clone_quality.py " + " ".join(sys.argv[1:]),
                 "train_settings": {**sets, "defaults": "cameo train"},
+                "captions": args.captions,
+                "jobs": args.jobs,
                 "people": rows,
                 "mean": mean,
             },

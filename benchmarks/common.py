@@ -24,10 +24,15 @@ def machine() -> str:
 
 
 def commit() -> str:
+    """HEAD, with "+uncommitted" when the code (src/, benchmarks/) differs from it."""
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "src", "benchmarks"], check=False
+        ).returncode
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("+uncommitted" if dirty else "")
 
 
 def write_json(name: str, data: dict) -> Path:

@@ -125,7 +125,8 @@ def _variant_rows(default: dict, variants: list[tuple[str, dict | None]]) -> lis
     out = [
         "The same benchmark with other training settings or on the previous cameo-tiny (same people,",
         "scene prompts, seeds and probes; the previous model's rows ran on an Intel Xeon, whose",
-        "training times are not comparable):",
+        "training times are not comparable, and before session 6 every row's photos were captioned",
+        "with the person's traits):",
         "",
         "| setting | "
         + " | ".join(h for _, h, _ in cols)
@@ -135,7 +136,7 @@ def _variant_rows(default: dict, variants: list[tuple[str, dict | None]]) -> lis
     for name, r in rows:
         per = " / ".join(f"{x['clone_identification']:.2f}" for x in r["people"])
         cells = " | ".join(f"{r['mean'][k]:{f}}" for k, _, f in cols)
-        out.append(f"| {name} | {cells} | {per} | `{r['command']}` |")
+        out.append(f"| {name} | {cells} | {per} | `{r.get('reproduce', r['command'])}` |")
     return [*out, ""]
 
 
@@ -223,6 +224,10 @@ def quality_md() -> str:
     base, clone = _load("base_quality.json"), _load("clone_quality.json")
     pilot, run_vae = _load("vae_pilot.json"), _load("vae_quality.json")
     variants = [
+        (
+            "session 5 defaults: captions describing the person, 500 steps",
+            _load("clone_quality_described.json"),
+        ),
         ("previous cameo-tiny (8x8x8 VAE), defaults", _load("clone_quality_8x.json")),
         ("previous cameo-tiny, prior preservation off", _load("clone_quality_pp0.json")),
         ("previous cameo-tiny, prior preservation 1.0", _load("clone_quality_pp1.0.json")),

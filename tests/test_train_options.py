@@ -127,3 +127,52 @@ def test_trigger_only_captions_some_samples_with_the_trigger_alone():
     assert (mixed["class_text"][~alone] < 13).all()
     with pytest.raises(ValueError, match="--trigger-only must be in"):
         TrainConfig(data="x", trigger_only=1.5, trigger="mike").validate()
+
+
+def test_prior_preservation_in_one_forward_equals_two(tiny_pipeline_dir):
+    """training_loss batches the caption and class-prompt halves into one call: the loss and
+    the gradients must equal those of two separate calls."""
+    from cameo.diffusion import flow_matching_loss, noisy_latents
+    from cameo.lora import LoraSpec, adapters_disabled, add_lora, lora_parameters
+    from cameo.models import load_pipeline
+    from cameo.train import TrainConfig, training_loss
+
+    model = load_pipeline(tiny_pipeline_dir).transformer
+    add_lora(model, LoraSpec(rank=4, alpha=4), "default")
+    params = lora_parameters(model)
+    with torch.no_grad():  # B = 0 would make the adapter a no-op in the comparison
+        for p in params:
+            p.normal_(0, 0.05)
+    g = torch.Generator().manual_seed(0)
+    c, f, h, w = model.config.in_channels, 2, 8, 8
+    x0 = torch.randn(3, c, f, h, w, generator=g)
+    text_dim = model.config.text_dim
+    batch = {
+        "x0": x0,
+        "noise": torch.randn(x0.shape, generator=g),
+        "sigmas": torch.rand(3, generator=g),
+        "text": torch.randn(3, 7, text_dim, generator=g),
+        "class_text": torch.randn(3, 7, text_dim, generator=g),
+    }
+    cfg = TrainConfig(prior_preservation=0.7)
+    one = training_loss(model, batch, cfg)
+    grads_one = torch.autograd.grad(one, params)
+    xt = noisy_latents(x0, batch["noise"], batch["sigmas"])
+    with torch.no_grad(), adapters_disabled(model):
+        prior = model(
+            hidden_states=xt,
+            timestep=batch["sigmas"] * 1000.0,
+            encoder_hidden_states=batch["class_text"],
+            return_dict=False,
+        )[0]
+    args = (batch["sigmas"], batch["noise"])
+    two = (
+        flow_matching_loss(model, x0, batch["text"], *args).mean()
+        + 0.7
+        * flow_matching_loss(model, x0, batch["class_text"], *args, target_velocity=prior).mean()
+    )
+    grads_two = torch.autograd.grad(two, params)
+    torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_one, grads_two, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert torch.stack([a.abs().max() for a in grads_one]).max() > 0

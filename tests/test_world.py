@@ -88,3 +88,28 @@ def test_speaking_moves_the_mouth_and_silence_does_not():
     assert max(speaking.people[0]["mouth_open"]) > 0.4
     assert max(silent.people[0]["mouth_open"]) == 0.0
     assert _mouth_motion(speaking) > 2 * _mouth_motion(silent) + 0.05
+
+
+def test_photo_folder_captions_name_the_person_or_describe_them(tmp_path):
+    from cameo.datasets import write_person_folder
+
+    named = write_person_folder(7, tmp_path / "named", 12)
+    described = write_person_folder(7, tmp_path / "described", 12, captions="described")
+    ident = identity("heldout", 7)
+    truth = json.loads((named / "truth.json").read_text())["photos"]
+    for k, shot in enumerate(truth):
+        n = (named / f"photo_{k:03d}.txt").read_text()
+        d = (described / f"photo_{k:03d}.txt").read_text()
+        assert (named / f"photo_{k:03d}.png").read_bytes() == (
+            described / f"photo_{k:03d}.png"
+        ).read_bytes()  # the same photos, only the captions differ
+        assert n.count("[trigger]") == 1 and "[trigger]" not in d
+        assert " hair" not in n and "glasses" not in n  # nothing of the person's own look
+        scene = shot["people"][0]["scene"]
+        assert scene["background_name"] in n and scene["clothing_name"] in n  # what varies
+        if scene["hat"] != "none":
+            assert scene["hat"] in n
+        if ident.hair_style != "bald":
+            assert ident.hair_name in d
+    with pytest.raises(ValueError, match="named, described"):
+        write_person_folder(7, tmp_path / "bad", 2, captions="short")

@@ -107,7 +107,9 @@ def cmd_model_path(args: argparse.Namespace) -> int:
 def cmd_world_person(args: argparse.Namespace) -> int:
     from .datasets import write_person_folder
 
-    out = write_person_folder(args.seed, Path(args.out), args.count, overwrite=args.overwrite)
+    out = write_person_folder(
+        args.seed, Path(args.out), args.count, overwrite=args.overwrite, captions=args.captions
+    )
     print(f"wrote {args.count} photos of held-out person {args.seed} to {out}")
     return 0
 
@@ -557,6 +559,13 @@ def _add_world_and_demo_parsers(sub) -> None:
     wp.add_argument("--seed", type=int, required=True, help="which held-out person")
     wp.add_argument("--out", required=True, help="folder to create")
     wp.add_argument("--count", type=int, default=20, help="number of photos")
+    wp.add_argument(
+        "--captions",
+        choices=["named", "described"],
+        default="named",
+        help="named: [trigger] plus what varies (the way to caption a LoRA's photos); "
+        "described: also the person's hair, glasses and other traits",
+    )
     wp.add_argument(
         "--overwrite", action="store_true", help="write into an existing non-empty folder"
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .data import TRIGGER_PLACEHOLDER
 from .media import save_clip_outputs
 from .world import person_sample
 
@@ -18,19 +19,36 @@ def _ensure_empty_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+CAPTION_STYLES = ("named", "described")
+
+
 def write_person_folder(
-    seed: int, out: Path, count: int = 20, *, overwrite: bool = False, size: int = 64
+    seed: int,
+    out: Path,
+    count: int = 20,
+    *,
+    overwrite: bool = False,
+    size: int = 64,
+    captions: str = "named",
 ) -> Path:
     """Held-out person ``seed``: ``count`` PNG photos in varied scenes, each with a same-name
-    ``.txt`` caption, plus ``truth.json`` (the traits and scenes, for measurement only)."""
+    ``.txt`` caption, plus ``truth.json`` (the traits and scenes, for measurement only).
+
+    ``captions="named"`` writes what a LoRA caption should say: ``[trigger]`` where the person
+    is, and only what varies (action, expression, clothes, hat, background), so the trigger
+    must carry the person's look. ``"described"`` also spells out their traits (hair, glasses,
+    ...), as many users caption; then the text explains the look and the trigger learns less."""
     if count < 1:
         raise ValueError("--count must be at least 1")
+    if captions not in CAPTION_STYLES:
+        raise ValueError(f"--captions must be one of {', '.join(CAPTION_STYLES)}, not {captions!r}")
+    called = TRIGGER_PLACEHOLDER if captions == "named" else None
     out = Path(out)
     _ensure_empty_dir(out, overwrite)
     truth = []
     for i in range(count):
         rng = random.Random(f"cameo-world/photos/{seed}/{i}")
-        s = person_sample("heldout", seed, rng, frames=1, size=size)
+        s = person_sample("heldout", seed, rng, frames=1, size=size, called=called)
         name = f"photo_{i:03d}"
         Image.fromarray(s.frames[0]).save(out / f"{name}.png")
         (out / f"{name}.txt").write_text(s.caption + "\n")

@@ -52,7 +52,7 @@ class StudyConfig:
         default="0,0.25,0.5,0.75,1,1.25,1.5", metadata={"help": "scales of the scale sweep"}
     )
     rank: int = field(default=16, metadata={"help": "rank of the scale, full and compose parts"})
-    steps: int = field(default=500, metadata={"help": "training steps of every run"})
+    steps: int = field(default=250, metadata={"help": "training steps of every run"})
     scenes: int = field(default=3, metadata={"help": "unseen scenes per measurement"})
     famous: int = field(default=8, metadata={"help": "famous people checked for forgetting"})
     seeds: int = field(default=1, metadata={"help": "seeds per prompt"})

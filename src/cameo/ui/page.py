@@ -64,7 +64,10 @@ def _photos_tab(app: CameoApp, sid) -> tuple[gr.Textbox, gr.Markdown]:
             type="array",
             interactive=True,
             static_columns=[0],
-            label="Captions (edit, then save; the trigger word is added where missing)",
+            label=(
+                "Captions (edit, then save; the trigger word is added where missing). Describe "
+                "what changes (action, clothes, hat, background), not the person's own look."
+            ),
             elem_id="captions",
         )
         save = gr.Button("Save captions")
@@ -81,7 +84,7 @@ def _train_tab(app: CameoApp, sid, trigger) -> None:
     with gr.Tab("2. Train", id="train"):
         with gr.Row():
             rank = gr.Radio([4, 8, 16, 32], value=16, label="Rank", elem_id="rank")
-            steps = gr.Number(500, precision=0, label="Steps", elem_id="steps")
+            steps = gr.Number(250, precision=0, label="Steps", elem_id="steps")
         with gr.Accordion("More settings", open=False, elem_id="more-train"), gr.Row():
             lr = gr.Number(2e-3, label="Learning rate", elem_id="lr")
             batch = gr.Number(8, precision=0, label="Batch size", elem_id="batch")

@@ -103,12 +103,14 @@ def background_phrase(scene: Scene, rng: random.Random) -> str:
     ).replace("  ", " ")
 
 
-def scene_phrases(scene: Scene, rng: random.Random, *, with_clothes: bool = True) -> list[str]:
+def scene_phrases(
+    scene: Scene, rng: random.Random, *, with_clothes: bool = True, every_shirt: bool = False
+) -> list[str]:
     out = [rng.choice(ACTION_WORDS[scene.action])]
     expr = rng.choice(EXPRESSION_WORDS[scene.expression])
     if expr:
         out.append(expr)
-    if with_clothes and rng.random() < 0.45:
+    if with_clothes and (rng.random() < 0.45 or every_shirt):
         pat = "" if scene.clothing_pattern == "plain" else scene.clothing_pattern + " "
         out.append(f"wearing {with_article(f'{scene.clothing_name} {pat}shirt')}")
     return out
@@ -121,15 +123,20 @@ def caption_single(
     *,
     name: str | None = None,
     still: bool = False,
+    every_scene_trait: bool = False,
 ) -> str:
-    """Caption of one person; a named (famous) person is called by name, never described."""
+    """Caption of one person; a named (famous) person is called by name, never described.
+    ``every_scene_trait`` names the hat and the shirt every time (for LoRA photos: what the
+    caption leaves out is learnt as part of the person), not some of the time as pretraining
+    captions do."""
     if name is not None:
         who = name
-        if scene.hat != "none" and rng.random() < 0.6:
+        # rng is drawn first either way, so pretraining captions stay what they were
+        if scene.hat != "none" and (rng.random() < 0.6 or every_scene_trait):
             who += f" in {with_article(f'{scene.hat_name} {scene.hat}')}"
     else:
         who = person_phrase(ident, rng, hat=scene.hat, hat_name=scene.hat_name)
-    bits = scene_phrases(scene, rng)
+    bits = scene_phrases(scene, rng, every_shirt=every_scene_trait)
     if still and scene.action in ("turning", "nodding"):
         bits = bits[1:]
     prefix = (

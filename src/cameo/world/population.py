@@ -117,13 +117,18 @@ def person_sample(
     size: int = 64,
     scene: Scene | None = None,
     named: bool | None = None,
+    called: str | None = None,
 ) -> Sample:
-    """One person in a random scene: a clip, or a photo when ``frames == 1``."""
+    """One person in a random scene: a clip, or a photo when ``frames == 1``. ``called`` names
+    the person in the caption (as famous people are named) instead of describing their look."""
     ident = identity(split, index)
     scene = scene or Scene.sample(rng)
     motion = Motion.sample(rng, scene, frames, FPS) if frames > 1 else Motion.still(scene)
     name = famous_name(index) if split == "base" and named is not False else None
-    caption = caption_single(ident, scene, rng, name=name, still=frames == 1)
+    name = called if called is not None else name
+    caption = caption_single(
+        ident, scene, rng, name=name, still=frames == 1, every_scene_trait=called is not None
+    )
     pix = render([Figure(ident, scene, motion)], scene, size, size)
     return Sample(pix, caption, [_person_meta(split, index, ident, scene, motion)], scene.to_dict())
 
