@@ -140,6 +140,32 @@ def _variant_rows(default: dict, variants: list[tuple[str, dict | None]]) -> lis
     return [*out, ""]
 
 
+def _trial_rows(default: dict | None) -> list[str]:
+    """Single-person trials (docs/trials/*.json, clone_quality.py runs with one setting changed),
+    each beside the same person's row of the default run."""
+    trials = sorted((DOCS / "trials").glob("*.json"))
+    if not trials or not default:
+        return []
+    base = {r["person"]: r for r in default["people"]}
+    out = [
+        "Trials on one person at a time (2 seeds, so one clip in 8 is 0.125 of identification;",
+        "each trial's person beside the same person in the default run above):",
+        "",
+        "| trial | person | identification (default) | identity (default) | leakage (default) | train s | command |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path in trials:
+        t = json.loads(path.read_text())
+        for r in t["people"]:
+            d = base.get(r["person"], {})
+            out.append(
+                f"| {path.stem} | {r['person']} | {r['clone_identification']:.3f} ({d.get('clone_identification', float('nan')):.3f}) | "
+                f"{r['clone_identity']:.3f} ({d.get('clone_identity', float('nan')):.3f}) | "
+                f"{r['leakage']:+.3f} ({d.get('leakage', float('nan')):+.3f}) | {r['train_seconds']:.0f} | `{t.get('reproduce', t['command'])}` |"
+            )
+    return [*out, ""]
+
+
 def _pilot_rows(pilot: dict | None) -> list[str]:
     if not pilot:
         return []
@@ -292,6 +318,7 @@ def quality_md() -> str:
             ],
             "",
             *_variant_rows(clone, variants),
+            *_trial_rows(clone),
         ]
     out += ["## What caps identity", "", *READING_CAP, "", *_pilot_rows(pilot), *READING_NEXT, ""]
     out += [*READING_RUN, "", *_run_vae_rows(run_vae)] if run_vae else []

@@ -176,3 +176,32 @@ def test_prior_preservation_in_one_forward_equals_two(tiny_pipeline_dir):
     for a, b in zip(grads_one, grads_two, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert torch.stack([a.abs().max() for a in grads_one]).max() > 0
+
+
+def test_generated_prior_trains_on_the_base_models_own_samples(photos, tiny_pipeline_dir, tmp_path):
+    """--prior-source generated: one base sample per class prompt, in the transformer's latent
+    space, made before the adapter exists; it changes the result against the photo prior."""
+    import cameo.train as tr
+
+    made = {}
+    real = tr.base_samples
+
+    def spy(pipe, prompts, *args):
+        made["adapters"] = any("lora_" in n for n, _ in pipe.transformer.named_parameters())
+        made["prompts"] = prompts
+        made["latents"] = real(pipe, prompts, *args)
+        return made["latents"]
+
+    tr.base_samples = spy
+    try:
+        gen = _run(photos, tiny_pipeline_dir, tmp_path / "gen", prior_source="generated")
+    finally:
+        tr.base_samples = real
+    photo = _run(photos, tiny_pipeline_dir, tmp_path / "photo", prior_source="photos")
+    z = made["latents"]
+    assert not made["adapters"]
+    assert z.shape[0] == len(made["prompts"]) == 5 and z.shape[2] == 1 and torch.isfinite(z).all()
+    assert all("mike" not in p and "a person" in p for p in made["prompts"])
+    assert 0.3 < float(z.std()) < 3  # normalised latents, not pixels
+    key = "transformer.blocks.0.attn1.to_q.lora_B.weight"
+    assert not torch.allclose(gen[key], photo[key])

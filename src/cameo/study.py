@@ -45,7 +45,12 @@ class StudyConfig:
     parts: str = field(
         default=",".join(PARTS), metadata={"help": "which parts: rank,scale,full,compose"}
     )
-    people: str = field(default="11,12", metadata={"help": "two held-out people (world indices)"})
+    people: str = field(
+        default="12,11",
+        metadata={
+            "help": "two held-out people (world indices): a man, then a woman, as the triggers"
+        },
+    )
     triggers: str = field(default="mike,anna", metadata={"help": "their trigger words"})
     ranks: str = field(default="1,2,4,8,16,32,64", metadata={"help": "ranks of the rank sweep"})
     scales: str = field(

@@ -38,7 +38,9 @@ from .lora import (
     parameter_counts,
     save_lora_file,
 )
-from .models import FLOW_SHIFT, encode_prompts, load_pipeline, resolve_base
+from .models import FLOW_SHIFT, encode_prompts, load_pipeline, resolve_base, text_tokens_for
+
+PRIOR_SOURCES = ("photos", "generated")
 
 
 @dataclass
@@ -112,6 +114,15 @@ class TrainConfig:
     class_word: str = field(
         default="a person", metadata={"help": "replaces the trigger in class prompts"}
     )
+    prior_source: str = field(
+        default="photos",
+        metadata={
+            "help": "what prior preservation keeps: photos = the base model's prediction on the "
+            "person's own noised photos under the class prompt (differential output "
+            "preservation); generated = the base model's own samples of the class prompts, "
+            "made once before training (DreamBooth's class images)"
+        },
+    )
     ema: float = field(
         default=0.0, metadata={"help": "EMA decay of the LoRA weights saved at the end (0 = off)"}
     )
@@ -177,6 +188,8 @@ class TrainConfig:
             raise ValueError("--ema and --caption-dropout must be in [0, 1)")
         if not 0 <= self.trigger_only < 1:
             raise ValueError("--trigger-only must be in [0, 1)")
+        if self.prior_source not in PRIOR_SOURCES:
+            raise ValueError(f"--prior-source must be {' or '.join(PRIOR_SOURCES)}")
         if self.height % 16 or self.width % 16 or min(self.height, self.width) < 16:
             raise ValueError("--height and --width must be multiples of 16")
         self.lora_spec().validate()
@@ -218,7 +231,13 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
         [encode_prompts(pipe, texts[i : i + 64]).float().cpu() for i in range(0, len(texts), 64)]
     )
     index = {c: i for i, c in enumerate(captions)}
+    prior = {}
+    if cfg.prior_preservation > 0 and cfg.prior_source == "generated":
+        prior = {
+            "prior_latents": base_samples(pipe, class_prompts, cfg.height, cfg.width, cfg.seed)
+        }
     return {
+        **prior,
         "groups": [
             {
                 "latents": torch.cat(g["latents"]),
@@ -232,6 +251,29 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
         "trigger": embeds[-2],  # the trigger alone, and its class prompt (--trigger-only)
         "class_trigger": embeds[-1],
     }
+
+
+def base_samples(pipe, prompts: list[str], height: int, width: int, seed: int) -> torch.Tensor:
+    """The base model's own one-frame samples of ``prompts``, as the normalised latents the
+    transformer sees (N, C, 1, h, w): DreamBooth's class images (Ruiz et al., 2023), made
+    before any adapter exists, and never decoded."""
+    out = []
+    for k, prompt in enumerate(prompts):
+        gen = torch.Generator("cpu").manual_seed(seed * 7919 + k)
+        with torch.no_grad():
+            z = pipe(
+                prompt=prompt,
+                height=height,
+                width=width,
+                num_frames=1,
+                num_inference_steps=20,
+                guidance_scale=5.0,
+                generator=gen,
+                max_sequence_length=text_tokens_for(pipe),
+                output_type="latent",
+            ).frames
+        out.append(z.float().cpu())
+    return torch.cat(out)
 
 
 def class_prompt(caption: str, trigger: str, class_word: str) -> str:
@@ -287,6 +329,18 @@ def make_batch(
         class_text = cache["class_text"][cap]
         class_text[alone] = cache["class_trigger"]
         batch["class_text"] = class_text[sl]
+    if "prior_latents" in cache and cfg.prior_preservation > 0:
+        # the base's own samples, each under the class prompt it was drawn from
+        pidx = torch.randint(len(cache["prior_latents"]), (cfg.batch,), generator=g)
+        px0 = cache["prior_latents"][pidx]
+        pnoise = torch.randn(px0.shape, generator=g)
+        psig = lo + (hi - lo) * sample_sigmas(cfg.batch, FLOW_SHIFT, g)
+        batch.update(
+            prior_x0=px0[sl],
+            prior_noise=pnoise[sl],
+            prior_sigmas=psig[sl],
+            class_text=cache["class_text"][pidx][sl],
+        )
     return batch
 
 
@@ -298,6 +352,8 @@ def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.T
     x0, text, sigmas, noise = batch["x0"], batch["text"], batch["sigmas"], batch["noise"]
     if cfg.prior_preservation <= 0:
         return flow_matching_loss(model, x0, text, sigmas, noise).mean()
+    if "prior_x0" in batch:  # generated class samples: their own flow-matching target
+        return _generated_prior_loss(model, batch, cfg)
     from .diffusion import noisy_latents
 
     b = len(x0)
@@ -320,6 +376,21 @@ def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.T
         torch.cat([noise, noise]),
         target_velocity=torch.cat([noise - x0, prior]),
     )  # (2B,)
+    return per_sample[:b].mean() + cfg.prior_preservation * per_sample[b:].mean()
+
+
+def _generated_prior_loss(model, batch: dict, cfg: TrainConfig) -> torch.Tensor:
+    """Photos under their captions plus the base's samples under their class prompts, one
+    forward when the shapes agree (photos), two when the batch holds clips."""
+    parts = [
+        (batch["x0"], batch["text"], batch["sigmas"], batch["noise"]),
+        (batch["prior_x0"], batch["class_text"], batch["prior_sigmas"], batch["prior_noise"]),
+    ]
+    if parts[0][0].shape[1:] != parts[1][0].shape[1:]:
+        own, kept = (flow_matching_loss(model, *p).mean() for p in parts)
+        return own + cfg.prior_preservation * kept
+    b = len(batch["x0"])
+    per_sample = flow_matching_loss(model, *(torch.cat(t) for t in zip(*parts, strict=True)))
     return per_sample[:b].mean() + cfg.prior_preservation * per_sample[b:].mean()
 
 
