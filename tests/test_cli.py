@@ -77,3 +77,18 @@ def test_demo_refuses_a_negative_person_before_writing(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--person", "-1"]) == 2
     assert "--person" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_mp4_of_odd_width_is_padded_not_resized(tmp_path):
+    import imageio.v2 as imageio
+    import numpy as np
+
+    from cameo.media import write_mp4
+
+    frames = np.zeros((5, 64, 130, 3), np.uint8)  # 130 * 4 = 520 px, not a multiple of 16
+    frames[:, :, -1] = 200  # the last column must survive, not be resampled away
+    write_mp4(frames, tmp_path / "odd.mp4", 8)
+    first = imageio.get_reader(str(tmp_path / "odd.mp4")).get_data(0)
+    assert first.shape == (256, 528, 3)
+    assert abs(int(first[128, 516:520].mean()) - 200) < 20  # the original pixels, at 4x
+    assert first[128, 524:].mean() > 240  # then white padding (a resize would smear it grey)

@@ -42,6 +42,11 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
 
     # Upscale 4x so players show the small clip at a viewable size; yuv420p for compatibility.
     big = frames.repeat(4, axis=1).repeat(4, axis=2)
+    # Codecs want sides in multiples of 16: pad with white (as the contact sheets are) rather
+    # than let imageio resize, and warn, for side-by-side strips such as the demo's overview.
+    pad_h, pad_w = -big.shape[1] % 16, -big.shape[2] % 16
+    if pad_h or pad_w:
+        big = np.pad(big, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=255)
     tmp = _tmp(path)
     try:
         with imageio.get_writer(
