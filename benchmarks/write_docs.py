@@ -32,6 +32,33 @@ READING_CAP = [
     "  ad-hoc script, not kept; the result is why the decoder route was dropped.)",
     "- A new VAE shape. Trained from scratch for the same number of steps:",
 ]
+READING_STEPS = [
+    "How the session-6 defaults were chosen (person 11, and 13 where named; one seed, 4 clips",
+    "each, so one clip is 0.25 of identification; from the runs' logs, whose JSON was not kept):",
+    "",
+    "- Identity during one 1000-step run (`cameo world person --seed 11 --out p11`, then",
+    "  `cameo train --data p11 --trigger mike --out r --steps 1000 --validate-every 100`; the",
+    "  captions then named a hat 60% and a shirt 45% of the time): identity 0.422, 0.403, 0.444,",
+    "  0.422, 0.410, 0.446 at steps 100-600. It is reached by step 100 and does not grow.",
+    "- Steps at the final captions (`clone_quality.py --people 1 --first P --seeds 1 --set",
+    "  steps=N`): 300 steps: identity 0.574 / 0.607 (persons 11 / 13), 147 / 146 s;",
+    "  200 steps: 0.608 / 0.490, 92 / 96 s. 250 is the default: both sides of it are within",
+    "  noise of each other, and 300 missed the 120 s target.",
+    "- Prior preservation 1.0 instead of 0.5 at 200 steps: identity 0.562 / 0.437, leakage",
+    "  -0.055 / +0.178 (0.5: -0.032 / +0.218); not better. Class word `a man` for person 12",
+    "  (2 seeds): leakage +0.093 against +0.127 and identification 0.75 against 0.875; the",
+    "  prompt that leaks (below) still rose by +0.54.",
+    "- Generation settings for person 14's default LoRA (2 seeds): guidance 2 / 5 / 8:",
+    "  identity 0.315 / 0.309 / 0.245; 40 sampling steps 0.315; LoRA scale 1.3: 0.090.",
+    "  Rank 32 with `--ffn`: 0.368 and identification 0.375 (0.125 at the defaults), in 129 s.",
+    "",
+    "Leakage comes mostly from one prompt: with every person's LoRA, `a man with short black",
+    "hair, speaking, in front of a grey wall` moves towards the person (+0.12 to +0.58 across the",
+    "five people), while the other three prompts move both ways (per-prompt values are in",
+    "clone_quality.json, `leakage_by_prompt`).",
+    "",
+]
+
 READING_NEXT = [
     "The 4x shape (16x16x8 latents, 4x the values per frame) is 4.0 dB ahead of the previous shape",
     "on photos at 400 steps and already carries some identity (similarity 0.34 vs 0.15). Both are",
@@ -319,6 +346,7 @@ def quality_md() -> str:
             "",
             *_variant_rows(clone, variants),
             *_trial_rows(clone),
+            *READING_STEPS,
         ]
     out += ["## What caps identity", "", *READING_CAP, "", *_pilot_rows(pilot), *READING_NEXT, ""]
     out += [*READING_RUN, "", *_run_vae_rows(run_vae)] if run_vae else []
