@@ -59,7 +59,7 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
         assert heading in text
     for png in ("results-rank.png", "results-scale.png", "results-compose.png"):
         assert (tmp_path / "docs" / png).stat().st_size > 1000
-    lora = tmp_path / "work" / "person-11" / "r2" / "mike.safetensors"
+    lora = tmp_path / "work" / "person-12" / "r2" / "mike.safetensors"  # the first person
     assert lora_file_stats(lora)["params"] == row["params"]
     # Redoing one part keeps the others' tables and the run that measured each.
     run_study(StudyConfig(**{**cfg.__dict__, "parts": "scale"}))
@@ -67,7 +67,7 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
     assert again["rank"] == res["rank"] and again["compose"] == res["compose"]
     assert again["runs"]["rank"] == res["runs"]["rank"]
     assert set(again["runs"]) == {"rank", "scale", "full", "compose"}
-    assert "## Rank sweep" in md.read_text() and "- scale: people 11,12" in md.read_text()
+    assert "## Rank sweep" in md.read_text() and "- scale: people 12,11" in md.read_text()
 
 
 def test_study_refuses_bad_parts():
