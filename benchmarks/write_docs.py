@@ -278,6 +278,10 @@ def quality_md() -> str:
     pilot, run_vae = _load("vae_pilot.json"), _load("vae_quality.json")
     variants = [
         (
+            "LoRA on the cross-attention keys and values only (attn2.to_k, attn2.to_v)",
+            _load("clone_quality_xattn_kv.json"),
+        ),
+        (
             "session 5 defaults: captions describing the person, 500 steps",
             _load("clone_quality_described.json"),
         ),

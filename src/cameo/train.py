@@ -325,11 +325,11 @@ def make_batch(
     per = cfg.batch // world
     sl = slice(rank * per, (rank + 1) * per)
     batch = {"x0": x0[sl], "text": text[sl], "noise": noise[sl], "sigmas": sigmas[sl]}
-    if cfg.prior_preservation > 0:  # only then is the class prompt read
+    if cfg.prior_preservation > 0 and "prior_latents" not in cache:  # the photos, re-captioned
         class_text = cache["class_text"][cap]
         class_text[alone] = cache["class_trigger"]
         batch["class_text"] = class_text[sl]
-    if "prior_latents" in cache and cfg.prior_preservation > 0:
+    elif cfg.prior_preservation > 0:
         # the base's own samples, each under the class prompt it was drawn from
         pidx = torch.randint(len(cache["prior_latents"]), (cfg.batch,), generator=g)
         px0 = cache["prior_latents"][pidx]
