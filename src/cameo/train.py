@@ -350,13 +350,15 @@ def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.T
     The base is ``model`` with its adapters off, or ``teacher`` (a frozen copy of the base, for
     training without adapters: full fine-tuning)."""
     x0, text, sigmas, noise = batch["x0"], batch["text"], batch["sigmas"], batch["noise"]
+    own = (x0, text, sigmas, noise, noise - x0)
     if cfg.prior_preservation <= 0:
-        return flow_matching_loss(model, x0, text, sigmas, noise).mean()
+        return flow_matching_loss(model, *own[:4]).mean()
     if "prior_x0" in batch:  # generated class samples: their own flow-matching target
-        return _generated_prior_loss(model, batch, cfg)
+        px0, pnoise = batch["prior_x0"], batch["prior_noise"]
+        kept = (px0, batch["class_text"], batch["prior_sigmas"], pnoise, pnoise - px0)
+        return _own_plus_kept(model, own, kept, cfg.prior_preservation)
     from .diffusion import noisy_latents
 
-    b = len(x0)
     xt = noisy_latents(x0, noise, sigmas)
     base = contextlib.nullcontext() if teacher is not None else adapters_disabled(_unwrap(model))
     with torch.no_grad(), base:
@@ -366,32 +368,22 @@ def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.T
             encoder_hidden_states=batch["class_text"],
             return_dict=False,
         )[0]
-    # One forward over both halves (captions, then class prompts: (2B, ...)) instead of two:
-    # the same objective, as samples never interact, at about half the per-call overhead.
-    per_sample = flow_matching_loss(
-        model,
-        torch.cat([x0, x0]),
-        torch.cat([text, batch["class_text"]]),
-        torch.cat([sigmas, sigmas]),
-        torch.cat([noise, noise]),
-        target_velocity=torch.cat([noise - x0, prior]),
-    )  # (2B,)
-    return per_sample[:b].mean() + cfg.prior_preservation * per_sample[b:].mean()
+    kept = (x0, batch["class_text"], sigmas, noise, prior)
+    return _own_plus_kept(model, own, kept, cfg.prior_preservation)
 
 
-def _generated_prior_loss(model, batch: dict, cfg: TrainConfig) -> torch.Tensor:
-    """Photos under their captions plus the base's samples under their class prompts, one
-    forward when the shapes agree (photos), two when the batch holds clips."""
-    parts = [
-        (batch["x0"], batch["text"], batch["sigmas"], batch["noise"]),
-        (batch["prior_x0"], batch["class_text"], batch["prior_sigmas"], batch["prior_noise"]),
-    ]
-    if parts[0][0].shape[1:] != parts[1][0].shape[1:]:
-        own, kept = (flow_matching_loss(model, *p).mean() for p in parts)
-        return own + cfg.prior_preservation * kept
-    b = len(batch["x0"])
-    per_sample = flow_matching_loss(model, *(torch.cat(t) for t in zip(*parts, strict=True)))
-    return per_sample[:b].mean() + cfg.prior_preservation * per_sample[b:].mean()
+def _own_plus_kept(model, own: tuple, kept: tuple, weight: float) -> torch.Tensor:
+    """mean loss on ``own`` + weight x mean loss on ``kept``, each (x0, text, sigmas, noise,
+    target velocity). One forward over both halves ((2B, ...)) when their shapes agree: the
+    same objective, as samples never interact, at about half the per-call overhead; two when
+    they differ (a batch of clips beside one-frame class samples)."""
+    if own[0].shape[1:] != kept[0].shape[1:]:
+        a, b = (flow_matching_loss(model, *p[:4], target_velocity=p[4]).mean() for p in (own, kept))
+        return a + weight * b
+    n = len(own[0])
+    x0, text, sigmas, noise, target = (torch.cat(t) for t in zip(own, kept, strict=True))
+    per_sample = flow_matching_loss(model, x0, text, sigmas, noise, target_velocity=target)
+    return per_sample[:n].mean() + weight * per_sample[n:].mean()
 
 
 def _unwrap(model):
