@@ -218,8 +218,8 @@ def markdown(r: dict) -> str:
         "Torch threads: "
         f"{r['threads']}; clock: {_clock(r)}. The reference loop is written in "
         "`benchmarks/perf_setup.py` the way diffusers' LoRA examples write theirs (same model, "
-        "batch 8, rank 16, targets to_q/to_k/to_v/to_out.0, fp32, cached latents and prompt "
-        "embeddings). cameo's step is `Trainer._step` of `cameo train` (batch sampling, loss, "
+        f"batch 8, rank 16, targets {r.get('targets', 'to_q,to_k,to_v,to_out.0')}, fp32, "
+        "cached latents and prompt embeddings). cameo's step is `Trainer._step` of `cameo train` (batch sampling, loss, "
         "backward, clipping, AdamW) on 20 captioned photos of a person, with the defaults but "
         "prior preservation off, so both loops optimise the same objective (runs from before "
         "prior preservation became the default measured exactly that).",

@@ -487,6 +487,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cameo-perf-") as d:
         ctx = context(args, Path(d))
         result: dict = {"threads": args.threads, "quick": args.quick, "clock": CLOCK["clock"]}
+        result["targets"] = ctx["trainers"][0].cfg.targets  # the loops' shared LoRA targets
         result["turns"] = {
             k: ctx[f"{k}_repeats" if k != "scaling" else "repeats"]
             for k in ("train", "scaling", "gen", "denoise", "thread")

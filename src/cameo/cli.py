@@ -471,6 +471,8 @@ def _add_training_parsers(sub) -> None:
 
 def _add_lora_file_parsers(sub) -> None:
     """The convert, inspect, resize, estimate commands."""
+    from .lora import DEFAULT_TARGETS
+
     cv = sub.add_parser(
         "convert", help="convert a Wan LoRA between diffusers, ComfyUI and kohya/musubi keys"
     )
@@ -499,7 +501,7 @@ def _add_lora_file_parsers(sub) -> None:
     es = sub.add_parser("estimate", help="predict peak memory and time per step of a training run")
     es.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")
     es.add_argument("--rank", type=int, default=16, help="LoRA rank")
-    es.add_argument("--targets", default="to_q,to_k,to_v,to_out.0", help="adapted modules")
+    es.add_argument("--targets", default=DEFAULT_TARGETS, help="adapted modules")
     es.add_argument("--ffn", action="store_true", help="also adapt the feed-forward layers")
     es.add_argument("--batch", type=int, default=8, help="batch size")
     es.add_argument("--frames", type=int, default=1, help="frames per sample (1 for photos)")

@@ -21,7 +21,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# The default: all of self-attention, and of cross-attention only the keys and values made from
+# the text. The cross-attention query and output act on every prompt alike, and adapting them
+# moved unrelated prompts towards the person; without them, over 5 held-out people, leakage fell
+# from +0.052 to +0.043 and identification rose from 0.55 to 0.65 (docs/quality.md).
+DEFAULT_TARGETS = "attn1.to_q,attn1.to_k,attn1.to_v,attn1.to_out.0,attn2.to_k,attn2.to_v"
 FFN_TARGETS = ["ffn.net.0.proj", "ffn.net.2"]
 FORMAT_VERSION = "1"
 PEFT_METADATA_KEY = "lora_adapter_metadata"  # what diffusers reads to rebuild the LoraConfig
@@ -36,7 +40,7 @@ class LoraSpec:
         default=16.0, metadata={"help": "LoRA alpha; the change is scaled by alpha/r"}
     )
     targets: str = field(
-        default=",".join(ATTENTION_TARGETS),
+        default=DEFAULT_TARGETS,
         metadata={"help": "comma-separated module-name suffixes (PEFT target_modules)"},
     )
     ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})

@@ -28,6 +28,7 @@ from . import fast
 from .data import DatasetReport, scan_folder
 from .diffusion import flow_matching_loss, lr_at, sample_sigmas
 from .lora import (
+    DEFAULT_TARGETS,
     LoraSpec,
     adapter_state_dict,
     adapters_disabled,
@@ -62,7 +63,7 @@ class TrainConfig:
     rank: int = field(default=16, metadata={"help": "LoRA rank r"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale alpha/r)"})
     targets: str = field(
-        default="to_q,to_k,to_v,to_out.0", metadata={"help": "adapted modules (name suffixes)"}
+        default=DEFAULT_TARGETS, metadata={"help": "adapted modules (name suffixes)"}
     )
     ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})
     rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA scaling"})
