@@ -169,14 +169,15 @@ def _variant_rows(default: dict, variants: list[tuple[str, dict | None]]) -> lis
 
 def _trial_rows(default: dict | None) -> list[str]:
     """Single-person trials (docs/trials/*.json, clone_quality.py runs with one setting changed),
-    each beside the same person's row of the default run."""
+    each beside the same person's row of the default run they changed (``default``)."""
     trials = sorted((DOCS / "trials").glob("*.json"))
     if not trials or not default:
         return []
     base = {r["person"]: r for r in default["people"]}
     out = [
-        "Trials on one person at a time (2 seeds, so one clip in 8 is 0.125 of identification;",
-        "each trial's person beside the same person in the default run above):",
+        "Trials on one person at a time in session 6 (2 seeds, so one clip in 8 is 0.125 of",
+        "identification; each beside the same person in the session-6 default run, which adapted",
+        "every attention projection):",
         "",
         "| trial | person | identification (default) | identity (default) | leakage (default) | train s | command |",
         "|---|---|---|---|---|---|---|",
@@ -276,7 +277,12 @@ def _base_compare_rows(lead: list[str], columns: list[tuple[str, dict | None]]) 
 def quality_md() -> str:
     base, clone = _load("base_quality.json"), _load("clone_quality.json")
     pilot, run_vae = _load("vae_pilot.json"), _load("vae_quality.json")
+    session6 = _load("clone_quality_session6.json")
     variants = [
+        (
+            "session 6 defaults: LoRA on to_q, to_k, to_v, to_out.0 of both attentions",
+            session6,
+        ),
         (
             "LoRA on the cross-attention keys and values only (attn2.to_k, attn2.to_v)",
             _load("clone_quality_xattn_kv.json"),
@@ -349,7 +355,7 @@ def quality_md() -> str:
             ],
             "",
             *_variant_rows(clone, variants),
-            *_trial_rows(clone),
+            *_trial_rows(session6),
             *READING_STEPS,
         ]
     out += ["## What caps identity", "", *READING_CAP, "", *_pilot_rows(pilot), *READING_NEXT, ""]

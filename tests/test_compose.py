@@ -13,12 +13,14 @@ from cameo.compose import (
     merge,
     region_token_mask,
     regional,
+    regional_prompts,
+    regional_text_mask,
     resize,
     set_orthogonal_down,
 )
 from cameo.generate import GenerateConfig, apply_loras, generate_frames
 from cameo.lora import LoraSpec, adapter_state_dict, add_lora, save_lora_file
-from cameo.models import load_pipeline
+from cameo.models import encode_prompts, load_pipeline
 
 GEN = dict(frames=5, height=32, width=64, steps=2, guidance=3.0, seed=0)
 
@@ -160,3 +162,50 @@ def test_regional_generation_runs_with_two_people(tiny_pipeline_dir, tmp_path):
     )
     assert out.stat().st_size > 0
     assert main(["generate", "x", "--mix", "blend", "--out", str(tmp_path / "y.mp4")]) == 2
+
+
+def test_regional_text_mask_layout():
+    left, right = region_token_mask("left", 1, 1, 4), region_token_mask((0.75, 0, 1, 1), 1, 1, 4)
+    m = regional_text_mask([left, right], text_len=2)  # text: main, left, right; 2 tokens each
+    assert m.int().tolist() == [
+        [0, 0, 1, 1, 0, 0],  # token 0: left
+        [0, 0, 1, 1, 0, 0],  # token 1: left
+        [1, 1, 0, 0, 0, 0],  # token 2: no region, the main prompt
+        [0, 0, 0, 0, 1, 1],  # token 3: right
+    ]
+
+
+def test_region_prompts_reach_only_their_region(tiny_pipeline_dir):
+    """Under ``regional_prompts`` a cross-attention over the main, left and right prompts gives
+    each region's tokens exactly what that region's prompt alone gives them; without the mask
+    every token would read all three prompts (so this test can fail)."""
+    pipe = load_pipeline(tiny_pipeline_dir)
+    texts = encode_prompts(pipe, ["two people", "mike, smiling", "anna, silent"])  # (3, T, D)
+    t = texts.shape[1]
+    attn = pipe.transformer.blocks[0].attn2
+    text = pipe.transformer.condition_embedder.text_embedder(texts)  # (3, T, d)
+    x = torch.randn(1, 16, attn.to_q.in_features)  # 1 frame of 4x4 video tokens
+    left, right = region_token_mask("left", 1, 4, 4).bool(), region_token_mask("right", 1, 4, 4)
+    with torch.no_grad():
+        alone = [attn(x, text[i : i + 1]) for i in range(3)]
+        everything = attn(x, text.reshape(1, 3 * t, -1))
+        with regional_prompts(pipe.transformer, regional_text_mask([left, right], t)):
+            masked = attn(x, text.reshape(1, 3 * t, -1))
+    torch.testing.assert_close(masked[0, left], alone[1][0, left], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(masked[0, ~left], alone[2][0, ~left], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(everything[0, left], alone[1][0, left], atol=1e-4)
+    assert attn.processor.__class__.__name__ == "WanAttnProcessor"  # restored on exit
+
+
+def test_generation_with_region_prompts(tiny_pipeline_dir, tmp_path):
+    """A region prompt changes the clip, same seed same clip, and a bad one is a clear error."""
+    pipe = load_pipeline(tiny_pipeline_dir)
+    cfg = GenerateConfig(prompt="two people talking", **GEN)
+    rp = ["left=mike, smiling, in a park", "right=anna, silent, on a yellow backdrop"]
+    plain = generate_frames(pipe, cfg)
+    own = generate_frames(pipe, GenerateConfig(prompt=cfg.prompt, region_prompt=rp, **GEN))
+    again = generate_frames(pipe, GenerateConfig(prompt=cfg.prompt, region_prompt=rp, **GEN))
+    assert own.shape == plain.shape and not np.array_equal(own, plain)
+    np.testing.assert_array_equal(own, again)
+    bad = ["generate", "x", "--region-prompt", "middle=mike", "--out", str(tmp_path / "y.mp4")]
+    assert main(bad) == 2

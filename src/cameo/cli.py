@@ -27,12 +27,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         flag = "--" + f.name.replace("_", "-")
         if f.name in skip:
             continue
-        if f.name == "region":
+        if f.name in ("region", "region_prompt"):
             parser.add_argument(
                 flag,
                 action="append",
                 default=[],
-                metavar="TRIGGER=WHERE",
+                metavar="TRIGGER=WHERE" if f.name == "region" else "WHERE=PROMPT",
                 help=f.metadata.get("help", ""),
             )
             continue

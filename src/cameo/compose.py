@@ -305,3 +305,57 @@ def regional(transformer, masks: dict[str, tuple[torch.Tensor, torch.Tensor]]) -
     finally:
         for h in handles:
             h.remove()
+
+
+# --------------------------------------------------------------------------- regional prompts
+
+
+def regional_text_mask(regions: list[torch.Tensor], text_len: int) -> torch.Tensor:
+    """Which text tokens each video token may attend to when the prompt is the main prompt
+    followed by one prompt per region, each ``text_len`` tokens long: a token inside region i
+    reads prompt i (a token in two regions reads both), a token in none reads the main prompt.
+
+    regions: video-token masks (N,) as ``region_token_mask`` makes them; returns (N, (1+R)·T)
+    bool."""
+    inside = torch.stack([r > 0 for r in regions])  # (R, N)
+    main = ~inside.any(0)  # (N,)
+    per_prompt = torch.cat([main[None], inside])  # (1+R, N)
+    return per_prompt.repeat_interleave(text_len, dim=0).T.contiguous()  # (N, (1+R)·T)
+
+
+class _MaskedCrossAttention:
+    """A cross-attention processor that runs the model's own processor with a fixed attention
+    mask (the Wan block passes none to its cross-attention)."""
+
+    def __init__(self, inner, mask: torch.Tensor):
+        self.inner, self.mask = inner, mask
+
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None
+    ):
+        n, t = hidden_states.shape[1], encoder_hidden_states.shape[1]
+        if self.mask.shape != (n, t):
+            raise RuntimeError(
+                f"regional prompts: {n} video and {t} text tokens, the mask is {tuple(self.mask.shape)}"
+            )
+        mask = self.mask.to(hidden_states.device)
+        return self.inner(attn, hidden_states, encoder_hidden_states, mask, rotary_emb)
+
+
+@contextlib.contextmanager
+def regional_prompts(transformer, mask: torch.Tensor) -> Iterator[None]:
+    """While active, every cross-attention of ``transformer`` attends with ``mask``
+    (``regional_text_mask``): each region's video tokens read only their own prompt, so that
+    one person's words do not shape the other's face (Mix-of-Show's regional sampling)."""
+    saved = []
+    for block in transformer.blocks:
+        attn = block.attn2
+        if getattr(attn, "add_k_proj", None) is not None:
+            raise ValueError("regional prompts are for text-to-video models (no image keys)")
+        saved.append((attn, attn.processor))
+        attn.set_processor(_MaskedCrossAttention(attn.processor, mask))
+    try:
+        yield
+    finally:
+        for attn, processor in saved:
+            attn.set_processor(processor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from . import fast
 from .media import save_clip_outputs
-from .models import load_pipeline, text_tokens_for
+from .models import encode_prompts, load_pipeline, text_tokens_for
 
 
 @dataclass
@@ -59,6 +60,13 @@ class GenerateConfig:
             "help": "with --mix regional: TRIGGER=left|right|top|bottom or TRIGGER=x0,y0,x1,y1 (repeatable)"
         },
     )
+    region_prompt: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "WHERE=PROMPT: the video tokens of a region (left, right, top, bottom or "
+            "x0,y0,x1,y1) read this prompt instead of the main one (repeatable)"
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace existing output files"})
 
     def validate(self) -> None:
@@ -82,6 +90,8 @@ class GenerateConfig:
             )
         for r in self.region:
             parse_region(r)
+        for r in self.region_prompt:
+            parse_region_prompt(r)
 
 
 def parse_region(spec: str) -> tuple[str, str | tuple[float, float, float, float]]:
@@ -91,17 +101,32 @@ def parse_region(spec: str) -> tuple[str, str | tuple[float, float, float, float
         raise ValueError(
             f"--region {spec!r}: expected TRIGGER=left|right|top|bottom or TRIGGER=x0,y0,x1,y1"
         )
+    return name, _parse_where(where, f"--region {spec!r}")
+
+
+def parse_region_prompt(spec: str) -> tuple[str | tuple[float, float, float, float], str]:
+    """'left=mike, speaking' -> ('left', 'mike, speaking'); a box works as in ``parse_region``."""
+    where, sep, prompt = spec.partition("=")
+    if not sep or not prompt.strip():
+        raise ValueError(
+            f"--region-prompt {spec!r}: expected WHERE=PROMPT, WHERE left|right|top|bottom or x0,y0,x1,y1"
+        )
+    return _parse_where(where.strip(), f"--region-prompt {spec!r}"), prompt.strip()
+
+
+def _parse_where(where: str, what: str) -> str | tuple[float, float, float, float]:
     if where in ("left", "right", "top", "bottom", "all"):
-        return name, where
+        return where
     try:
         box = tuple(float(v) for v in where.split(","))
     except ValueError:
         box = ()
     if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
         raise ValueError(
-            f"--region {spec!r}: a box is x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
+            f"{what}: a region is left|right|top|bottom, or a box x0,y0,x1,y1 with "
+            "0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
         )
-    return name, box  # type: ignore[return-value]
+    return box  # type: ignore[return-value]
 
 
 def parse_lora_arg(spec: str) -> tuple[str, float]:
@@ -202,39 +227,74 @@ def _regions(
     return out
 
 
-def _regional_masks(pipe, cfg: GenerateConfig, loaded: LoadedLoras) -> dict:
-    from .compose import region_token_mask, trigger_token_mask
-
+def _token_grid(pipe, cfg: GenerateConfig) -> tuple[int, int, int]:
+    """Video tokens of a clip: (frames, rows, columns) after the VAE and the patching."""
     p_t, p_h, p_w = pipe.transformer.config.patch_size
     scale = pipe.vae_scale_factor_spatial
     frames = ((cfg.frames - 1) // pipe.vae_scale_factor_temporal + 1) // p_t
-    h, w = cfg.height // scale // p_h, cfg.width // scale // p_w
-    length = text_tokens_for(pipe)
-    return {
-        name: (
-            region_token_mask(region, frames, h, w),
-            trigger_token_mask(pipe.tokenizer, cfg.prompt, trigger, length)
-            if trigger
-            else torch.zeros(length),
+    return frames, cfg.height // scale // p_h, cfg.width // scale // p_w
+
+
+def _prompts(cfg: GenerateConfig) -> list[str]:
+    """The main prompt, then one per --region-prompt (the text the transformer reads, in order)."""
+    return [cfg.prompt, *(parse_region_prompt(r)[1] for r in cfg.region_prompt)]
+
+
+def _regional_masks(pipe, cfg: GenerateConfig, loaded: LoadedLoras) -> dict:
+    """Per adapter: its region's video-token mask, and the positions of its trigger in the text
+    (in the main prompt and in every region prompt)."""
+    from .compose import region_token_mask, trigger_token_mask
+
+    grid, length = _token_grid(pipe, cfg), text_tokens_for(pipe)
+
+    def text_mask(trigger: str) -> torch.Tensor:
+        if not trigger:
+            return torch.zeros(length * len(_prompts(cfg)))
+        return torch.cat(
+            [trigger_token_mask(pipe.tokenizer, p, trigger, length) for p in _prompts(cfg)]
         )
+
+    return {
+        name: (region_token_mask(region, *grid), text_mask(trigger))
         for name, (trigger, region) in (loaded.regional or {}).items()
     }
 
 
+def _prompt_inputs(pipe, cfg: GenerateConfig) -> tuple[dict, torch.Tensor | None]:
+    """What the pipeline is called with for the text, and the cross-attention mask of region
+    prompts (None without them). With region prompts, the text is the main prompt followed by
+    each region's, (1, (1+R)·T, D); the negative prompt is repeated to the same length."""
+    if not cfg.region_prompt:
+        return {"prompt": cfg.prompt, "negative_prompt": cfg.negative}, None
+    from .compose import region_token_mask, regional_text_mask
+
+    grid, length = _token_grid(pipe, cfg), text_tokens_for(pipe)
+    prompts = _prompts(cfg)
+    text = encode_prompts(pipe, prompts).reshape(1, len(prompts) * length, -1)
+    negative = encode_prompts(pipe, [cfg.negative]).repeat(1, len(prompts), 1)
+    regions = [region_token_mask(parse_region_prompt(r)[0], *grid) for r in cfg.region_prompt]
+    return {"prompt_embeds": text, "negative_prompt_embeds": negative}, regional_text_mask(
+        regions, length
+    )
+
+
 def generate_frames(pipe, cfg: GenerateConfig, loaded: LoadedLoras | None = None) -> np.ndarray:
     """Run the pipeline; returns uint8 frames (F, H, W, 3)."""
-    import contextlib
-
-    from .compose import regional
+    from .compose import regional, regional_prompts
 
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     masks = _regional_masks(pipe, cfg, loaded) if loaded is not None and loaded.regional else None
-    ctx = regional(pipe.transformer, masks) if masks else contextlib.nullcontext()
-    speed = fast.pipeline(pipe) if cfg.fast and not masks else contextlib.nullcontext()
-    with torch.no_grad(), ctx, speed:
+    text, text_mask = _prompt_inputs(pipe, cfg)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        if masks:
+            stack.enter_context(regional(pipe.transformer, masks))
+        if text_mask is not None:
+            stack.enter_context(regional_prompts(pipe.transformer, text_mask))
+        if cfg.fast and not masks and text_mask is None:
+            stack.enter_context(fast.pipeline(pipe))
         video = pipe(
-            prompt=cfg.prompt,
-            negative_prompt=cfg.negative,
+            **text,
             height=cfg.height,
             width=cfg.width,
             num_frames=cfg.frames,

@@ -93,18 +93,32 @@ class Judge:
         refs = self.eyes.embed(load_references(photos))
         return refs, self_similarity(refs)
 
-    def clips(self, pipe, prompts: list[str], width: int = 64, loaded=None) -> list[np.ndarray]:
+    def clips(
+        self,
+        pipe,
+        prompts: list[str],
+        width: int = 64,
+        loaded=None,
+        region_prompts: list[list[str]] | None = None,
+    ) -> list[np.ndarray]:
+        """Clips of every prompt at every seed; ``region_prompts[k]``: the --region-prompt
+        values of prompt k."""
         from .generate import GenerateConfig, generate_frames
 
         return [
             generate_frames(
                 pipe,
                 GenerateConfig(
-                    prompt=p, seed=s, width=width, steps=self.cfg.sample_steps, base=self.cfg.base
+                    prompt=p,
+                    seed=s,
+                    width=width,
+                    steps=self.cfg.sample_steps,
+                    base=self.cfg.base,
+                    region_prompt=region_prompts[k] if region_prompts else [],
                 ),
                 loaded,
             )
-            for p in prompts
+            for k, p in enumerate(prompts)
             for s in range(self.cfg.seeds)
         ]
 
@@ -201,6 +215,17 @@ def lora_args(
         "--base", cfg.base, "--rank", str(rank), "--alpha", str(rank), "--steps", str(cfg.steps),
         "--validate-every", "-1", "--overwrite", "--log-with", "none", *extra,
     ]  # fmt: skip
+
+
+def training_recipe(args: list[str]) -> str:
+    """A digest of a LoRA's training: its arguments and ``cameo train``'s defaults, so that a
+    LoRA kept from an earlier study is reused only if it would be trained the same way."""
+    import hashlib
+
+    from .train import TrainConfig
+
+    text = json.dumps([args, asdict(TrainConfig())], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def measure_steps(base: str, rank: int, repeats: int = 5) -> dict:
@@ -360,13 +385,13 @@ class Study:
         tag = f"r{rank}" + (f"-slot{slot}" if slot >= 0 else "")
         out = self.work / f"person-{person.index}" / tag
         path, usage_file = out / f"{person.trigger}.safetensors", out / "usage.json"
-        if not (path.exists() and usage_file.exists()):
+        extra = ["--orthogonal-slot", str(slot)] if slot >= 0 else []
+        args = lora_args(self.cfg, person.photos, person.trigger, out, rank, extra)
+        recipe = training_recipe(args)
+        done = json.loads(usage_file.read_text()) if usage_file.exists() else {}
+        if not (path.exists() and done.get("recipe") == recipe):  # retrain when defaults change
             out.mkdir(parents=True, exist_ok=True)
-            extra = ["--orthogonal-slot", str(slot)] if slot >= 0 else []
-            usage = train_child(
-                lora_args(self.cfg, person.photos, person.trigger, out, rank, extra),
-                out / "train.log",
-            )
+            usage = {**train_child(args, out / "train.log"), "recipe": recipe}
             usage_file.write_text(json.dumps(usage))
         return path, json.loads(usage_file.read_text())
 
@@ -462,12 +487,16 @@ class Study:
             ),
         }
         regions = [f"{a.trigger}=left", f"{b.trigger}=right"]
-        setups = [(m, std, m) for m in COMPOSE_METHODS] + [
-            ("orthogonal (sum)", orth, "linear"),
-            ("orthogonal + regional", orth, "regional"),
+        # (name, files, mix, each region reads its own prompt)
+        setups = [(m, std, m, False) for m in COMPOSE_METHODS] + [
+            ("orthogonal (sum)", orth, "linear", False),
+            ("orthogonal + regional", orth, "regional", False),
+            ("linear + regional prompts", std, "linear", True),
+            ("regional + regional prompts", std, "regional", True),
+            ("orthogonal + regional + regional prompts", orth, "regional", True),
         ]
         rows = []
-        for name, files, mix in setups:
+        for name, files, mix, own_prompts in setups:
             pipe, loaded = self.pipe(*(f"{f}:1" for f in files), mix=mix, regions=regions)
             rows.append(
                 {
@@ -475,7 +504,7 @@ class Study:
                     "predicted_interference": predicted[
                         "orthogonal" if files is orth else "standard"
                     ],
-                    **self.pair_scores(pipe, loaded, a, b),
+                    **self.pair_scores(pipe, loaded, a, b, own_prompts),
                 }
             )
             rows[-1]["kept_vs_single"] = (
@@ -489,17 +518,29 @@ class Study:
             print(json.dumps(rows[-1]), flush=True)
         self.results["compose"] = {"single_identification": singles, "rows": rows}
 
-    def pair_scores(self, pipe, loaded, a: Person, b: Person) -> dict:
+    def pair_scores(self, pipe, loaded, a: Person, b: Person, own_prompts: bool = False) -> dict:
+        """Each person's identity, identification and fidelity in their half of two-person
+        clips; with ``own_prompts``, each half also reads a prompt of its own person alone."""
         from .metrics.evaluate import score_clip, summarise
         from .world.traits import BACKGROUND_COLOURS
 
+        walls = [BACKGROUND_COLOURS[k % len(BACKGROUND_COLOURS)] for k in range(self.cfg.scenes)]
         prompts = [
-            f"two people side by side in front of a {BACKGROUND_COLOURS[k % len(BACKGROUND_COLOURS)]} wall: "
+            f"two people side by side in front of a {wall} wall: "
             f"on the left {a.trigger} speaking, on the right {b.trigger} silent"
-            for k in range(self.cfg.scenes)
+            for wall in walls
+        ]
+        own = [
+            [
+                f"left={a.trigger}, speaking, in front of a {wall} wall",
+                f"right={b.trigger}, silent, in front of a {wall} wall",
+            ]
+            for wall in walls
         ]
         ps = [p for p in prompts for _ in range(self.cfg.seeds)]
-        frames = self.judge.clips(pipe, prompts, width=128, loaded=loaded)  # (F, 64, 128, 3) each
+        frames = self.judge.clips(
+            pipe, prompts, width=128, loaded=loaded, region_prompts=own if own_prompts else None
+        )  # (F, 64, 128, 3) each
         out = {}
         for side, p in enumerate((a, b)):
             refs, self_sim = self.judge.references(p.photos)
