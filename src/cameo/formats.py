@@ -125,6 +125,8 @@ def to_canonical(
     peft_alpha = _peft_alphas(meta, list(parts), ranks) if fmt == "diffusers" else {}
     modules = {}
     for m, p in parts.items():
+        if not (p["down"].any() or p["up"].any()):
+            continue  # an all-zero pair (kohya padding, see below) changes nothing
         alpha = float(p["alpha"].item()) if "alpha" in p else peft_alpha.get(m, float(ranks[m]))
         modules[m] = Module(p["down"], p["up"], alpha)
     return modules, fmt
@@ -167,6 +169,8 @@ def from_canonical(modules: dict[str, Module], fmt: str) -> dict[str, torch.Tens
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     out: dict[str, torch.Tensor] = {}
+    if fmt == "kohya":
+        modules = _with_every_attention_projection(modules)
     for path, mod in modules.items():
         m = re.fullmatch(r"(blocks\.\d+)\.(.+)", path)
         if not m or m.group(2) not in _MODULES:
@@ -193,6 +197,31 @@ def from_canonical(modules: dict[str, Module], fmt: str) -> dict[str, torch.Tens
                     f"{stem}.lora_up.weight": mod.up,
                     f"{stem}.alpha": alpha,
                 }
+            )
+    return out
+
+
+_ATTENTION = [k for k in _MODULES if k.startswith(("attn1.", "attn2.to_"))]
+
+
+def _with_every_attention_projection(modules: dict[str, Module]) -> dict[str, Module]:
+    """diffusers' reader of kohya/musubi Wan LoRAs expects all eight attention projections
+    (q, k, v, o of self- and cross-attention) in every block it finds, and fails on a file
+    that adapts fewer (cameo's default leaves the cross-attention query and output alone).
+    Blocks that adapt some of them get the missing ones as all-zero pairs: ΔW = 0 exactly."""
+    blocks: dict[str, list[Module]] = {}
+    for path, mod in modules.items():
+        block, _, name = path.partition(".attn")
+        if "." in block and name and f"attn{name}" in _ATTENTION:
+            blocks.setdefault(block, []).append(mod)
+    out = dict(modules)
+    for block, present in blocks.items():
+        like = present[0]  # Wan's attention projections are all (dim, dim)
+        rank, dim = like.down.shape
+        for name in _ATTENTION:
+            out.setdefault(
+                f"{block}.{name}",
+                Module(like.down.new_zeros(rank, dim), like.up.new_zeros(dim, rank), float(rank)),
             )
     return out
 
