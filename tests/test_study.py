@@ -40,7 +40,8 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
     methods = [r["method"] for r in res["compose"]["rows"]]
     assert methods == [
         "linear", "cat", "svd", "ties", "dare_linear", "regional",
-        "orthogonal (sum)", "orthogonal + regional",
+        "orthogonal (sum)", "orthogonal + regional", "linear + regional prompts",
+        "regional + regional prompts", "orthogonal + regional + regional prompts",
     ]  # fmt: skip
     rows = {r["method"]: r for r in res["compose"]["rows"]}
     # Orthogonal slots predict (near) no interference; independent LoRAs predict some.
