@@ -125,8 +125,8 @@ def to_canonical(
     peft_alpha = _peft_alphas(meta, list(parts), ranks) if fmt == "diffusers" else {}
     modules = {}
     for m, p in parts.items():
-        if not (p["down"].any() or p["up"].any()):
-            continue  # an all-zero pair (kohya padding, see below) changes nothing
+        if fmt == "kohya" and not (p["down"].any() or p["up"].any()):
+            continue  # kohya padding (``_with_every_attention_projection``): changes nothing
         alpha = float(p["alpha"].item()) if "alpha" in p else peft_alpha.get(m, float(ranks[m]))
         modules[m] = Module(p["down"], p["up"], alpha)
     return modules, fmt
