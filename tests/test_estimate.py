@@ -21,6 +21,10 @@ def test_prior_preservation_doubles_activations_and_adds_the_class_passes(tiny_p
     # class-prompt pass (3 more): 5/2 of the plain step
     assert prior.flops_per_step == pytest.approx(2.5 * plain.flops_per_step)
     assert prior.weights_gb == plain.weights_gb
+    # generated class samples carry their own target: no base forward, 4/2 of the plain step
+    generated = _est(tiny_pipeline_dir, prior_preservation=True, prior_source="generated")
+    assert generated.flops_per_step == pytest.approx(2.0 * plain.flops_per_step)
+    assert generated.activations_gb == prior.activations_gb
 
 
 def test_tokens_follow_the_vae_factor(tiny_pipeline_dir, tmp_path):

@@ -223,6 +223,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             fused_attention=args.fused_attention,
             matmul_tflops=args.tflops,
             prior_preservation=args.prior_preservation > 0,
+            prior_source=args.prior_source,
         )
     except ValueError as e:
         raise UserError(str(e)) from e
@@ -525,7 +526,7 @@ def _add_lora_file_parsers(sub) -> None:
         default=None,
         help="sustained matmul TFLOP/s (default: measured here)",
     )
-    from .train import TrainConfig
+    from .train import PRIOR_SOURCES, TrainConfig
 
     es.add_argument(
         "--prior-preservation",
@@ -533,6 +534,13 @@ def _add_lora_file_parsers(sub) -> None:
         default=TrainConfig.prior_preservation,
         help="weight of the prior-preservation term, as in cameo train (0 = off; default: "
         f"{TrainConfig.prior_preservation})",
+    )
+    es.add_argument(
+        "--prior-source",
+        choices=PRIOR_SOURCES,
+        default=TrainConfig.prior_source,
+        help="as in cameo train: photos (the base's prediction, one more forward per step) or "
+        f"generated (class samples made before training) (default: {TrainConfig.prior_source})",
     )
     es.add_argument("--json", action="store_true", help="print JSON")
     es.set_defaults(func=cmd_estimate)

@@ -103,10 +103,12 @@ def estimate(
     fused_attention: bool = False,
     matmul_tflops: float | None = None,
     prior_preservation: bool = False,
+    prior_source: str = "photos",
 ) -> Estimate:
     """Predict the peak memory (GB) and seconds per step of ``cameo train`` with these settings.
-    ``prior_preservation``: the step also runs the base on the class prompts (no grad) and the
-    adapted model on them (kept for the one backward), so activations and forwards double."""
+    ``prior_preservation``: the step also runs the adapted model on the class prompts (kept for
+    the one backward), so activations double; with ``prior_source="photos"`` it also runs the
+    base on them (no grad) for the target, while "generated" class samples carry their own."""
     model, cfg = meta_transformer(base_dir)
     if text_tokens is None:  # cameo-tiny's MiniLM prompts are 64 tokens; Wan's UMT5 prompts 512
         text_tokens = 64 if cfg["text_dim"] == 384 else 512
@@ -141,8 +143,8 @@ def estimate(
     )
     fwd = batch * (2 * linear * tokens + layers * 4 * d * (tokens * tokens + tokens * text_tokens))
     flops = fwd * (3 if grad_checkpointing else 2)
-    if prior_preservation:  # the base's no-grad forward, then the trained pass on class prompts
-        flops += fwd + fwd * (3 if grad_checkpointing else 2)
+    if prior_preservation:  # the trained pass on class prompts (+ the base's no-grad forward)
+        flops += fwd * (3 if grad_checkpointing else 2) + (fwd if prior_source == "photos" else 0)
     rate = matmul_tflops or measured_matmul_tflops()
     gb = 1024**3
     return Estimate(
