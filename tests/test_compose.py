@@ -209,3 +209,34 @@ def test_generation_with_region_prompts(tiny_pipeline_dir, tmp_path):
     np.testing.assert_array_equal(own, again)
     bad = ["generate", "x", "--region-prompt", "middle=mike", "--out", str(tmp_path / "y.mp4")]
     assert main(bad) == 2
+
+
+def test_auto_region_prompts_read_each_side_of_the_prompt():
+    from cameo.generate import auto_region_prompts
+
+    p = "two people side by side in front of a red wall: on the left mike speaking, on the right anna silent"
+    assert auto_region_prompts(p) == [
+        "left=mike speaking, in front of a red wall",
+        "right=anna silent, in front of a red wall",
+    ]
+    assert auto_region_prompts("In a park; on the right Anna, on the left Mike.") == [
+        "left=Mike, In a park",
+        "right=Anna, In a park",
+    ]
+    # the words of a side before its phrase, or only one side named: nothing to split
+    assert auto_region_prompts("mike on the right and anna on the left") is None
+    assert auto_region_prompts("mike speaking, on the left") is None
+
+
+def test_region_prompt_auto_generates_what_the_explicit_prompts_do(tiny_pipeline_dir, tmp_path):
+    pipe = load_pipeline(tiny_pipeline_dir)
+    prompt = "two people in a park: on the left mike smiling, on the right anna silent"
+    auto = GenerateConfig(prompt=prompt, region_prompt=["auto"], **GEN)
+    explicit = ["left=mike smiling, in a park", "right=anna silent, in a park"]
+    same = GenerateConfig(prompt=prompt, region_prompt=explicit, **GEN)
+    other = GenerateConfig(prompt=prompt, region_prompt=explicit[::-1][:1], **GEN)
+    frames = generate_frames(pipe, auto)
+    np.testing.assert_array_equal(frames, generate_frames(pipe, same))
+    assert not np.array_equal(frames, generate_frames(pipe, other))
+    out = str(tmp_path / "y.mp4")
+    assert main(["generate", "mike speaking", "--region-prompt", "auto", "--out", out]) == 2

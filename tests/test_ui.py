@@ -353,3 +353,17 @@ def test_progress_reads_the_run_and_estimates_time(tmp_path, monkeypatch):
     p = tasks.read_progress(run, 10, job)  # 2 steps in 10 s, 4 to go
     assert p.losses[-1] == (5, 0.5) and len(p.losses) == 6
     assert p.eta_s == pytest.approx(20.0) and "about 20 s left" in p.summary()
+
+
+def test_two_people_read_their_own_half_of_the_prompt(ui_app, tmp_path, monkeypatch):
+    sid, _ = ui_app.start_session()
+    session = ui_app.session(sid)
+    mine, theirs = tmp_path / "mike.safetensors", tmp_path / "anna.safetensors"
+    mine.write_bytes(b"-"), theirs.write_bytes(b"-")  # only their paths are read here
+    monkeypatch.setattr(ui_app, "trained_lora", lambda s: mine)
+    prompt = "two people in a park: on the left mike smiling, on the right anna silent"
+    args = (session, prompt, 1.0, 0, 4, str(theirs), 1.0, "linear")
+    assert ui_app._generate_config(*args).region_prompt == ["auto"]
+    assert ui_app._generate_config(*args, own_prompts=False).region_prompt == []
+    alone = (session, prompt, 1.0, 0, 4, None, 1.0, "linear")
+    assert ui_app._generate_config(*alone).region_prompt == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,8 @@ class GenerateConfig:
         default_factory=list,
         metadata={
             "help": "WHERE=PROMPT: the video tokens of a region (left, right, top, bottom or "
-            "x0,y0,x1,y1) read this prompt instead of the main one (repeatable)"
+            "x0,y0,x1,y1) read this prompt instead of the main one (repeatable); 'auto' takes "
+            "left and right from a prompt that says 'on the left ... on the right ...'"
         },
     )
     overwrite: bool = field(default=False, metadata={"help": "replace existing output files"})
@@ -90,8 +92,7 @@ class GenerateConfig:
             )
         for r in self.region:
             parse_region(r)
-        for r in self.region_prompt:
-            parse_region_prompt(r)
+        region_prompts(self)  # raises on a bad WHERE=PROMPT, or 'auto' without left/right
 
 
 def parse_region(spec: str) -> tuple[str, str | tuple[float, float, float, float]]:
@@ -112,6 +113,57 @@ def parse_region_prompt(spec: str) -> tuple[str | tuple[float, float, float, flo
             f"--region-prompt {spec!r}: expected WHERE=PROMPT, WHERE left|right|top|bottom or x0,y0,x1,y1"
         )
     return _parse_where(where.strip(), f"--region-prompt {spec!r}"), prompt.strip()
+
+
+def region_prompts(cfg: GenerateConfig) -> list[str]:
+    """The WHERE=PROMPT list to use: ``cfg.region_prompt`` as given, with 'auto' replaced by
+    the left and right prompts that ``auto_region_prompts`` reads from the main prompt."""
+    out = []
+    for spec in cfg.region_prompt:
+        if spec.strip() == "auto":
+            found = auto_region_prompts(cfg.prompt)
+            if found is None:
+                raise ValueError(
+                    "--region-prompt auto needs a prompt that says 'on the left ... on the "
+                    f"right ...'; {cfg.prompt!r} does not"
+                )
+            out += found
+        else:
+            parse_region_prompt(spec)
+            out.append(spec)
+    return out
+
+
+def auto_region_prompts(prompt: str) -> list[str] | None:
+    """'two people in front of a red wall: on the left mike speaking, on the right anna silent'
+    -> ['left=mike speaking, in front of a red wall', 'right=anna silent, in front of a red
+    wall']: each side's words plus the shared scene, without the words that ask for two people
+    (a region holds one). None when the prompt does not name both sides."""
+    low = prompt.lower()
+    i, j = low.find("on the left"), low.find("on the right")
+    if i < 0 or j < 0:
+        return None
+    first, second = sorted([("left", i), ("right", j)], key=lambda t: t[1])
+    # Only the form where each phrase opens its clause ('...: on the left A, on the right B');
+    # in 'A on the right and B on the left' the words of a side come before it.
+    if not re.search(r"(^|[:,;])\s*$", prompt[: first[1]]) or not re.search(
+        r"[,;]\s*(and\s*)?$|\band\s*$", prompt[: second[1]]
+    ):
+        return None
+    texts = {
+        first[0]: prompt[first[1] + len("on the " + first[0]) : second[1]],
+        second[0]: prompt[second[1] + len("on the " + second[0]) :],
+    }
+    scene = prompt[: min(i, j)]
+    scene = re.sub(r"(?i)\b(two people|a pair of people|two persons)\b( side by side)?", "", scene)
+    scene = scene.strip(" ,:;.")
+    out = []
+    for side in ("left", "right"):
+        words = re.sub(r"(?i)^[\s,:;]*(is\s+)?|[\s,;.]*(and)?[\s,;.]*$", "", texts[side])
+        if not words:
+            return None
+        out.append(f"{side}={words}, {scene}" if scene else f"{side}={words}")
+    return out
 
 
 def _parse_where(where: str, what: str) -> str | tuple[float, float, float, float]:
@@ -237,7 +289,7 @@ def _token_grid(pipe, cfg: GenerateConfig) -> tuple[int, int, int]:
 
 def _prompts(cfg: GenerateConfig) -> list[str]:
     """The main prompt, then one per --region-prompt (the text the transformer reads, in order)."""
-    return [cfg.prompt, *(parse_region_prompt(r)[1] for r in cfg.region_prompt)]
+    return [cfg.prompt, *(parse_region_prompt(r)[1] for r in region_prompts(cfg))]
 
 
 def _regional_masks(pipe, cfg: GenerateConfig, loaded: LoadedLoras) -> dict:
@@ -264,7 +316,8 @@ def _prompt_inputs(pipe, cfg: GenerateConfig) -> tuple[dict, torch.Tensor | None
     """What the pipeline is called with for the text, and the cross-attention mask of region
     prompts (None without them). With region prompts, the text is the main prompt followed by
     each region's, (1, (1+R)·T, D); the negative prompt is repeated to the same length."""
-    if not cfg.region_prompt:
+    specs = region_prompts(cfg)
+    if not specs:
         return {"prompt": cfg.prompt, "negative_prompt": cfg.negative}, None
     from .compose import region_token_mask, regional_text_mask
 
@@ -272,7 +325,7 @@ def _prompt_inputs(pipe, cfg: GenerateConfig) -> tuple[dict, torch.Tensor | None
     prompts = _prompts(cfg)
     text = encode_prompts(pipe, prompts).reshape(1, len(prompts) * length, -1)
     negative = encode_prompts(pipe, [cfg.negative]).repeat(1, len(prompts), 1)
-    regions = [region_token_mask(parse_region_prompt(r)[0], *grid) for r in cfg.region_prompt]
+    regions = [region_token_mask(parse_region_prompt(r)[0], *grid) for r in specs]
     return {"prompt_embeds": text, "negative_prompt_embeds": negative}, regional_text_mask(
         regions, length
     )

@@ -291,9 +291,13 @@ class CameoApp:
                 return lora
         raise UploadError("no trained LoRA yet: train one on the Train tab first")
 
-    def _generate_config(self, session, prompt, scale, seed, steps, second, second_scale, mix):
-        """The clip's settings; with a second person's LoRA, a 128-wide canvas for two."""
-        from ..generate import GenerateConfig
+    def _generate_config(
+        self, session, prompt, scale, seed, steps, second, second_scale, mix, own_prompts=True
+    ):
+        """The clip's settings; with a second person's LoRA, a 128-wide canvas for two, where
+        (``own_prompts``) each half reads its own part of an 'on the left ... on the right ...'
+        prompt."""
+        from ..generate import GenerateConfig, auto_region_prompts
 
         lora = self.trained_lora(session)
         loras = [f"{lora}:{float(scale)}"]
@@ -311,6 +315,9 @@ class CameoApp:
             lora=loras,
             mix=mix,
             width=128 if second else 64,  # two people stand side by side
+            region_prompt=["auto"]
+            if second and own_prompts and auto_region_prompts(prompt)
+            else [],
             overwrite=True,
         )
         cfg.validate()
@@ -327,13 +334,13 @@ class CameoApp:
         return dest
 
     def generate(
-        self, sid, prompt, scale, seed, steps, second, second_scale, mix
+        self, sid, prompt, scale, seed, steps, second, second_scale, mix, own_prompts=True
     ) -> Iterator[tuple]:
         """Queue a clip and report until it is ready; then the page plays it."""
         try:
             session = self.session(sid)
             cfg = self._generate_config(
-                session, prompt, scale, seed, steps, second, second_scale, mix
+                session, prompt, scale, seed, steps, second, second_scale, mix, own_prompts
             )
         except USER_ERRORS as e:
             yield _error(e, self.workdir), gr.skip()

@@ -155,6 +155,12 @@ def _generate_tab(app: CameoApp, sid) -> None:
                     label="Composition method (regional: each on their own half)",
                     elem_id="mix",
                 )
+            own_prompts = gr.Checkbox(
+                value=True,
+                label="Each half reads its own part of the prompt (after 'on the left' / "
+                "'on the right'), so the two descriptions do not mix",
+                elem_id="own-prompts",
+            )
         go = gr.Button("Generate", variant="primary", elem_id="generate")
         status = gr.Markdown(elem_id="gen-status")
         video = gr.Video(
@@ -162,7 +168,7 @@ def _generate_tab(app: CameoApp, sid) -> None:
         )
     go.click(
         app.generate,
-        [sid, prompt, scale, seed, steps, second, second_scale, mix],
+        [sid, prompt, scale, seed, steps, second, second_scale, mix, own_prompts],
         [status, video],
         concurrency_limit=None,  # waiting happens in cameo's own queue, with positions
     )
