@@ -4,7 +4,7 @@ benchmarks/base_quality.py, so the rows compare with docs/quality.md.
 
     .venv/bin/python benchmarks/vae_quality.py --run runs/next4x --stage decoder
 
-Writes docs/vae_quality.json (one row per VAE).
+Writes docs/vae_quality.json (one row per VAE; --json names another file).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="pretraining run folder (cameo pretrain --out)")
     ap.add_argument("--stage", default="vae", help="vae | decoder: which stage's weights")
+    ap.add_argument("--json", default="vae_quality.json", help="file name under docs/")
     args = ap.parse_args()
     torch.set_num_threads(1)
     eyes = Eyes()
@@ -66,7 +67,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rows": rows,
     }
-    print(write_json("vae_quality.json", out))
+    print(write_json(args.json, out))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
     assert again["rank"] == res["rank"] and again["compose"] == res["compose"]
     assert again["runs"]["rank"] == res["runs"]["rank"]
     assert set(again["runs"]) == {"rank", "scale", "full", "compose"}
-    assert "## Rank sweep" in md.read_text() and "- scale: people 12,11" in md.read_text()
+    assert "## Rank sweep" in md.read_text() and "- scale: people 12,15" in md.read_text()
 
 
 def test_study_refuses_bad_parts():

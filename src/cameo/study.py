@@ -46,9 +46,10 @@ class StudyConfig:
         default=",".join(PARTS), metadata={"help": "which parts: rank,scale,full,compose"}
     )
     people: str = field(
-        default="12,11",
+        default="12,15",
         metadata={
-            "help": "two held-out people (world indices): a man, then a woman, as the triggers"
+            "help": "two held-out people (world indices): a man, then a woman, as the triggers "
+            "(12 and 15 are each identified alone under them; 11 is not under 'anna')"
         },
     )
     triggers: str = field(default="mike,anna", metadata={"help": "their trigger words"})
