@@ -29,7 +29,7 @@ from cameo.models import load_pipeline
 from cameo.world import FAMOUS, identity, person_sample
 from cameo.world.captions import full_description
 from cameo.world.traits import BACKGROUND_COLOURS, HAIR_COLOURS
-from common import write_json
+from common import add_gen_option, parse_overrides, write_json
 
 
 def vae_psnr(vae, n_frames: int = 64, n_clips: int = 12) -> dict:
@@ -85,7 +85,7 @@ def identity_through_vae(vae, eyes: Eyes, people: int = 10, per_person: int = 4)
     return out
 
 
-def prompt_following(pipe, eyes: Eyes, n: int, seeds: int) -> dict:
+def prompt_following(pipe, eyes: Eyes, n: int, seeds: int, gen: dict | None = None) -> dict:
     rng = random.Random("bench/prompts")
     hair = [h for h in HAIR_COLOURS if h not in ("white", "grey")]
     hits: dict[str, list[bool]] = {k: [] for k in ("hair", "background", "glasses", "speaking")}
@@ -99,7 +99,9 @@ def prompt_following(pipe, eyes: Eyes, n: int, seeds: int) -> dict:
         prompt = f"a {who} with {style} {h} hair and {glasses}, {act}, in front of a {bg} wall"
         want = prompt_attributes(prompt)
         for seed in range(seeds):
-            frames = generate_frames(pipe, GenerateConfig(prompt=prompt, seed=1000 * i + seed))
+            frames = generate_frames(
+                pipe, GenerateConfig(prompt=prompt, seed=1000 * i + seed, **(gen or {}))
+            )
             got = eyes.read(frames).attributes
             ok = [got[k] == want[k] for k in hits]
             for k, o in zip(hits, ok, strict=True):
@@ -122,7 +124,7 @@ def real_centroids(eyes: Eyes, split: str, indices: list[int], k: int = 5) -> to
     )
 
 
-def famous_identification(pipe, eyes: Eyes, seeds: int) -> dict:
+def famous_identification(pipe, eyes: Eyes, seeds: int, gen: dict | None = None) -> dict:
     gallery = real_centroids(eyes, "base", list(range(len(FAMOUS))))
     rng = random.Random("bench/famous")
     top1 = []
@@ -130,13 +132,15 @@ def famous_identification(pipe, eyes: Eyes, seeds: int) -> dict:
         for seed in range(seeds):
             prompt = f"{name}, {rng.choice(['speaking', 'silent'])}, in front of a {rng.choice(BACKGROUND_COLOURS)} wall"
             emb = centroid(
-                eyes.embed(generate_frames(pipe, GenerateConfig(prompt=prompt, seed=seed)))
+                eyes.embed(
+                    generate_frames(pipe, GenerateConfig(prompt=prompt, seed=seed, **(gen or {})))
+                )
             )
             top1.append(int((gallery @ emb).argmax()) == i)
     return {"famous_people": len(FAMOUS), "famous_top1": float(np.mean(top1)), "clips": len(top1)}
 
 
-def heldout_unknown(pipe, eyes: Eyes, people: int, seeds: int) -> dict:
+def heldout_unknown(pipe, eyes: Eyes, people: int, seeds: int, gen: dict | None = None) -> dict:
     """Held-out people described in full text: identified among themselves + 99 distractors?"""
     distract = eyes.distractors()
     top1 = []
@@ -146,7 +150,9 @@ def heldout_unknown(pipe, eyes: Eyes, people: int, seeds: int) -> dict:
         prompt = f"{full_description(identity('heldout', p))}, speaking, in front of a blue wall"
         for seed in range(seeds):
             emb = centroid(
-                eyes.embed(generate_frames(pipe, GenerateConfig(prompt=prompt, seed=seed)))
+                eyes.embed(
+                    generate_frames(pipe, GenerateConfig(prompt=prompt, seed=seed, **(gen or {})))
+                )
             )
             top1.append(int((gallery @ emb).argmax()) == 0)
     return {"heldout_people": people, "heldout_described_top1": float(np.mean(top1))}
@@ -159,18 +165,23 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=10)
     ap.add_argument("--base", default=None, help="pipeline folder to measure (default: cameo-tiny)")
     ap.add_argument("--json", default="base_quality.json", help="file name under docs/")
+    add_gen_option(ap)
     args = ap.parse_args()
+    gen = parse_overrides(args.gen, GenerateConfig())
     pipe, eyes = load_pipeline(args.base), Eyes()
-    res = {"command": "python benchmarks/base_quality.py " + " ".join(sys.argv[1:])}
+    res = {
+        "command": "python benchmarks/base_quality.py " + " ".join(sys.argv[1:]),
+        "generate_settings": {**gen, "defaults": "cameo generate"},
+    }
     res["vae"] = vae_psnr(pipe.vae)
     print(res["vae"], flush=True)
     res["vae_identity"] = identity_through_vae(pipe.vae, eyes)
     print(res["vae_identity"], flush=True)
-    res["prompt_following"] = prompt_following(pipe, eyes, args.prompts, args.seeds)
+    res["prompt_following"] = prompt_following(pipe, eyes, args.prompts, args.seeds, gen)
     print(res["prompt_following"], flush=True)
-    res["famous"] = famous_identification(pipe, eyes, args.seeds)
+    res["famous"] = famous_identification(pipe, eyes, args.seeds, gen)
     print(res["famous"], flush=True)
-    res["heldout"] = heldout_unknown(pipe, eyes, args.heldout, args.seeds)
+    res["heldout"] = heldout_unknown(pipe, eyes, args.heldout, args.seeds, gen)
     print(res["heldout"], flush=True)
     print(write_json(args.json, res))
 

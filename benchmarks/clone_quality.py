@@ -34,7 +34,7 @@ from cameo.train import TrainConfig, run_training
 from cameo.world import identity
 from cameo.world.captions import full_description
 from cameo.world.traits import BACKGROUND_COLOURS
-from common import write_json
+from common import add_gen_option, parse_overrides, write_json
 
 TRIGGER = "mike"
 
@@ -50,17 +50,6 @@ def unseen_scenes(photos: Path, n: int = 4) -> list[str]:
     ]
 
 
-def parse_sets(pairs: list[str]) -> dict:
-    """``key=value`` overrides of TrainConfig fields, typed like the field's default."""
-    defaults = TrainConfig()
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        kind = type(getattr(defaults, key))
-        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-    return out
-
-
 def one_person(
     person: int,
     eyes: Eyes,
@@ -69,6 +58,7 @@ def one_person(
     sets: dict,
     trigger: str = TRIGGER,
     captions: str = "named",
+    gen: dict | None = None,
 ) -> dict:
     photos = write_person_folder(person, work / f"p{person}" / "photos", 20, captions=captions)
     cfg = TrainConfig(
@@ -91,7 +81,7 @@ def one_person(
     res: dict[str, list] = {"base": [], "clone": [], "leak_base": [], "leak_lora": []}
     for k, scene in enumerate(unseen_scenes(photos)):
         for seed in range(seeds):
-            g = dict(seed=100 * k + seed)
+            g = dict(seed=100 * k + seed, **(gen or {}))
             res["base"].append(
                 score_clip(
                     eyes,
@@ -112,7 +102,7 @@ def one_person(
             )
     for k, prompt in enumerate(default_prompts(trigger)["others"]):
         for seed in range(seeds):
-            cfg_g = GenerateConfig(prompt=prompt, seed=100 * k + seed)
+            cfg_g = GenerateConfig(prompt=prompt, seed=100 * k + seed, **(gen or {}))
             res["leak_base"].append(
                 score_clip(eyes, generate_frames(base, cfg_g), prompt, refs, self_sim)
             )
@@ -150,7 +140,14 @@ def one_person(
 
 
 def person_in_process(
-    person: int, *, seeds: int, sets: dict, trigger: str, captions: str, threads: int
+    person: int,
+    *,
+    seeds: int,
+    sets: dict,
+    trigger: str,
+    captions: str,
+    threads: int,
+    gen: dict,
 ) -> dict:
     """``one_person`` with its own eyes and scratch folder (one of ``--jobs`` processes)."""
     if threads:
@@ -158,7 +155,7 @@ def person_in_process(
 
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        row = one_person(person, Eyes(), seeds, Path(tmp), sets, trigger, captions)
+        row = one_person(person, Eyes(), seeds, Path(tmp), sets, trigger, captions, gen)
     print(row, flush=True)
     return row
 
@@ -190,8 +187,10 @@ def main() -> None:
         default=1,
         help="people measured at once, each in its own process on one thread",
     )
+    add_gen_option(ap)
     args = ap.parse_args()
-    sets = parse_sets(args.set)
+    sets = parse_overrides(args.set, TrainConfig())
+    gen = parse_overrides(args.gen, GenerateConfig())
     people = list(range(args.first, args.first + args.people))
     job = functools.partial(
         person_in_process,
@@ -200,6 +199,7 @@ def main() -> None:
         trigger=args.trigger,
         captions=args.captions,
         threads=1 if args.jobs > 1 else 0,
+        gen=gen,
     )
     if args.jobs > 1:
         ctx = multiprocessing.get_context("spawn")
@@ -217,6 +217,7 @@ def main() -> None:
             {
                 "command": "python benchmarks/clone_quality.py " + " ".join(sys.argv[1:]),
                 "train_settings": {**sets, "defaults": "cameo train"},
+                "generate_settings": {**gen, "defaults": "cameo generate"},
                 "captions": args.captions,
                 "jobs": args.jobs,
                 "people": rows,

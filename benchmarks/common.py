@@ -1,4 +1,4 @@
-"""Helpers shared by the quality benchmarks: machine description and report writing."""
+"""Helpers shared by the quality benchmarks: machine description, report writing, overrides."""
 
 from __future__ import annotations
 
@@ -46,3 +46,27 @@ def write_json(name: str, data: dict) -> Path:
     }
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
+
+
+def parse_overrides(pairs: list[str], defaults: object) -> dict:
+    """``key=value`` overrides of a config dataclass's fields, typed like the field's default."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"{type(defaults).__name__} has no field {key!r}")
+        kind = type(getattr(defaults, key))
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
+def add_gen_option(ap) -> None:
+    """``--gen KEY=VALUE``: generate every clip with that GenerateConfig field changed."""
+    ap.add_argument(
+        "--gen",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="generate with this GenerateConfig field changed, e.g. guidance=3 "
+        "(default: cameo generate's defaults)",
+    )

@@ -42,6 +42,7 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
         "linear", "cat", "svd", "ties", "dare_linear", "regional",
         "orthogonal (sum)", "orthogonal + regional", "linear + regional prompts",
         "regional + regional prompts", "orthogonal + regional + regional prompts",
+        "windows + regional prompts",
     ]  # fmt: skip
     rows = {r["method"]: r for r in res["compose"]["rows"]}
     # Orthogonal slots predict (near) no interference; independent LoRAs predict some.
@@ -69,8 +70,19 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
     assert again["runs"]["rank"] == res["runs"]["rank"]
     assert set(again["runs"]) == {"rank", "scale", "full", "compose"}
     assert "## Rank sweep" in md.read_text() and "- scale: people 12,15" in md.read_text()
+    # Redoing one composition method keeps the other rows, in their order.
+    windows = "windows + regional prompts"
+    run_study(StudyConfig(**{**cfg.__dict__, "parts": "compose", "methods": windows}))
+    third = json.loads((tmp_path / "docs" / "results.json").read_text())
+    assert [r["method"] for r in third["compose"]["rows"]] == methods
+    assert third["compose"]["rows"] == res["compose"]["rows"]  # the same seeds, the same clips
+    assert third["runs"]["compose"]["methods"] == windows
 
 
 def test_study_refuses_bad_parts():
     with pytest.raises(ValueError, match="unknown"):
         StudyConfig(parts="rank,everything").validate()
+    with pytest.raises(ValueError, match="--methods"):
+        StudyConfig(methods="linear,blend").validate()
+    with pytest.raises(ValueError, match="--full-lrs"):
+        StudyConfig(full_lrs="0").validate()

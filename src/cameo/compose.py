@@ -13,6 +13,10 @@ so they accept files in any supported key format. ΔW = (alpha / r) · B · A pe
   Two people in different slots have A_i A_jᵀ = 0, so their ΔW can simply be summed.
 - regional masks: each adapter acts only on its region's video tokens and on its trigger's text
   tokens, through forward hooks on the PEFT ``lora_B`` modules.
+- windows (after MultiDiffusion, Bar-Tal et al., ICML 2023): each person is denoised in a window
+  of their own, at the single-person size the model knows, with only their adapter and their
+  own prompt; the windows' predictions replace the full canvas's inside them, feathered at the
+  seams, so no face is drawn by two adapters or read from two prompts.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -130,6 +135,7 @@ def resize(modules: dict[str, Module], rank: int) -> tuple[dict[str, Module], fl
 
 
 MERGES = ("linear", "cat", "svd", "ties", "dare_linear")
+MIXES = (*MERGES, "regional", "windows")  # every --mix of cameo generate
 TEXT_SIDE = (
     "attn2.to_k",
     "attn2.to_v",
@@ -236,6 +242,22 @@ def check_slots(metas: list[dict[str, str]]) -> None:
 # --------------------------------------------------------------------------- regional masks
 
 
+REGION_BOXES = {
+    "left": (0.0, 0.0, 0.5, 1.0),
+    "right": (0.5, 0.0, 1.0, 1.0),
+    "top": (0.0, 0.0, 1.0, 0.5),
+    "bottom": (0.0, 0.5, 1.0, 1.0),
+    "all": (0.0, 0.0, 1.0, 1.0),
+}
+
+
+def region_box(
+    region: str | tuple[float, float, float, float],
+) -> tuple[float, float, float, float]:
+    """A named region ('left', ...) or a box, as (x0, y0, x1, y1) in [0, 1] of the frame."""
+    return REGION_BOXES[region] if isinstance(region, str) else region
+
+
 def region_token_mask(
     region: str | tuple[float, float, float, float], frames: int, height: int, width: int
 ) -> torch.Tensor:
@@ -244,14 +266,7 @@ def region_token_mask(
     Wan transformer flattens its patches."""
     ys = (torch.arange(height) + 0.5) / height
     xs = (torch.arange(width) + 0.5) / width
-    boxes = {
-        "left": (0, 0, 0.5, 1),
-        "right": (0.5, 0, 1, 1),
-        "top": (0, 0, 1, 0.5),
-        "bottom": (0, 0.5, 1, 1),
-        "all": (0, 0, 1, 1),
-    }
-    x0, y0, x1, y1 = boxes[region] if isinstance(region, str) else region
+    x0, y0, x1, y1 = region_box(region)
     m2 = (
         (ys[:, None] >= y0) & (ys[:, None] < y1) & (xs[None] >= x0) & (xs[None] < x1)
     ).float()  # (h, w)
@@ -359,3 +374,123 @@ def regional_prompts(transformer, mask: torch.Tensor) -> Iterator[None]:
     finally:
         for attn, processor in saved:
             attn.set_processor(processor)
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@dataclass(frozen=True)
+class Window:
+    """One person's window of the latent canvas, drawn by one adapter reading one prompt.
+
+    rows, cols: [start, end) in latent pixels; prompt: which text chunk it reads (0 = the main
+    prompt, i = the i-th region prompt)."""
+
+    adapter: str
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    prompt: int = 0
+
+
+def region_span(lo: float, hi: float, tokens: int, patch: int) -> tuple[int, int]:
+    """Latent [start, end) of the tokens whose centres lie in [lo, hi) of a side of ``tokens``
+    patches of ``patch`` latent pixels (the tokens ``region_token_mask`` selects)."""
+    centres = (torch.arange(tokens) + 0.5) / tokens
+    inside = torch.nonzero((centres >= lo) & (centres < hi)).flatten()
+    if inside.numel() == 0:
+        raise ValueError(f"the region [{lo:g}, {hi:g}) holds no video token")
+    return int(inside[0]) * patch, (int(inside[-1]) + 1) * patch
+
+
+def window_weights(window: Window, height: int, width: int, feather: int) -> torch.Tensor:
+    """(height, width) weight of a window's prediction: 1 inside, ramping to 0 over ``feather``
+    latent pixels at each edge that lies inside the canvas (not at its border), 0 outside."""
+
+    def ramp(start: int, end: int, size: int) -> torch.Tensor:
+        x = torch.arange(size, dtype=torch.float32)
+        w = ((x >= start) & (x < end)).float()
+        if feather > 0:
+            if start > 0:
+                w = w * ((x - start + 1) / (feather + 1)).clamp(max=1)
+            if end < size:
+                w = w * ((end - x) / (feather + 1)).clamp(max=1)
+        return w
+
+    return ramp(*window.rows, height)[:, None] * ramp(*window.cols, width)[None, :]
+
+
+@contextlib.contextmanager
+def adapter_gates(transformer, names: list[str]) -> Iterator[dict[str, float]]:
+    """While active, adapter ``name``'s output is multiplied by ``gates[name]`` (1 at first);
+    the caller sets the gates between forward passes to choose which adapters act."""
+    gates = dict.fromkeys(names, 1.0)
+    handles = []
+    for module in transformer.modules():
+        lora_b = getattr(module, "lora_B", None)
+        for name in names if lora_b is not None else []:
+            if name in lora_b:
+                handles.append(
+                    lora_b[name].register_forward_hook(
+                        lambda _m, _i, out, name=name: out * gates[name]
+                    )
+                )
+    try:
+        yield gates
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def window_denoising(
+    transformer, windows: list[Window], text_len: int, feather: int = 2
+) -> Iterator[None]:
+    """While active, each call of ``transformer`` predicts the full canvas with no adapter and
+    the main prompt, then each window on its own crop of the latents with its adapter alone and
+    its own prompt, and blends: inside a window its prediction, feathered into the canvas's.
+
+    The text passed to the transformer is the main prompt followed by the region prompts,
+    (B, (1+R)·text_len, D), as ``generate`` builds it; the unconditional pass gets the negative
+    prompt repeated to the same length, so it is windowed alike."""
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    original = transformer.forward
+    names = sorted({w.adapter for w in windows})
+
+    def forward(hidden_states, timestep, encoder_hidden_states, *args, return_dict=True, **kw):
+        # hidden_states (B, C, F, h, w); encoder_hidden_states (B, (1+R)·T, D)
+        if timestep.dim() != 1:
+            raise ValueError("--mix windows needs one timestep per clip (not Wan 2.2 TI2V)")
+
+        def text(i: int) -> torch.Tensor:
+            return encoder_hidden_states[:, i * text_len : (i + 1) * text_len]
+
+        def run(x: torch.Tensor, i: int, adapter: str | None) -> torch.Tensor:
+            for name in names:
+                gates[name] = 1.0 if name == adapter else 0.0
+            return original(x, timestep, text(i), *args, return_dict=False, **kw)[0]
+
+        h, w = hidden_states.shape[-2:]
+        full = run(hidden_states, 0, None)
+        total = torch.zeros(h, w, device=full.device)
+        blended = torch.zeros_like(full)
+        for win in windows:
+            (r0, r1), (c0, c1) = win.rows, win.cols
+            weight = window_weights(win, h, w, feather).to(full.device)  # (h, w)
+            pred = run(hidden_states[..., r0:r1, c0:c1], win.prompt, win.adapter)
+            blended[..., r0:r1, c0:c1] += weight[r0:r1, c0:c1] * pred
+            total += weight
+        rest = (1 - total).clamp(min=0)  # the canvas's own share, where windows do not reach
+        out = ((blended + rest * full) / (total + rest).clamp(min=1e-6)).to(full.dtype)
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    saved = transformer.__dict__.get("forward")  # an instance-level forward someone set
+    with adapter_gates(transformer, names) as gates:
+        transformer.forward = forward
+        try:
+            yield
+        finally:
+            if saved is None:
+                del transformer.forward  # back to the class's forward
+            else:
+                transformer.forward = saved

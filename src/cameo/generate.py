@@ -52,13 +52,15 @@ class GenerateConfig:
     mix: str = field(
         default="linear",
         metadata={
-            "help": "how several LoRAs combine: linear, cat, svd, ties, dare_linear, regional"
+            "help": "how several LoRAs combine: linear, cat, svd, ties, dare_linear, regional, "
+            "windows (each person denoised in a window of their own)"
         },
     )
     region: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "with --mix regional: TRIGGER=left|right|top|bottom or TRIGGER=x0,y0,x1,y1 (repeatable)"
+            "help": "with --mix regional or windows: TRIGGER=left|right|top|bottom or "
+            "TRIGGER=x0,y0,x1,y1 (repeatable)"
         },
     )
     region_prompt: list[str] = field(
@@ -84,12 +86,10 @@ class GenerateConfig:
             path, _ = parse_lora_arg(spec)
             if not Path(path).is_file():
                 raise ValueError(f"LoRA file {path} does not exist")
-        from .compose import MERGES
+        from .compose import MIXES
 
-        if self.mix not in (*MERGES, "regional"):
-            raise ValueError(
-                f"--mix must be one of {', '.join((*MERGES, 'regional'))}, not {self.mix!r}"
-            )
+        if self.mix not in MIXES:
+            raise ValueError(f"--mix must be one of {', '.join(MIXES)}, not {self.mix!r}")
         for r in self.region:
             parse_region(r)
         region_prompts(self)  # raises on a bad WHERE=PROMPT, or 'auto' without left/right
@@ -198,6 +198,7 @@ class LoadedLoras:
 
     names: list[str] = field(default_factory=list)
     regional: dict[str, tuple[str, object]] | None = None
+    windows: bool = False  # --mix windows: each region is denoised as a window of its own
 
 
 def apply_loras(
@@ -210,7 +211,8 @@ def apply_loras(
 ) -> LoadedLoras:
     """Load LoRA files into ``pipe`` with the stock diffusers loader and combine them by ``mix``:
     ``linear`` (adapter weights), a merge into one adapter (``cat``, ``svd``, ``ties``,
-    ``dare_linear``), or ``regional`` (each acts on its own region; see ``cameo.compose``)."""
+    ``dare_linear``), ``regional`` (each acts on its own region) or ``windows`` (each draws its
+    region as a window of its own); see ``cameo.compose``."""
     from .compose import MERGES, check_slots
     from .lora import check_compatible, read_metadata
 
@@ -218,9 +220,9 @@ def apply_loras(
     metas = [read_metadata(Path(p)) for p, _ in paths]
     for (path, _), meta in zip(paths, metas, strict=True):
         check_compatible(_expert_of(pipe, meta), Path(path), base_dir)  # never a silent no-op
-    if mix != "linear" and mix != "regional" and any(m.get("cameo.expert") == "low" for m in metas):
+    if mix not in ("linear", "regional") and any(m.get("cameo.expert") == "low" for m in metas):
         raise ValueError(
-            "merging is for LoRAs of one transformer; mix Wan 2.2 experts with --mix linear"
+            f"--mix {mix} is for LoRAs of one transformer; mix Wan 2.2 experts with --mix linear"
         )
     if mix == "linear":
         check_slots(metas)
@@ -237,8 +239,9 @@ def apply_loras(
     if not loaded.names:
         return loaded
     pipe.set_adapters(loaded.names, [w for _, w in paths])
-    if mix == "regional":
+    if mix in ("regional", "windows"):
         loaded.regional = _regions(loaded.names, metas, regions or [])
+        loaded.windows = mix == "windows"
     elif fuse:
         pipe.fuse_lora(components=["transformer"], adapter_names=loaded.names, lora_scale=1.0)
         pipe.unload_lora_weights()  # the change now lives in the weights
@@ -322,29 +325,61 @@ def _prompt_inputs(pipe, cfg: GenerateConfig) -> tuple[dict, torch.Tensor | None
     from .compose import region_token_mask, regional_text_mask
 
     grid, length = _token_grid(pipe, cfg), text_tokens_for(pipe)
-    prompts = _prompts(cfg)
-    text = encode_prompts(pipe, prompts).reshape(1, len(prompts) * length, -1)
-    negative = encode_prompts(pipe, [cfg.negative]).repeat(1, len(prompts), 1)
     regions = [region_token_mask(parse_region_prompt(r)[0], *grid) for r in specs]
-    return {"prompt_embeds": text, "negative_prompt_embeds": negative}, regional_text_mask(
-        regions, length
-    )
+    return _stacked_text(pipe, cfg), regional_text_mask(regions, length)
+
+
+def _stacked_text(pipe, cfg: GenerateConfig) -> dict:
+    """The main prompt followed by each region prompt, (1, (1+R)·T, D), and the negative prompt
+    repeated to the same length, as the pipeline's ``prompt_embeds`` arguments."""
+    prompts = _prompts(cfg)
+    text = encode_prompts(pipe, prompts).reshape(1, len(prompts) * text_tokens_for(pipe), -1)
+    negative = encode_prompts(pipe, [cfg.negative]).repeat(1, len(prompts), 1)
+    return {"prompt_embeds": text, "negative_prompt_embeds": negative}
+
+
+def _windows(pipe, cfg: GenerateConfig, loaded: LoadedLoras) -> list:
+    """Per adapter, the window of its region in latent pixels, reading the region prompt of the
+    same region when there is one (else the main prompt)."""
+    from .compose import Window, region_box, region_span
+
+    _, p_h, p_w = pipe.transformer.config.patch_size
+    _, rows, cols = _token_grid(pipe, cfg)
+    wheres = [parse_region_prompt(r)[0] for r in region_prompts(cfg)]
+    out = []
+    for name, (_trigger, region) in (loaded.regional or {}).items():
+        x0, y0, x1, y1 = region_box(region)
+        prompt = wheres.index(region) + 1 if region in wheres else 0
+        out.append(
+            Window(name, region_span(y0, y1, rows, p_h), region_span(x0, x1, cols, p_w), prompt)
+        )
+    return out
 
 
 def generate_frames(pipe, cfg: GenerateConfig, loaded: LoadedLoras | None = None) -> np.ndarray:
     """Run the pipeline; returns uint8 frames (F, H, W, 3)."""
-    from .compose import regional, regional_prompts
+    from .compose import regional, regional_prompts, window_denoising
 
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
-    masks = _regional_masks(pipe, cfg, loaded) if loaded is not None and loaded.regional else None
-    text, text_mask = _prompt_inputs(pipe, cfg)
+    windows = loaded is not None and loaded.windows
+    masks = None
+    if loaded is not None and loaded.regional and not windows:
+        masks = _regional_masks(pipe, cfg, loaded)
+    # with windows, each window reads its own text chunk instead of a cross-attention mask
+    text, text_mask = (_stacked_text(pipe, cfg), None) if windows else _prompt_inputs(pipe, cfg)
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.no_grad())
+        if windows:
+            stack.enter_context(
+                window_denoising(
+                    pipe.transformer, _windows(pipe, cfg, loaded), text_tokens_for(pipe)
+                )
+            )
         if masks:
             stack.enter_context(regional(pipe.transformer, masks))
         if text_mask is not None:
             stack.enter_context(regional_prompts(pipe.transformer, text_mask))
-        if cfg.fast and not masks and text_mask is None:
+        if cfg.fast and not masks and text_mask is None and not windows:
             stack.enter_context(fast.pipeline(pipe))
         video = pipe(
             **text,

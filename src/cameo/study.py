@@ -17,6 +17,7 @@ training and sampling settings are ``cameo train`` and ``cameo generate``'s defa
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import subprocess
 import sys
@@ -30,6 +31,15 @@ import torch
 TRAIN_MAIN = "import sys; from cameo.cli import main; sys.exit(main())"
 PARTS = ("rank", "scale", "full", "compose")
 COMPOSE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "regional")
+# (name, LoRA files: standard or orthogonal, --mix, each region reads its own prompt)
+COMPOSE_SETUPS = [(m, "standard", m, False) for m in COMPOSE_METHODS] + [
+    ("orthogonal (sum)", "orthogonal", "linear", False),
+    ("orthogonal + regional", "orthogonal", "regional", False),
+    ("linear + regional prompts", "standard", "linear", True),
+    ("regional + regional prompts", "standard", "regional", True),
+    ("orthogonal + regional + regional prompts", "orthogonal", "regional", True),
+    ("windows + regional prompts", "standard", "windows", True),
+]
 
 
 def _floats(s: str) -> list[float]:
@@ -61,9 +71,20 @@ class StudyConfig:
     steps: int = field(default=250, metadata={"help": "training steps of every run"})
     scenes: int = field(default=3, metadata={"help": "unseen scenes per measurement"})
     famous: int = field(default=8, metadata={"help": "famous people checked for forgetting"})
+    full_lrs: str = field(
+        default="1e-4",
+        metadata={"help": "full part: learning rates of full fine-tuning, one row each"},
+    )
     seeds: int = field(default=1, metadata={"help": "seeds per prompt"})
     sample_steps: int = field(default=20, metadata={"help": "sampling steps per clip"})
     base: str = field(default="cameo-tiny", metadata={"help": "base model"})
+    methods: str = field(
+        default="",
+        metadata={
+            "help": "compose part: only these setups (comma list of the method names in "
+            "results.md); the other rows are kept from the earlier results.json; empty = all"
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace earlier study outputs"})
 
     def validate(self) -> None:
@@ -74,6 +95,15 @@ class StudyConfig:
             raise ValueError("--people and --triggers each name exactly two")
         if self.steps < 1 or self.scenes < 1 or self.seeds < 1:
             raise ValueError("--steps, --scenes and --seeds must be at least 1")
+        if not _floats(self.full_lrs) or min(_floats(self.full_lrs)) <= 0:
+            raise ValueError("--full-lrs: one or more positive learning rates, e.g. 1e-4,1e-3")
+        unknown = set(self.compose_methods()) - {name for name, *_ in COMPOSE_SETUPS}
+        if unknown:
+            names = ", ".join(name for name, *_ in COMPOSE_SETUPS)
+            raise ValueError(f"--methods: unknown {sorted(unknown)}; choose from {names}")
+
+    def compose_methods(self) -> list[str]:
+        return [m.strip() for m in self.methods.split(",") if m.strip()]
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -427,22 +457,31 @@ class Study:
         self.results["scale"] = rows
 
     # -- full fine-tuning
-    def full_part(self, lr: float = 1e-4) -> None:
+    def full_model(self, a: Person, lr: float):
+        """Fine-tune (once) every weight of the transformer on ``a``'s photos at ``lr``; returns
+        the pipeline with it and the run's usage."""
         from diffusers import WanTransformer3DModel
 
-        a = self.people[0]
-        lora, lora_usage = self.lora(a, self.cfg.rank)
-        out = self.work / f"person-{a.index}" / "full"
+        tag = "full" if lr == 1e-4 else f"full-lr{lr:g}"  # "full": the folder of earlier runs
+        out = self.work / f"person-{a.index}" / tag
         if not (out / "transformer").exists():
             (out / "usage.json").write_text(
                 json.dumps(full_child(self.cfg, a.photos, a.trigger, out, lr))
             )
-        full_usage = json.loads((out / "usage.json").read_text())
+        pipe, _ = self.pipe()
+        pipe.transformer = WanTransformer3DModel.from_pretrained(out / "transformer").eval()
+        return pipe, json.loads((out / "usage.json").read_text())
+
+    def full_part(self) -> None:
+        a = self.people[0]
+        lora, lora_usage = self.lora(a, self.cfg.rank)
         base_pipe, _ = self.pipe()
         lora_pipe, _ = self.pipe(f"{lora}:1")
-        full_pipe, _ = self.pipe()
-        full_pipe.transformer = WanTransformer3DModel.from_pretrained(out / "transformer").eval()
         n_all = sum(p.numel() for p in base_pipe.transformer.parameters())
+        fulls = [
+            (f"full fine-tuning (lr {lr:g})", *self.full_model(a, lr), n_all, 0)
+            for lr in _floats(self.cfg.full_lrs)
+        ]
         rows = []
         for name, pipe, usage, params, rank in (
             ("base model", base_pipe, None, 0, 0),
@@ -453,7 +492,7 @@ class Study:
                 lora_file_stats(lora)["params"],
                 self.cfg.rank,
             ),
-            (f"full fine-tuning (lr {lr:g})", full_pipe, full_usage, n_all, 0),
+            *fulls,
         ):
             row = {"model": name, "trained_params": params}
             if usage is not None:
@@ -473,38 +512,40 @@ class Study:
         from .compose import interference_score, load_modules, overlap
 
         a, b = self.people
-        std = [self.lora(p, self.cfg.rank)[0] for p in (a, b)]
-        orth = [self.lora(p, self.cfg.rank, slot=i)[0] for i, p in enumerate((a, b))]
+
+        @functools.cache
+        def loras(kind: str) -> tuple[Path, Path]:  # trained when a setup first needs them
+            orthogonal = kind == "orthogonal"
+            pair = [
+                self.lora(p, self.cfg.rank, slot=i if orthogonal else -1)[0]
+                for i, p in enumerate((a, b))
+            ]
+            return tuple(pair)
+
+        @functools.cache
+        def predicted(kind: str) -> float:
+            first, second = loras(kind)
+            return interference_score(overlap(load_modules(first)[0], load_modules(second)[0]))
+
         singles = {}
-        for p, path in zip((a, b), std, strict=True):
+        for p, path in zip((a, b), loras("standard"), strict=True):
             pipe, _ = self.pipe(f"{path}:1")
             singles[p.trigger] = self.judge.score(pipe, self.scenes(p), p.photos)["identification"]
-        predicted = {
-            "standard": interference_score(
-                overlap(load_modules(std[0])[0], load_modules(std[1])[0])
-            ),
-            "orthogonal": interference_score(
-                overlap(load_modules(orth[0])[0], load_modules(orth[1])[0])
-            ),
-        }
         regions = [f"{a.trigger}=left", f"{b.trigger}=right"]
-        # (name, files, mix, each region reads its own prompt)
-        setups = [(m, std, m, False) for m in COMPOSE_METHODS] + [
-            ("orthogonal (sum)", orth, "linear", False),
-            ("orthogonal + regional", orth, "regional", False),
-            ("linear + regional prompts", std, "linear", True),
-            ("regional + regional prompts", std, "regional", True),
-            ("orthogonal + regional + regional prompts", orth, "regional", True),
-        ]
+        wanted = self.cfg.compose_methods()
+        kept = self.earlier_compose_rows() if wanted else {}
         rows = []
-        for name, files, mix, own_prompts in setups:
+        for name, kind, mix, own_prompts in COMPOSE_SETUPS:
+            if wanted and name not in wanted:
+                if name in kept:
+                    rows.append(kept[name])
+                continue
+            files = loras(kind)
             pipe, loaded = self.pipe(*(f"{f}:1" for f in files), mix=mix, regions=regions)
             rows.append(
                 {
                     "method": name,
-                    "predicted_interference": predicted[
-                        "orthogonal" if files is orth else "standard"
-                    ],
+                    "predicted_interference": predicted(kind),
                     **self.pair_scores(pipe, loaded, a, b, own_prompts),
                 }
             )
@@ -518,6 +559,12 @@ class Study:
             )
             print(json.dumps(rows[-1]), flush=True)
         self.results["compose"] = {"single_identification": singles, "rows": rows}
+
+    def earlier_compose_rows(self) -> dict[str, dict]:
+        """The compose rows of the earlier results.json in ``out``, by method name."""
+        path = Path(self.cfg.out) / "results.json"
+        prev = json.loads(path.read_text()) if path.is_file() else {}
+        return {r["method"]: r for r in prev.get("compose", {}).get("rows", [])}
 
     def pair_scores(self, pipe, loaded, a: Person, b: Person, own_prompts: bool = False) -> dict:
         """Each person's identity, identification and fidelity in their half of two-person
@@ -566,6 +613,7 @@ class Study:
                 "steps": self.cfg.steps,
                 "scenes": self.cfg.scenes,
                 "seeds": self.cfg.seeds,
+                **({"methods": self.cfg.methods} if part == "compose" and self.cfg.methods else {}),
             }
             self.save()
         self.results["minutes"] = (time.time() - t0) / 60

@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from .. import checkpoint as ckpt
+from ..compose import MIXES as COMPOSE_MIXES
 from .jobs import DONE, FAILED, QUEUED, RUNNING, USER_ERRORS, Job, JobQueue
 from .tasks import (
     METRIC_HEADERS,
@@ -48,7 +49,7 @@ WORLD_PEOPLE = 10  # held-out world people offered as a try-out
 DEFAULT_PERSON = 7  # the one `cameo demo` clones
 RECOMMENDED_PHOTOS = 10
 NO_PHOTOS = "No photos yet: upload some, or pick a built-in person."
-MIXES = ["linear", "cat", "svd", "ties", "dare_linear", "regional"]
+MIXES = list(COMPOSE_MIXES)
 
 
 def _error(e: Exception | str, workdir: Path | None = None) -> str:

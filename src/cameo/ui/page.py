@@ -152,7 +152,8 @@ def _generate_tab(app: CameoApp, sid) -> None:
                 mix = gr.Dropdown(
                     MIXES,
                     value="linear",
-                    label="Composition method (regional: each on their own half)",
+                    label="Composition method (regional: each on their own half; windows: each drawn "
+                    "in a window of their own)",
                     elem_id="mix",
                 )
             own_prompts = gr.Checkbox(
