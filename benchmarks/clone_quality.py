@@ -13,6 +13,7 @@ Writes docs/clone_quality.json; docs/quality.md quotes it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -50,6 +51,22 @@ def unseen_scenes(photos: Path, n: int = 4) -> list[str]:
     ]
 
 
+def trained_lora(cfg: TrainConfig, record: Path) -> tuple[Path, float]:
+    """Train, or reuse the LoRA that a kept --work folder holds for these very settings."""
+    settings = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    if record.is_file():
+        done = json.loads(record.read_text())
+        if done["settings"] == settings and Path(done["lora"]).is_file():
+            return Path(done["lora"]), done["train_seconds"]
+    t0 = time.time()
+    lora = run_training(dataclasses.replace(cfg, overwrite=True), log=lambda m: None)
+    train_s = time.time() - t0
+    record.write_text(
+        json.dumps({"settings": settings, "lora": str(lora), "train_seconds": train_s})
+    )
+    return lora, train_s
+
+
 def one_person(
     person: int,
     eyes: Eyes,
@@ -60,7 +77,9 @@ def one_person(
     captions: str = "named",
     gen: dict | None = None,
 ) -> dict:
-    photos = write_person_folder(person, work / f"p{person}" / "photos", 20, captions=captions)
+    photos = write_person_folder(
+        person, work / f"p{person}" / "photos", 20, captions=captions, overwrite=True
+    )  # the same seed, the same photos: a kept --work folder's are rewritten alike
     cfg = TrainConfig(
         data=str(photos),
         trigger=trigger,
@@ -70,9 +89,7 @@ def one_person(
         validate_every=0,
         **sets,
     )
-    t0 = time.time()
-    lora = run_training(cfg, log=lambda m: None)
-    train_s = time.time() - t0
+    lora, train_s = trained_lora(cfg, work / f"p{person}" / "trained.json")
     refs = eyes.embed(load_references(photos))
     self_sim = self_similarity(refs)
     desc = full_description(identity("heldout", person))
@@ -148,14 +165,18 @@ def person_in_process(
     captions: str,
     threads: int,
     gen: dict,
+    work: str = "",
 ) -> dict:
     """``one_person`` with its own eyes and scratch folder (one of ``--jobs`` processes)."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        row = one_person(person, Eyes(), seeds, Path(tmp), sets, trigger, captions, gen)
+    if work:  # kept: a later run with other --gen settings reuses the trained LoRAs
+        row = one_person(person, Eyes(), seeds, Path(work), sets, trigger, captions, gen)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = one_person(person, Eyes(), seeds, Path(tmp), sets, trigger, captions, gen)
     print(row, flush=True)
     return row
 
@@ -187,6 +208,12 @@ def main() -> None:
         default=1,
         help="people measured at once, each in its own process on one thread",
     )
+    ap.add_argument(
+        "--work",
+        default="",
+        help="keep photos and LoRAs in this folder and reuse LoRAs trained with the same "
+        "settings (for trials of generation settings); default: a temporary folder",
+    )
     add_gen_option(ap)
     args = ap.parse_args()
     sets = parse_overrides(args.set, TrainConfig())
@@ -200,6 +227,7 @@ def main() -> None:
         captions=args.captions,
         threads=1 if args.jobs > 1 else 0,
         gen=gen,
+        work=args.work,
     )
     if args.jobs > 1:
         ctx = multiprocessing.get_context("spawn")

@@ -114,6 +114,14 @@ READING_TRIAL = [
     "the same transformer with the session-8 decoder, shipped since; each column's weights were",
     "byte-identical to `runs/next4x/cameo-tiny`, which its command names, and each JSON file was",
     "renamed to base_quality.json while its model shipped (the earlier one is base_quality_session5.json).",
+    'The column "shipped, guidance 3" is the shipped model sampled at classifier-free guidance 3',
+    "instead of the default 5 (`--gen guidance=3`, session 9, docs/trials/base_guidance3.json): famous",
+    "top-1 0.45 -> 0.525 (3 more of 40), held-out people described in text 0.20 -> 0.30, prompt",
+    "following unchanged (0.794; glasses one clip up, speaking one down). The default stayed 5 because",
+    "the clone, the product, did not follow: the same benchmark at guidance 3 (`python",
+    "benchmarks/clone_quality.py --people 5 --seeds 2 --gen guidance=3`, stopped after its first",
+    "person to free the core for the composition study, so no JSON was kept) identified person 11 in",
+    "3 of 8 clips against 6 of 8 at guidance 5 (identity 0.669 against 0.702).",
 ]
 
 READING = [
@@ -429,6 +437,7 @@ def quality_md() -> str:
         READING_TRIAL,
         [
             ("shipped: new VAE, warm-started transformer, decoder 900 steps", base),
+            ("shipped, guidance 3", _load("trials/base_guidance3.json")),
             ("sessions 5-7: the same, decoder 300 steps", _load("base_quality_session5.json")),
             ("previous: 8x8x8 VAE, H200 transformer", _load("base_quality_8x.json")),
             ("CPU trial: new VAE, transformer from scratch", _load("base_quality_next4x.json")),

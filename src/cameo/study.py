@@ -527,10 +527,11 @@ class Study:
             first, second = loras(kind)
             return interference_score(overlap(load_modules(first)[0], load_modules(second)[0]))
 
-        singles = {}
-        for p, path in zip((a, b), loras("standard"), strict=True):
+        singles = {}  # each alone, in the pair clips' scenes with the words of their half
+        for side, (p, path) in enumerate(zip((a, b), loras("standard"), strict=True)):
             pipe, _ = self.pipe(f"{path}:1")
-            singles[p.trigger] = self.judge.score(pipe, self.scenes(p), p.photos)["identification"]
+            alone = [half[side].split("=", 1)[1] for half in self.pair_prompts(a, b)[1]]
+            singles[p.trigger] = self.judge.score(pipe, alone, p.photos)["identification"]
         regions = [f"{a.trigger}=left", f"{b.trigger}=right"]
         wanted = self.cfg.compose_methods()
         kept = self.earlier_compose_rows() if wanted else {}
@@ -549,15 +550,13 @@ class Study:
                     **self.pair_scores(pipe, loaded, a, b, own_prompts),
                 }
             )
-            rows[-1]["kept_vs_single"] = (
-                min(
-                    rows[-1][f"{p.trigger}_identification"] / max(singles[p.trigger], 1e-9)
-                    for p in (a, b)
-                )
+            print(json.dumps(rows[-1]), flush=True)
+        for row in rows:  # kept rows too: against the singles of this run
+            row["kept_vs_single"] = (
+                min(row[f"{p.trigger}_identification"] / singles[p.trigger] for p in (a, b))
                 if all(singles.values())
                 else None
             )
-            print(json.dumps(rows[-1]), flush=True)
         self.results["compose"] = {"single_identification": singles, "rows": rows}
 
     def earlier_compose_rows(self) -> dict[str, dict]:
@@ -566,10 +565,9 @@ class Study:
         prev = json.loads(path.read_text()) if path.is_file() else {}
         return {r["method"]: r for r in prev.get("compose", {}).get("rows", [])}
 
-    def pair_scores(self, pipe, loaded, a: Person, b: Person, own_prompts: bool = False) -> dict:
-        """Each person's identity, identification and fidelity in their half of two-person
-        clips; with ``own_prompts``, each half also reads a prompt of its own person alone."""
-        from .metrics.evaluate import score_clip, summarise
+    def pair_prompts(self, a: Person, b: Person) -> tuple[list[str], list[list[str]]]:
+        """The two-person prompts (one per wall), and for each the --region-prompt values that
+        give each half its own person's words."""
         from .world.traits import BACKGROUND_COLOURS
 
         walls = [BACKGROUND_COLOURS[k % len(BACKGROUND_COLOURS)] for k in range(self.cfg.scenes)]
@@ -585,6 +583,14 @@ class Study:
             ]
             for wall in walls
         ]
+        return prompts, own
+
+    def pair_scores(self, pipe, loaded, a: Person, b: Person, own_prompts: bool = False) -> dict:
+        """Each person's identity, identification and fidelity in their half of two-person
+        clips; with ``own_prompts``, each half also reads a prompt of its own person alone."""
+        from .metrics.evaluate import score_clip, summarise
+
+        prompts, own = self.pair_prompts(a, b)
         ps = [p for p in prompts for _ in range(self.cfg.seeds)]
         frames = self.judge.clips(
             pipe, prompts, width=128, loaded=loaded, region_prompts=own if own_prompts else None
@@ -614,6 +620,7 @@ class Study:
                 "scenes": self.cfg.scenes,
                 "seeds": self.cfg.seeds,
                 **({"methods": self.cfg.methods} if part == "compose" and self.cfg.methods else {}),
+                **({"famous": self.cfg.famous} if part == "full" else {}),
             }
             self.save()
         self.results["minutes"] = (time.time() - t0) / 60

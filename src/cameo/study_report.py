@@ -129,9 +129,10 @@ def write_report(results: dict, out: Path) -> Path:
         ]
     if "full" in results:
         rows = results["full"]
+        famous = results.get("runs", {}).get("full", {}).get("famous", cfg["famous"])
         lines += ["## LoRA against full fine-tuning", "",
                   "Same photos, loss, batches and steps. Forgetting: prompt fidelity on prompts that do not name the person,"
-                  f" and top-1 identification of {cfg['famous']} famous people (from their names) among themselves.", ""]  # fmt: skip
+                  f" and top-1 identification of {famous} famous people (from their names) among themselves.", ""]  # fmt: skip
         lines += _table(rows, [("model", "model"), ("trained_params", "trained params"), ("step_s", "step s"),
                                ("train_mib", "training MiB"), ("train_s", "train s"), ("identity", "identity"),
                                ("identification", "identified"), ("unrelated_fidelity", "fidelity, unrelated prompts"),
@@ -141,7 +142,7 @@ def write_report(results: dict, out: Path) -> Path:
         comp = results["compose"]
         triggers = list(comp["single_identification"])
         lines += ["## Two people in one clip", "",
-                  "Single-LoRA identification (each alone, own scenes): "
+                  "Single-LoRA identification (each alone in a 64-wide clip, with the words and wall of their half of the pair clips): "
                   + ", ".join(f"{t} {_f(v)}" for t, v in comp["single_identification"].items()) + ".",
                   "Predicted interference is `cameo inspect`'s score from the two files' subspace overlap.", ""]  # fmt: skip
         cols = [("method", "method"), ("predicted_interference", "predicted interference")]

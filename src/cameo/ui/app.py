@@ -314,7 +314,7 @@ class CameoApp:
             seed=_int(seed, "seed"),
             steps=_int(steps, "sampling steps"),
             lora=loras,
-            mix=mix,
+            mix=mix if second else "linear",  # one person: nothing to compose
             width=128 if second else 64,  # two people stand side by side
             region_prompt=["auto"]
             if second and own_prompts and auto_region_prompts(prompt)

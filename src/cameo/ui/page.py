@@ -151,7 +151,7 @@ def _generate_tab(app: CameoApp, sid) -> None:
                 second_scale = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Their scale")
                 mix = gr.Dropdown(
                     MIXES,
-                    value="linear",
+                    value="windows",  # the best two-person method measured (docs/results.md)
                     label="Composition method (regional: each on their own half; windows: each drawn "
                     "in a window of their own)",
                     elem_id="mix",
