@@ -53,7 +53,8 @@ class GenerateConfig:
         default="linear",
         metadata={
             "help": "how several LoRAs combine: linear, cat, svd, ties, dare_linear, regional, "
-            "windows (each person denoised in a window of their own)"
+            "windows (each person denoised in a window of their own, reading their side of an "
+            "'on the left ... on the right ...' prompt unless given --region-prompt)"
         },
     )
     region: list[str] = field(
@@ -117,7 +118,11 @@ def parse_region_prompt(spec: str) -> tuple[str | tuple[float, float, float, flo
 
 def region_prompts(cfg: GenerateConfig) -> list[str]:
     """The WHERE=PROMPT list to use: ``cfg.region_prompt`` as given, with 'auto' replaced by
-    the left and right prompts that ``auto_region_prompts`` reads from the main prompt."""
+    the left and right prompts that ``auto_region_prompts`` reads from the main prompt. With
+    ``--mix windows`` and none given, 'auto' where the prompt names both sides: a window holds
+    one person, so it should read that person's words, not the whole two-person prompt."""
+    if not cfg.region_prompt and cfg.mix == "windows":
+        return auto_region_prompts(cfg.prompt) or []
     out = []
     for spec in cfg.region_prompt:
         if spec.strip() == "auto":
