@@ -229,6 +229,10 @@ def apply_loras(
         raise ValueError(
             f"--mix {mix} is for LoRAs of one transformer; mix Wan 2.2 experts with --mix linear"
         )
+    if mix == "windows" and getattr(pipe, "transformer_2", None) is not None:
+        raise ValueError(
+            "--mix windows is for one-transformer bases, not Wan 2.2 A14B's two experts"
+        )
     if mix == "linear":
         check_slots(metas)
     if mix in MERGES and mix != "linear" and len(paths) > 1:
