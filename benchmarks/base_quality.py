@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import shlex
 import sys
 
 import numpy as np
@@ -170,7 +171,7 @@ def main() -> None:
     gen = parse_overrides(args.gen, GenerateConfig())
     pipe, eyes = load_pipeline(args.base), Eyes()
     res = {
-        "command": "python benchmarks/base_quality.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/base_quality.py " + shlex.join(sys.argv[1:]),
         "generate_settings": {**gen, "defaults": "cameo generate"},
     }
     res["vae"] = vae_psnr(pipe.vae)

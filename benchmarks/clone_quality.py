@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import multiprocessing
+import shlex
 import sys
 import tempfile
 import time
@@ -243,7 +244,7 @@ def main() -> None:
         write_json(
             args.json,
             {
-                "command": "python benchmarks/clone_quality.py " + " ".join(sys.argv[1:]),
+                "command": "python benchmarks/clone_quality.py " + shlex.join(sys.argv[1:]),
                 "train_settings": {**sets, "defaults": "cameo train"},
                 "generate_settings": {**gen, "defaults": "cameo generate"},
                 "captions": args.captions,

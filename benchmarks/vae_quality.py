@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
     out = {
-        "command": "python benchmarks/vae_quality.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/vae_quality.py " + shlex.join(sys.argv[1:]),
         "commit": commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rows": rows,

@@ -76,6 +76,14 @@ READING_STEPS = [
     "machine of the same kind was slower throughout (the decoder stage ran 4.7-5.2 s a step on one",
     "thread against 2.1 s in session 4), so the training-time row measures the machine as much as cameo.",
     "",
+    "Session 9 reran the defaults with `--work runs/cq9` (docs/trials/clone_defaults_session9.json):",
+    "every number but the training time equals the first row's to the last digit, training took",
+    "173-190 s a person (two people at a time), and the kept LoRAs were then generated again with",
+    '`--gen "negative=a person"` (the second row): CFG pushed away from a generic person did not',
+    "sharpen the clones (identification 0.575 -> 0.375, leakage +0.041 -> +0.139; person 15 rose",
+    "from 5 to 8 of 8 clips, persons 11, 13 and 14 fell to 0), so the default negative prompt stays",
+    "empty.",
+    "",
 ]
 
 READING_NEXT = [
@@ -346,6 +354,10 @@ def quality_md() -> str:
     pilot, run_vae = _load("vae_pilot.json"), _load("vae_quality.json")
     session6 = _load("clone_quality_session6.json")
     variants = [
+        (
+            "session 9: the same LoRAs (reused with --work), generated with the negative prompt 'a person'",
+            _load("trials/clone_negative_a_person.json"),
+        ),
         (
             "session 7: the same defaults on the decoder of sessions 5-7 (300 decoder-stage steps)",
             _load("clone_quality_session7.json"),
