@@ -313,7 +313,7 @@ def test_windows_generation_changes_the_clip_and_repeats(tiny_pipeline_dir, tmp_
     # without --region-prompt, windows read each side's words from the prompt, as 'auto' does
     pipe = load_pipeline(tiny_pipeline_dir)
     loaded = apply_loras(pipe, [str(p1), str(p2)], mix="windows")
-    implicit = GenerateConfig(prompt=prompt, mix="windows", **GEN)
+    implicit = GenerateConfig(prompt=prompt, **GEN)  # the mix comes from apply_loras
     np.testing.assert_array_equal(generate_frames(pipe, implicit, loaded), clips[0])
     out = tmp_path / "two.mp4"
     argv = ["generate", prompt, "--base", str(tiny_pipeline_dir), "--lora", str(p1), "--lora",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -371,6 +371,8 @@ def generate_frames(pipe, cfg: GenerateConfig, loaded: LoadedLoras | None = None
 
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     windows = loaded is not None and loaded.windows
+    if windows:  # the adapters decide the mix; region_prompts reads it from the config
+        cfg = replace(cfg, mix="windows")
     masks = None
     if loaded is not None and loaded.regional and not windows:
         masks = _regional_masks(pipe, cfg, loaded)
