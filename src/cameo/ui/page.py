@@ -84,7 +84,7 @@ def _train_tab(app: CameoApp, sid, trigger) -> None:
     with gr.Tab("2. Train", id="train"):
         with gr.Row():
             rank = gr.Radio([4, 8, 16, 32], value=16, label="Rank", elem_id="rank")
-            steps = gr.Number(250, precision=0, label="Steps", elem_id="steps")
+            steps = gr.Number(200, precision=0, label="Steps", elem_id="steps")
         with gr.Accordion("More settings", open=False, elem_id="more-train"), gr.Row():
             lr = gr.Number(2e-3, label="Learning rate", elem_id="lr")
             batch = gr.Number(8, precision=0, label="Batch size", elem_id="batch")
