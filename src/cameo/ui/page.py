@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..train import TrainConfig
 from .app import DEFAULT_PERSON, DEFAULT_TRIGGER, MIXES, WORLD_PEOPLE, CameoApp
 from .tasks import METRIC_HEADERS
 from .workspace import inside
@@ -81,15 +82,16 @@ def _photos_tab(app: CameoApp, sid) -> tuple[gr.Textbox, gr.Markdown]:
 
 
 def _train_tab(app: CameoApp, sid, trigger) -> None:
+    d = TrainConfig()  # the page shows cameo train's own defaults
     with gr.Tab("2. Train", id="train"):
         with gr.Row():
-            rank = gr.Radio([4, 8, 16, 32], value=16, label="Rank", elem_id="rank")
-            steps = gr.Number(200, precision=0, label="Steps", elem_id="steps")
+            rank = gr.Radio([4, 8, 16, 32], value=d.rank, label="Rank", elem_id="rank")
+            steps = gr.Number(d.steps, precision=0, label="Steps", elem_id="steps")
         with gr.Accordion("More settings", open=False, elem_id="more-train"), gr.Row():
-            lr = gr.Number(2e-3, label="Learning rate", elem_id="lr")
-            batch = gr.Number(8, precision=0, label="Batch size", elem_id="batch")
+            lr = gr.Number(d.lr, label="Learning rate", elem_id="lr")
+            batch = gr.Number(d.batch, precision=0, label="Batch size", elem_id="batch")
             every = gr.Number(
-                100,
+                d.validate_every,
                 precision=0,
                 label="Preview and identity check every N steps (0 = at the end)",
                 elem_id="preview-every",
