@@ -320,3 +320,19 @@ def test_windows_generation_changes_the_clip_and_repeats(tiny_pipeline_dir, tmp_
             str(p2), "--mix", "windows", "--region-prompt", "auto", "--out", str(out), "--frames",
             "5", "--height", "32", "--width", "64", "--steps", "2"]  # fmt: skip
     assert main(argv) == 0 and out.stat().st_size > 0
+
+
+def test_initial_noise_is_the_seeds_and_a_given_noise_is_used(tiny_pipeline_dir):
+    """``initial_noise`` is what the pipeline draws from the seed (same clip when passed back);
+    a crop of a wider clip's noise is taken as given (a paired single-person baseline)."""
+    from cameo.generate import initial_noise
+
+    pipe = load_pipeline(tiny_pipeline_dir)
+    cfg = GenerateConfig(prompt="a man speaking", **{**GEN, "width": 32})
+    drawn = generate_frames(pipe, cfg)
+    noise = initial_noise(pipe, cfg)
+    np.testing.assert_array_equal(generate_frames(pipe, cfg, noise=noise), drawn)
+    wide = initial_noise(pipe, GenerateConfig(prompt="", **GEN))  # (1, C, F', 8, 16)
+    assert wide.shape[-1] == 2 * noise.shape[-1]
+    half = generate_frames(pipe, cfg, noise=wide[..., noise.shape[-1] :])
+    assert not np.array_equal(half, drawn)

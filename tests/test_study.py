@@ -24,6 +24,7 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
         steps=2,
         scenes=1,
         famous=2,
+        lora_lrs="1e-3",
         sample_steps=2,
     )
     md = run_study(cfg)
@@ -35,8 +36,12 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
     assert row["train_mib"] >= 0 and row["step_s"] > 0 and row["file_kib"] > 0
     for r in res["rank"] + res["scale"]:
         assert 0.0 <= r["identification"] <= 1.0 and 0.0 <= r["fidelity"] <= 1.0
+    assert [r["model"] for r in res["full"]][:3] == ["base model", "LoRA r2", "LoRA r2 (lr 0.001)"]
     full = {r["model"].split(" ")[0]: r for r in res["full"]}
     assert full["full"]["trained_params"] > full["LoRA"]["trained_params"] > 0
+    assert all(
+        0 <= r["famous_top1"] <= 1 and -1 <= r["famous_similarity"] <= 1 for r in full.values()
+    )
     methods = [r["method"] for r in res["compose"]["rows"]]
     assert methods == [
         "linear", "cat", "svd", "ties", "dare_linear", "regional",
@@ -86,3 +91,11 @@ def test_study_refuses_bad_parts():
         StudyConfig(methods="linear,blend").validate()
     with pytest.raises(ValueError, match="--full-lrs"):
         StudyConfig(full_lrs="0").validate()
+
+
+def test_paired_change_is_the_mean_difference_with_its_standard_error():
+    from cameo.study_report import paired_change
+
+    # differences 0, -0.1, -0.2: mean -0.1, sd 0.1, s.e. 0.1 / sqrt(3)
+    assert paired_change([0.5, 0.4, 0.3], [0.5, 0.5, 0.5]) == "-0.100 ± 0.058"
+    assert paired_change([0.6, 0.6], [0.5, 0.5]) == "+0.100 ± 0.000"

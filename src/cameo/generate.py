@@ -365,8 +365,31 @@ def _windows(pipe, cfg: GenerateConfig, loaded: LoadedLoras) -> list:
     return out
 
 
-def generate_frames(pipe, cfg: GenerateConfig, loaded: LoadedLoras | None = None) -> np.ndarray:
-    """Run the pipeline; returns uint8 frames (F, H, W, 3)."""
+def initial_noise(pipe, cfg: GenerateConfig) -> torch.Tensor:
+    """The noise the pipeline starts from for ``cfg``'s size and seed, (1, C, F', H/s, W/s):
+    given back to ``generate_frames`` as ``noise`` it gives the same clip; a crop of a wider
+    clip's noise gives a narrower clip that starts from the same numbers (paired comparisons)."""
+    model = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+    return pipe.prepare_latents(
+        1,
+        model.config.in_channels,
+        cfg.height,
+        cfg.width,
+        cfg.frames,
+        torch.float32,
+        pipe._execution_device,
+        torch.Generator("cpu").manual_seed(cfg.seed),
+    )
+
+
+def generate_frames(
+    pipe,
+    cfg: GenerateConfig,
+    loaded: LoadedLoras | None = None,
+    noise: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Run the pipeline; returns uint8 frames (F, H, W, 3). ``noise``: the starting latents
+    (1, C, F', H/s, W/s), instead of those drawn from ``cfg.seed``."""
     from .compose import regional, regional_prompts, window_denoising
 
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
@@ -400,6 +423,7 @@ def generate_frames(pipe, cfg: GenerateConfig, loaded: LoadedLoras | None = None
             num_inference_steps=cfg.steps,
             guidance_scale=cfg.guidance,
             generator=gen,
+            latents=noise,
             max_sequence_length=text_tokens_for(pipe),
             output_type="np",
         ).frames[0]

@@ -22,7 +22,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,13 @@ class StudyConfig:
         default="1e-4",
         metadata={"help": "full part: learning rates of full fine-tuning, one row each"},
     )
+    lora_lrs: str = field(
+        default="",
+        metadata={
+            "help": "full part: learning rates of extra LoRA rows beside cameo train's own, to "
+            "compare what each forgets at a matched identity (comma list; empty = none)"
+        },
+    )
     seeds: int = field(default=1, metadata={"help": "seeds per prompt"})
     sample_steps: int = field(default=20, metadata={"help": "sampling steps per clip"})
     base: str = field(default="cameo-tiny", metadata={"help": "base model"})
@@ -97,6 +104,8 @@ class StudyConfig:
             raise ValueError("--steps, --scenes and --seeds must be at least 1")
         if not _floats(self.full_lrs) or min(_floats(self.full_lrs)) <= 0:
             raise ValueError("--full-lrs: one or more positive learning rates, e.g. 1e-4,1e-3")
+        if self.lora_lrs.strip() and min(_floats(self.lora_lrs)) <= 0:
+            raise ValueError("--lora-lrs: positive learning rates, e.g. 5e-4,1e-3")
         unknown = set(self.compose_methods()) - {name for name, *_ in COMPOSE_SETUPS}
         if unknown:
             names = ", ".join(name for name, *_ in COMPOSE_SETUPS)
@@ -131,34 +140,44 @@ class Judge:
         width: int = 64,
         loaded=None,
         region_prompts: list[list[str]] | None = None,
+        pair_side: int | None = None,
     ) -> list[np.ndarray]:
         """Clips of every prompt at every seed; ``region_prompts[k]``: the --region-prompt
-        values of prompt k."""
-        from .generate import GenerateConfig, generate_frames
+        values of prompt k. With ``pair_side`` (0 left, 1 right), each clip starts from that
+        half of the noise a two-person clip at the same seed starts from, so a person alone and
+        the same person in a pair clip are compared on the same numbers."""
+        from .generate import GenerateConfig, generate_frames, initial_noise
+
+        def config(prompt: str, seed: int, k: int) -> GenerateConfig:
+            return GenerateConfig(
+                prompt=prompt,
+                seed=seed,
+                width=width,
+                steps=self.cfg.sample_steps,
+                base=self.cfg.base,
+                region_prompt=region_prompts[k] if region_prompts else [],
+            )
+
+        def noise(seed: int) -> torch.Tensor | None:
+            if pair_side is None:
+                return None
+            wide = initial_noise(pipe, replace(config("", seed, 0), width=2 * width))
+            half = wide.shape[-1] // 2  # (1, C, F', h, 2·half)
+            return wide[..., pair_side * half : (pair_side + 1) * half]
 
         return [
-            generate_frames(
-                pipe,
-                GenerateConfig(
-                    prompt=p,
-                    seed=s,
-                    width=width,
-                    steps=self.cfg.sample_steps,
-                    base=self.cfg.base,
-                    region_prompt=region_prompts[k] if region_prompts else [],
-                ),
-                loaded,
-            )
+            generate_frames(pipe, config(p, s, k), loaded, noise=noise(s))
             for k, p in enumerate(prompts)
             for s in range(self.cfg.seeds)
         ]
 
-    def score(self, pipe, prompts: list[str], photos: Path) -> dict:
-        """Mean identity (normalised), identification rate and prompt fidelity over the clips."""
+    def score(self, pipe, prompts: list[str], photos: Path, pair_side: int | None = None) -> dict:
+        """Mean identity (normalised), identification rate and prompt fidelity over the clips
+        (``pair_side``: as in ``clips``)."""
         from .metrics.evaluate import score_clip, summarise
 
         refs, self_sim = self.references(photos)
-        frames = self.clips(pipe, prompts)
+        frames = self.clips(pipe, prompts, pair_side=pair_side)
         ps = [p for p in prompts for _ in range(self.cfg.seeds)]
         s = summarise(
             [score_clip(self.eyes, f, p, refs, self_sim) for f, p in zip(frames, ps, strict=True)]
@@ -178,9 +197,11 @@ class Judge:
             [score_clip(self.eyes, f, p, None, None) for f, p in zip(frames, ps, strict=True)]
         ).get("prompt_fidelity", float("nan"))
 
-    def famous_top1(self, pipe, n: int) -> float:
-        """Share of the first n famous people whose clip, generated from the name alone, is
-        nearest to their own centroid among those n (memory the base model should keep)."""
+    def famous(self, pipe, n: int) -> dict:
+        """Memory the base model should keep, from clips generated from the first n famous
+        names alone: ``famous_top1``, the share nearest to their own person's centroid among
+        those n; ``famous_similarity``, the mean cosine to it (graded, so a small loss shows
+        before a clip changes rank)."""
         import random
 
         from .metrics.scores import centroid
@@ -196,11 +217,16 @@ class Judge:
                 for i in range(n)
             ]
         )
-        hits = []
+        hits, sims = [], []
         for i, frames in enumerate(self.clips(pipe, [f"{FAMOUS[k]}, speaking" for k in range(n)])):
-            emb = centroid(self.eyes.embed(frames))
-            hits.append(int((cents @ emb).argmax()) == i // self.cfg.seeds)
-        return float(np.mean(hits))
+            cos = cents @ centroid(self.eyes.embed(frames))  # (n,)
+            hits.append(int(cos.argmax()) == i // self.cfg.seeds)
+            sims.append(float(cos[i // self.cfg.seeds]))
+        return {
+            "famous_top1": float(np.mean(hits)),
+            "famous_similarity": float(np.mean(sims)),
+            "famous_similarity_clips": [round(x, 4) for x in sims],  # for paired differences
+        }
 
 
 def scenes_for(trigger: str, photos: Path, n: int) -> list[str]:
@@ -411,12 +437,16 @@ class Study:
         )
         return pipe, loaded
 
-    def lora(self, person: Person, rank: int, slot: int = -1) -> tuple[Path, dict]:
-        """Train (once) and return the LoRA of ``person`` at ``rank`` (orthogonal slot or -1)."""
-        tag = f"r{rank}" + (f"-slot{slot}" if slot >= 0 else "")
+    def lora(
+        self, person: Person, rank: int, slot: int = -1, lr: float | None = None
+    ) -> tuple[Path, dict]:
+        """Train (once) and return the LoRA of ``person`` at ``rank`` (orthogonal slot or -1;
+        learning rate ``lr`` or cameo train's default)."""
+        tag = f"r{rank}" + (f"-slot{slot}" if slot >= 0 else "") + (f"-lr{lr:g}" if lr else "")
         out = self.work / f"person-{person.index}" / tag
         path, usage_file = out / f"{person.trigger}.safetensors", out / "usage.json"
         extra = ["--orthogonal-slot", str(slot)] if slot >= 0 else []
+        extra += ["--lr", str(lr)] if lr else []
         args = lora_args(self.cfg, person.photos, person.trigger, out, rank, extra)
         recipe = training_recipe(args)
         done = json.loads(usage_file.read_text()) if usage_file.exists() else {}
@@ -473,36 +503,35 @@ class Study:
         return pipe, json.loads((out / "usage.json").read_text())
 
     def full_part(self) -> None:
-        a = self.people[0]
-        lora, lora_usage = self.lora(a, self.cfg.rank)
+        a, rank = self.people[0], self.cfg.rank
         base_pipe, _ = self.pipe()
-        lora_pipe, _ = self.pipe(f"{lora}:1")
         n_all = sum(p.numel() for p in base_pipe.transformer.parameters())
+
+        def lora_row(lr: float | None) -> tuple:
+            path, usage = self.lora(a, rank, lr=lr)
+            name = f"LoRA r{rank}" + (f" (lr {lr:g})" if lr else "")
+            return name, self.pipe(f"{path}:1")[0], usage, lora_file_stats(path)["params"], rank
+
+        loras = [lora_row(None), *(lora_row(lr) for lr in _floats(self.cfg.lora_lrs))]
         fulls = [
             (f"full fine-tuning (lr {lr:g})", *self.full_model(a, lr), n_all, 0)
             for lr in _floats(self.cfg.full_lrs)
         ]
         rows = []
-        for name, pipe, usage, params, rank in (
+        for name, pipe, usage, params, trained_rank in (
             ("base model", base_pipe, None, 0, 0),
-            (
-                f"LoRA r{self.cfg.rank}",
-                lora_pipe,
-                lora_usage,
-                lora_file_stats(lora)["params"],
-                self.cfg.rank,
-            ),
+            *loras,
             *fulls,
         ):
             row = {"model": name, "trained_params": params}
             if usage is not None:
                 row |= {
                     "train_s": usage["seconds"],
-                    **measure_steps(self.cfg.base, rank),
+                    **measure_steps(self.cfg.base, trained_rank),
                 }
             row |= self.judge.score(pipe, self.scenes(a), a.photos)
             row["unrelated_fidelity"] = self.judge.fidelity(pipe, UNRELATED)
-            row["famous_top1"] = self.judge.famous_top1(pipe, self.cfg.famous)
+            row |= self.judge.famous(pipe, self.cfg.famous)
             rows.append(row)
             print(json.dumps(row), flush=True)
         self.results["full"] = rows
@@ -527,11 +556,18 @@ class Study:
             first, second = loras(kind)
             return interference_score(overlap(load_modules(first)[0], load_modules(second)[0]))
 
-        singles = {}  # each alone, in the pair clips' scenes with the words of their half
+        # each alone, in the pair clips' scenes with the words of their half, from the noise of
+        # their half: identification on 16 clips varies by +-0.1 with the noise alone, so
+        # unpaired singles made "kept / single" mostly a draw (0.50 to 0.94 for one setup)
+        singles, single_identity = {}, {}
         for side, (p, path) in enumerate(zip((a, b), loras("standard"), strict=True)):
             pipe, _ = self.pipe(f"{path}:1")
             alone = [half[side].split("=", 1)[1] for half in self.pair_prompts(a, b)[1]]
-            singles[p.trigger] = self.judge.score(pipe, alone, p.photos)["identification"]
+            score = self.judge.score(pipe, alone, p.photos, side)
+            singles[p.trigger], single_identity[p.trigger] = (
+                score["identification"],
+                score["identity"],
+            )
         regions = [f"{a.trigger}=left", f"{b.trigger}=right"]
         wanted = self.cfg.compose_methods()
         kept = self.earlier_compose_rows() if wanted else {}
@@ -557,7 +593,12 @@ class Study:
                 if all(singles.values())
                 else None
             )
-        self.results["compose"] = {"single_identification": singles, "rows": rows}
+        self.results["compose"] = {
+            "single_identification": singles,
+            "single_identity": single_identity,
+            "singles_noise": "paired: each alone from their half of the pair clip's noise",
+            "rows": rows,
+        }
 
     def earlier_compose_rows(self) -> dict[str, dict]:
         """The compose rows of the earlier results.json in ``out``, by method name."""
@@ -620,7 +661,11 @@ class Study:
                 "scenes": self.cfg.scenes,
                 "seeds": self.cfg.seeds,
                 **({"methods": self.cfg.methods} if part == "compose" and self.cfg.methods else {}),
-                **({"famous": self.cfg.famous} if part == "full" else {}),
+                **(
+                    {k: getattr(self.cfg, k) for k in ("famous", "full_lrs", "lora_lrs")}
+                    if part == "full"
+                    else {}
+                ),
             }
             self.save()
         self.results["minutes"] = (time.time() - t0) / 60

@@ -7,6 +7,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -22,6 +23,14 @@ def _table(rows: list[dict], cols: list[tuple[str, str]]) -> list[str]:
     out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(_f(r.get(k)) for k, _ in cols) + " |" for r in rows]
     return out
+
+
+def paired_change(clips: list[float], base: list[float]) -> str:
+    """Mean change of per-clip values against the base model's on the same clips (same prompts
+    and seeds), with its standard error: 'mean +- se'."""
+    d = np.asarray(clips, dtype=float) - np.asarray(base, dtype=float)
+    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return f"{d.mean():+.3f} ± {se:.3f}"
 
 
 def _plot(path: Path, draw) -> str:
@@ -132,18 +141,27 @@ def write_report(results: dict, out: Path) -> Path:
         famous = results.get("runs", {}).get("full", {}).get("famous", cfg["famous"])
         lines += ["## LoRA against full fine-tuning", "",
                   "Same photos, loss, batches and steps. Forgetting: prompt fidelity on prompts that do not name the person,"
-                  f" and top-1 identification of {famous} famous people (from their names) among themselves.", ""]  # fmt: skip
+                  f" and, for {famous} famous people generated from their names, top-1 identification among themselves and the mean similarity to their own renders.", ""]  # fmt: skip
+        base = rows[0].get("famous_similarity_clips")
+        rows = [r | ({"famous_change": paired_change(r["famous_similarity_clips"], base)}
+                     if base and r.get("famous_similarity_clips") and r is not rows[0] else {}) for r in rows]  # fmt: skip
         lines += _table(rows, [("model", "model"), ("trained_params", "trained params"), ("step_s", "step s"),
                                ("train_mib", "training MiB"), ("train_s", "train s"), ("identity", "identity"),
                                ("identification", "identified"), ("unrelated_fidelity", "fidelity, unrelated prompts"),
-                               ("famous_top1", "famous top-1")])  # fmt: skip
+                               ("famous_top1", "famous top-1"), ("famous_similarity", "famous similarity"),
+                               ("famous_change", "famous similarity vs base (± s.e.)")])  # fmt: skip
         lines.append("")
     if "compose" in results:
         comp = results["compose"]
         triggers = list(comp["single_identification"])
+        paired = (
+            " (from the noise of their half of each pair clip)" if comp.get("singles_noise") else ""
+        )
+        identity = comp.get("single_identity", {})
         lines += ["## Two people in one clip", "",
-                  "Single-LoRA identification (each alone in a 64-wide clip, with the words and wall of their half of the pair clips): "
-                  + ", ".join(f"{t} {_f(v)}" for t, v in comp["single_identification"].items()) + ".",
+                  f"Single-LoRA identification (each alone in a 64-wide clip, with the words and wall of their half of the pair clips{paired}): "
+                  + ", ".join(f"{t} {_f(v)}" + (f" (identity {_f(identity[t])})" if t in identity else "")
+                              for t, v in comp["single_identification"].items()) + ".",
                   "Predicted interference is `cameo inspect`'s score from the two files' subspace overlap.", ""]  # fmt: skip
         cols = [("method", "method"), ("predicted_interference", "predicted interference")]
         for t in triggers:
