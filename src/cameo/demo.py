@@ -20,7 +20,12 @@ from .datasets import write_person_folder
 from .generate import GenerateConfig, generate_frames
 from .media import contact_sheet, save_clip_outputs, write_png
 
-DEMO_PERSON = 7
+# Person 12 (a bald man with square glasses), chosen by running the demo on six held-out people
+# (docs/trials/demo_people.json): his description alone gives the base model identity 0.27 and
+# his clone 0.64, identified in 2 of 3 clips. Person 7, the default before, is drawn as well
+# from his description (0.61) as by his clone (0.46), which shows nothing. Person 12 is the
+# benchmark's best-cloned person, not a typical one: docs/quality.md has the five-person numbers.
+DEMO_PERSON = 12
 TRIGGER = "mike"
 SCENES = [
     "speaking, in front of a blue wall",
