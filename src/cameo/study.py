@@ -558,7 +558,8 @@ class Study:
 
         # each alone, in the pair clips' scenes with the words of their half, from the noise of
         # their half: identification on 16 clips varies by +-0.1 with the noise alone, so
-        # unpaired singles made "kept / single" mostly a draw (0.50 to 0.94 for one setup)
+        # unpaired singles made "kept / single" mostly a draw (mike alone: 0.94 from his own seeds, 0.69 from
+        # the pair's left half, which windows then matched)
         singles, single_identity = {}, {}
         for side, (p, path) in enumerate(zip((a, b), loras("standard"), strict=True)):
             pipe, _ = self.pipe(f"{path}:1")
