@@ -129,6 +129,28 @@ def test_trigger_only_captions_some_samples_with_the_trigger_alone():
         TrainConfig(data="x", trigger_only=1.5, trigger="mike").validate()
 
 
+def test_sigma_shift_moves_the_training_sigmas_and_nothing_else():
+    """--sigma-shift reshapes the drawn sigmas (a higher shift: noisier on average), keeps
+    their order and every other draw of the batch, and is checked up front."""
+    import torch
+
+    from cameo.train import TrainConfig, make_batch
+
+    cache = {
+        "groups": [{"latents": torch.randn(6, 2, 1, 4, 4), "caption_ids": torch.arange(6) % 2}],
+        "text": torch.randn(2, 3, 4),
+        "empty": torch.zeros(3, 4),
+    }
+    kw = dict(trigger="mike", batch=256, prior_preservation=0.0)
+    base, high = (make_batch(cache, TrainConfig(**kw, sigma_shift=s), step=5) for s in (2.0, 6.0))
+    for k in ("x0", "noise", "text"):
+        assert torch.equal(base[k], high[k])
+    assert high["sigmas"].mean() > base["sigmas"].mean() + 0.05
+    assert torch.equal(base["sigmas"].argsort(), high["sigmas"].argsort())
+    with pytest.raises(ValueError, match="--sigma-shift must be in"):
+        TrainConfig(data="x", trigger="mike", sigma_shift=0.0).validate()
+
+
 def test_prior_preservation_in_one_forward_equals_two(tiny_pipeline_dir):
     """training_loss batches the caption and class-prompt halves into one call: the loss and
     the gradients must equal those of two separate calls."""
