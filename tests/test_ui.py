@@ -367,3 +367,11 @@ def test_two_people_read_their_own_half_of_the_prompt(ui_app, tmp_path, monkeypa
     assert ui_app._generate_config(*args, own_prompts=False).region_prompt == []
     alone = (session, prompt, 1.0, 0, 4, None, 1.0, "linear")
     assert ui_app._generate_config(*alone).region_prompt == []
+    from cameo.generate import region_prompts
+    from cameo.ui.page import own_prompts_choice
+
+    # windows read their own side whatever the box says, so the box is not offered for them
+    windows = ui_app._generate_config(*args[:-1], "windows", own_prompts=False)
+    assert len(region_prompts(windows)) == 2
+    assert own_prompts_choice("windows")["interactive"] is False
+    assert own_prompts_choice("regional")["interactive"] is True

@@ -88,7 +88,12 @@ def write_report(results: dict, out: Path) -> Path:
     lines = [
         "# Results: what LoRA trades, measured",
         "",
-        ("Latest run: " if results.get("runs") and len(results["runs"]) > 1 else "")
+        # a merged page: the config below is only the last invocation's, so say so
+        (
+            "This page merges runs (each table's is listed below); the last to write it: "
+            if results.get("runs") and len(results["runs"]) > 1
+            else ""
+        )
         + f"`cameo study --parts {cfg['parts']} --steps {cfg['steps']} --scenes {cfg['scenes']} --seeds {cfg['seeds']}`"
         f" ({results['date']}, {results['machine']}). Raw numbers: `results.json`.",
         f"People: held-out world people {cfg['people']} (triggers {cfg['triggers']}), 20 photos each;"

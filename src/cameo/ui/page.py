@@ -161,9 +161,12 @@ def _generate_tab(app: CameoApp, sid) -> None:
             own_prompts = gr.Checkbox(
                 value=True,
                 label="Each half reads its own part of the prompt (after 'on the left' / "
-                "'on the right'), so the two descriptions do not mix",
+                "'on the right'), so the two descriptions do not mix; with windows always on, "
+                "since a window holds one person",
+                interactive=own_prompts_choice(mix.value)["interactive"],
                 elem_id="own-prompts",
             )
+            mix.change(own_prompts_choice, mix, own_prompts)
         go = gr.Button("Generate", variant="primary", elem_id="generate")
         status = gr.Markdown(elem_id="gen-status")
         video = gr.Video(
@@ -195,6 +198,12 @@ def _results_tab(app: CameoApp, sid) -> None:
     tab.select(app.results, sid, [status, table])
     measure.click(app.measure, [sid, seeds], [status, table], concurrency_limit=None)
     prepare.click(app.downloads, sid, [status, files])
+
+
+def own_prompts_choice(mix: str) -> dict:
+    """The own-prompts checkbox is a choice only for mixes that read the whole prompt by
+    default: windows always give each window its own side's words (generate.region_prompts)."""
+    return gr.update(interactive=mix != "windows")
 
 
 def build_blocks(app: CameoApp) -> gr.Blocks:
