@@ -1,5 +1,6 @@
 """Which VAE shape keeps a face? Trains one shape from scratch for a fixed number of steps,
-then measures PSNR and identity through it on held-out people (the cap it puts on every clone).
+then measures PSNR, identity and the probed attributes through it on held-out people (the caps
+it puts on every clone and on prompt following).
 
     .venv/bin/python benchmarks/vae_pilot.py --architecture configs/cameo-tiny/next-4x.toml
     .venv/bin/python benchmarks/vae_pilot.py          # the shipped shape, from scratch
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from base_quality import identity_through_vae
+from base_quality import attributes_through_vae, identity_through_vae
 from cameo.metrics.evaluate import Eyes
 from cameo.models import VAEConfig
 from cameo.pretrain import PretrainConfig, _psnr, _vae_batch, read_architecture
@@ -72,7 +73,9 @@ def main() -> None:
         for name, x in (("photos", held_out(1, 32)), ("clips", held_out(17, 4))):
             rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
             row[f"psnr_{name}_db"] = float(_psnr(((rec - x) ** 2).mean()))
-    row["identity"] = identity_through_vae(vae, Eyes(), people=8, per_person=3)
+    eyes = Eyes()
+    row["identity"] = identity_through_vae(vae, eyes, people=8, per_person=3)
+    row["attributes"] = attributes_through_vae(vae, eyes)
     print(json.dumps(row), flush=True)
     path = DOCS / "vae_pilot.json"
     rows = json.loads(path.read_text())["rows"] if path.is_file() else []
