@@ -122,7 +122,7 @@ def attributes_through_vae(vae, eyes: Eyes, per_class: int = 30) -> dict:
                 if k == "speaking" and key == "vae_photos":
                     continue  # a still cannot speak
                 hits[key].setdefault(k, []).append(got[k] == want)
-            # worn at all, whatever the shape: is it the frames or the shape that is lost?
+            # worn at all, whatever the shape: are the glasses lost, or only their shape?
             present = (got["glasses"] != "none") == (truth["glasses"] != "none")
             hits[key].setdefault("glasses_worn", []).append(present)
     out: dict[str, float] = {"clips": sum(chosen.values())}
