@@ -156,3 +156,19 @@ def test_init_transformer_warm_starts_from_another_pipeline(tmp_path):
         run_pretrain(
             _cfg(tmp_path / "d", transformer=TransformerConfig(**wide), init_transformer=str(first))
         )
+    # A VAE with twice the latent channels: every layer but the latent input and output ones
+    # comes from the source; those two keep their fresh initialisation.
+    from cameo.pretrain import warm_start
+
+    io = {**TINY_TRANSFORMER, "text_dim": 384}
+    io["in_channels"] = 2 * io["in_channels"]
+    model = TransformerConfig(**io).build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    record = warm_start(model, str(first))
+    fresh = {"patch_embedding.weight", "proj_out.weight", "proj_out.bias"}
+    assert set(record["fresh"]) == fresh
+    for k, v in model.state_dict().items():
+        if k in fresh:
+            assert torch.equal(v, before[k]) and v.shape != theirs[k].shape
+        else:
+            torch.testing.assert_close(v, theirs[k].float())

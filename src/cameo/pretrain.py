@@ -111,7 +111,8 @@ class PretrainConfig:
         metadata={
             "help": "warm start: a pipeline folder (or its transformer/ folder) whose "
             "transformer weights, of the same shape, start the transformer stage instead of "
-            "a random initialisation; 'cameo-tiny' = the shipped model; a resume ignores it"
+            "a random initialisation (for a VAE with other latent channels, all but the latent "
+            "input and output layers); 'cameo-tiny' = the shipped model; a resume ignores it"
         },
     )
     architecture: str = field(
@@ -542,36 +543,51 @@ def _transformer_weights_file(source: str) -> Path:
     )
 
 
-def _check_shapes(model: torch.nn.Module, path: Path, source: str) -> None:
+# The layers whose shapes follow the VAE's latent channels: a transformer warm-started for a VAE
+# with other channels keeps everything else and starts these afresh.
+LATENT_IO_LAYERS = ("patch_embedding.", "proj_out.")
+
+
+def _check_shapes(model: torch.nn.Module, path: Path, source: str) -> list[str]:
     """Every tensor of ``model`` present in ``path`` with the same shape, and nothing more: a
-    partial warm start would hide an architecture mismatch. Reads only the file's header."""
+    partial warm start would hide an architecture mismatch. The one exception is the latent
+    input and output layers (``LATENT_IO_LAYERS``), when the VAE's channels differ. Returns
+    the tensors to start afresh. Reads only the file's header."""
     from safetensors import safe_open
 
     ours = model.state_dict()
     with safe_open(str(path), "pt") as f:
         theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
     wrong = sorted(k for k in ours if theirs.get(k) != tuple(ours[k].shape))
+    fresh = [k for k in wrong if k in theirs and k.startswith(LATENT_IO_LAYERS)]
+    wrong = [k for k in wrong if k not in fresh]
     if wrong or len(theirs) != len(ours):
         raise ValueError(
             f"--init-transformer {source}: its transformer does not match this architecture "
             f"({len(wrong)} missing or differently shaped tensors, e.g. {wrong[:3]})"
         )
+    return fresh
 
 
 def warm_start(model: torch.nn.Module, source: str) -> dict:
-    """Load another transformer's weights (of the same shapes) into ``model``, in its dtype.
-    Returns where they came from (the file and its SHA-256), for the run's records."""
+    """Load another transformer's weights (of the same shapes) into ``model``, in its dtype;
+    for a VAE with other latent channels, all but the latent input and output layers, which
+    keep their fresh initialisation. Returns where the weights came from (the file and its
+    SHA-256) and what started afresh, for the run's records."""
     import hashlib
 
     from safetensors.torch import load_file
 
     path = _transformer_weights_file(source)
-    _check_shapes(model, path, source)
+    fresh = _check_shapes(model, path, source)
     ours = model.state_dict()
-    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in load_file(path).items()})
+    loaded = {k: v.to(ours[k].dtype) for k, v in load_file(path).items() if k not in fresh}
+    model.load_state_dict({**ours, **loaded})
     print(f"transformer: warm start from {path}", file=sys.stderr)
+    if fresh:
+        print(f"transformer: started afresh (latent channels differ): {fresh}", file=sys.stderr)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"source": source, "file": str(path.resolve()), "sha256": digest}
+    return {"source": source, "file": str(path.resolve()), "sha256": digest, "fresh": fresh}
 
 
 def check_warm_start(cfg: PretrainConfig) -> None:
