@@ -172,3 +172,28 @@ def test_init_transformer_warm_starts_from_another_pipeline(tmp_path):
             assert torch.equal(v, before[k]) and v.shape != theirs[k].shape
         else:
             torch.testing.assert_close(v, theirs[k].float())
+
+
+def test_cli_resume_keeps_the_runs_own_schedule(tmp_path, capsys):
+    """A resume that names only the stage and the budget continues the run's own step count,
+    data size and batches (config.json), not the defaults; a flag it gives still wins."""
+    from cameo.cli import main
+
+    arch = tmp_path / "arch.toml"
+    arch.write_text(
+        "[vae]\nbase_dim = 8\nz_dim = 4\n[transformer]\nnum_attention_heads = 2\n"
+        "attention_head_dim = 8\nnum_layers = 2\nffn_dim = 32\nin_channels = 4\nfreq_dim = 16\n"
+    )
+    out = tmp_path / "run"
+    first = ["pretrain", "--out", str(out), "--architecture", str(arch), "--stage", "vae"]
+    first += ["--vae-steps", "2", "--vae-batch-images", "2", "--vae-batch-clips", "1"]
+    first += ["--size", "32", "--frames", "5", "--checkpoint-every", "1", "--seed", "3"]
+    assert main(first) == 0
+    again = ["pretrain", "--out", str(out), "--resume", "--stage", "decoder"]
+    assert main([*again, "--decoder-steps", "1", "--threads", "1"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["vae_steps"], saved["size"], saved["frames"], saved["seed"]) == (2, 32, 5, 3)
+    assert (saved["vae_batch_images"], saved["stage"], saved["decoder_steps"]) == (2, "decoder", 1)
+    assert saved["vae"]["base_dim"] == 8
+    assert "vae_steps" in capsys.readouterr().err  # the restored settings are named
+    assert ckpt.latest(out / "decoder").name == "step-0000001"

@@ -57,6 +57,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
             parser.add_argument(flag, type=kind, default=f.default, help=help_)
 
 
+def given_on_command_line(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The options of ``command`` that this command line set to other than their defaults."""
+    defaults = vars(build_parser().parse_args([command]))
+    return {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k]}
+
+
 def dataclass_from_args(cls, args: argparse.Namespace, **extra: Any):
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in vars(args).items() if k in names}
@@ -68,10 +74,23 @@ def dataclass_from_args(cls, args: argparse.Namespace, **extra: Any):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import PretrainConfig, check_warm_start, resolve_architecture, run_pretrain
+    from .pretrain import (
+        PretrainConfig,
+        check_warm_start,
+        resolve_architecture,
+        run_pretrain,
+        settings_for_resume,
+    )
 
     cfg = dataclass_from_args(PretrainConfig, args)
     try:
+        if args.resume:
+            restored = settings_for_resume(cfg, set(given_on_command_line(args, "pretrain")))
+            if restored:
+                print(
+                    f"resume: {', '.join(restored)} as in {Path(cfg.out) / 'config.json'}",
+                    file=sys.stderr,
+                )
         resolve_architecture(cfg, args.resume)
         cfg.validate()
         check_warm_start(cfg)
@@ -152,8 +171,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     try:
         if args.config:
-            defaults = vars(build_parser().parse_args(["train"]))
-            overrides = {k: v for k, v in explicit.items() if v != defaults.get(k)}
+            given = given_on_command_line(args, "train")
+            overrides = {k: v for k, v in given.items() if k in explicit}
             cfg = TrainConfig.from_toml(Path(args.config), **overrides)
         else:
             cfg = TrainConfig(**explicit)
@@ -465,7 +484,10 @@ def _add_training_parsers(sub) -> None:
     pt = sub.add_parser("pretrain", help="train the built-in model cameo-tiny from the world")
     add_dataclass_args(pt, PretrainConfig)
     pt.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with the run's own settings "
+        "(its config.json) for every option this command line does not give",
     )
     pt.set_defaults(func=cmd_pretrain)
 

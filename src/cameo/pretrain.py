@@ -792,6 +792,44 @@ def read_architecture(path: Path) -> tuple[VAEConfig, TransformerConfig]:
     return _architecture(tomllib.loads(path.read_text()), str(path))
 
 
+# Settings that belong to one invocation (where and how fast it runs, how long it may take, which
+# stage it runs) rather than to the run; every other setting shapes the weights.
+PER_INVOCATION = (
+    "out",
+    "stage",
+    "threads",
+    "checkpoint_every",
+    "max_minutes",
+    "device",
+    "workers",
+    "vae_minutes",
+    "transformer_minutes",
+    "init_transformer",
+    "architecture",
+    "vae",
+    "transformer",
+)
+
+
+def settings_for_resume(cfg: PretrainConfig, given: set[str]) -> list[str]:
+    """On ``--resume``, take every setting that shapes the weights (step counts, learning
+    rates, batches, data sizes, seed) from the run's own config.json unless this command line
+    gives it, so that a resume continues the same schedule instead of the defaults'. Returns
+    the names restored. The architecture is restored by ``resolve_architecture``."""
+    saved = Path(cfg.out) / "config.json"
+    if not saved.is_file():
+        return []
+    theirs = json.loads(saved.read_text())
+    restored = []
+    for f in fields(cfg):
+        if f.name in PER_INVOCATION or f.name in given or f.name not in theirs:
+            continue
+        if theirs[f.name] != getattr(cfg, f.name):
+            setattr(cfg, f.name, type(getattr(cfg, f.name))(theirs[f.name]))
+            restored.append(f.name)
+    return restored
+
+
 def resolve_architecture(cfg: PretrainConfig, resume: bool) -> None:
     """Set ``cfg.vae`` and ``cfg.transformer``: from ``--architecture`` if given, else (on
     resume) from the run's own config.json, so a resumed run never loads its checkpoints into
