@@ -227,3 +227,27 @@ def test_generated_prior_trains_on_the_base_models_own_samples(photos, tiny_pipe
     assert 0.3 < float(z.std()) < 3  # normalised latents, not pixels
     key = "transformer.blocks.0.attn1.to_q.lora_B.weight"
     assert not torch.allclose(gen[key], photo[key])
+
+
+def test_resume_takes_the_adapters_settings_from_its_run(tmp_path, capsys):
+    """`cameo train --resume` with a shorter command line keeps the run's rank, targets and
+    schedule (its config.json): the defaults would not load into its checkpoints. What the
+    command line gives wins; how fast it runs is the invocation's own."""
+    from dataclasses import asdict
+
+    from cameo.cli import build_parser, dataclass_from_args, restore_run_settings
+    from cameo.train import PER_INVOCATION, TrainConfig
+
+    out = tmp_path / "mike"
+    out.mkdir()
+    run = TrainConfig(data="photos", name="mike", out=str(out), rank=4, steps=7, threads=2)
+    run.targets = "to_q,to_v"
+    (out / "config.json").write_text(json.dumps(asdict(run)))
+    argv = ["train", "--data", "photos", "--name", "mike", "--out", str(out), "--resume"]
+    args = build_parser().parse_args([*argv, "--steps", "9"])
+    cfg = dataclass_from_args(TrainConfig, args)
+    assert cfg.rank != 4  # the default, before the run's settings are restored
+    restore_run_settings(cfg, args, PER_INVOCATION)
+    assert (cfg.rank, cfg.steps, cfg.threads) == (4, 9, TrainConfig().threads)
+    assert cfg.targets == run.targets
+    assert "rank" in capsys.readouterr().err

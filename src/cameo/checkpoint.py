@@ -143,3 +143,30 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def settings_from_run(
+    cfg: Any, saved: Path, given: set[str], per_invocation: tuple[str, ...]
+) -> list[str]:
+    """Resume with the run's own settings: every dataclass field of ``cfg`` that neither this
+    command line gives (``given``) nor belongs to one invocation (``per_invocation``: where and
+    how fast it runs, its budget) is set from the run's config.json ``saved``, so that a
+    resume continues the same schedule and shapes instead of the defaults'. Returns the names
+    changed."""
+    import dataclasses
+
+    if not saved.is_file():
+        return []
+    theirs = json.loads(saved.read_text())
+    changed = []
+    for f in dataclasses.fields(cfg):
+        if f.name in per_invocation or f.name in given or f.name not in theirs:
+            continue
+        ours, value = getattr(cfg, f.name), theirs[f.name]
+        if dataclasses.is_dataclass(ours):  # nested configs have their own rules (architecture)
+            continue
+        value = tuple(value) if isinstance(ours, tuple) else value
+        if value != ours:
+            setattr(cfg, f.name, value)
+            changed.append(f.name)
+    return changed

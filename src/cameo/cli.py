@@ -63,6 +63,17 @@ def given_on_command_line(args: argparse.Namespace, command: str) -> dict[str, A
     return {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k]}
 
 
+def restore_run_settings(cfg: Any, args: argparse.Namespace, per_invocation: tuple[str, ...]):
+    """For --resume: the run's own config.json supplies what this command line does not give."""
+    from .checkpoint import settings_from_run
+
+    saved = Path(cfg.out) / "config.json"
+    given = set(given_on_command_line(args, args.command))
+    restored = settings_from_run(cfg, saved, given, per_invocation)
+    if restored:
+        print(f"resume: {', '.join(restored)} as in {saved}", file=sys.stderr)
+
+
 def dataclass_from_args(cls, args: argparse.Namespace, **extra: Any):
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in vars(args).items() if k in names}
@@ -75,22 +86,17 @@ def dataclass_from_args(cls, args: argparse.Namespace, **extra: Any):
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .pretrain import (
+        PER_INVOCATION,
         PretrainConfig,
         check_warm_start,
         resolve_architecture,
         run_pretrain,
-        settings_for_resume,
     )
 
     cfg = dataclass_from_args(PretrainConfig, args)
     try:
         if args.resume:
-            restored = settings_for_resume(cfg, set(given_on_command_line(args, "pretrain")))
-            if restored:
-                print(
-                    f"resume: {', '.join(restored)} as in {Path(cfg.out) / 'config.json'}",
-                    file=sys.stderr,
-                )
+            restore_run_settings(cfg, args, PER_INVOCATION)
         resolve_architecture(cfg, args.resume)
         cfg.validate()
         check_warm_start(cfg)
@@ -162,7 +168,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import DatasetError
-    from .train import TrainConfig, TrainingInterrupted, run_training
+    from .train import PER_INVOCATION, TrainConfig, TrainingInterrupted, run_training
 
     explicit = {
         k: v
@@ -176,6 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = TrainConfig.from_toml(Path(args.config), **overrides)
         else:
             cfg = TrainConfig(**explicit)
+            if args.resume:
+                restore_run_settings(cfg, args, PER_INVOCATION)
         run_training(cfg, resume=args.resume)
     except TrainingInterrupted as e:
         print(f"cameo train: {e}", file=sys.stderr)

@@ -793,7 +793,8 @@ def read_architecture(path: Path) -> tuple[VAEConfig, TransformerConfig]:
 
 
 # Settings that belong to one invocation (where and how fast it runs, how long it may take, which
-# stage it runs) rather than to the run; every other setting shapes the weights.
+# stage it runs) rather than to the run; every other setting shapes the weights, and a --resume
+# takes it from the run's config.json unless given (checkpoint.settings_from_run).
 PER_INVOCATION = (
     "out",
     "stage",
@@ -809,25 +810,6 @@ PER_INVOCATION = (
     "vae",
     "transformer",
 )
-
-
-def settings_for_resume(cfg: PretrainConfig, given: set[str]) -> list[str]:
-    """On ``--resume``, take every setting that shapes the weights (step counts, learning
-    rates, batches, data sizes, seed) from the run's own config.json unless this command line
-    gives it, so that a resume continues the same schedule instead of the defaults'. Returns
-    the names restored. The architecture is restored by ``resolve_architecture``."""
-    saved = Path(cfg.out) / "config.json"
-    if not saved.is_file():
-        return []
-    theirs = json.loads(saved.read_text())
-    restored = []
-    for f in fields(cfg):
-        if f.name in PER_INVOCATION or f.name in given or f.name not in theirs:
-            continue
-        if theirs[f.name] != getattr(cfg, f.name):
-            setattr(cfg, f.name, type(getattr(cfg, f.name))(theirs[f.name]))
-            restored.append(f.name)
-    return restored
 
 
 def resolve_architecture(cfg: PretrainConfig, resume: bool) -> None:

@@ -835,6 +835,21 @@ class Validator:
         return recs
 
 
+# Settings of one invocation (how fast it runs, what it logs, whether it may replace files),
+# not of the adapter; a --resume takes every other one from the run's config.json unless given
+# (checkpoint.settings_from_run), so the adapter keeps its rank, targets and schedule.
+PER_INVOCATION = (
+    "out",
+    "threads",
+    "checkpoint_every",
+    "log_with",
+    "overwrite",
+    "fast",
+    "grad_checkpointing",
+    "mixed_precision",
+)
+
+
 def run_training(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     """Train one LoRA; returns the path of the written file."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
