@@ -1,5 +1,6 @@
-"""A pretraining run's VAE beside the shipped one: reconstruction PSNR on held-out renders and
-identity through one encode/decode round trip, with the very functions (and held-out sets) of
+"""A pretraining run's VAE beside the shipped one: reconstruction PSNR on held-out renders,
+identity and the probed attributes (the cap on prompt following) through one encode/decode
+round trip, with the very functions (and held-out sets) of
 benchmarks/base_quality.py, so the rows compare with docs/quality.md.
 
     .venv/bin/python benchmarks/vae_quality.py --run runs/next4x --stage decoder
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from base_quality import identity_through_vae, vae_psnr
+from base_quality import attributes_through_vae, identity_through_vae, vae_psnr
 from cameo import checkpoint as ckpt
 from cameo.metrics.evaluate import Eyes
 from cameo.models import load_pipeline
@@ -39,7 +40,11 @@ def run_vae(run: Path, stage: str):
 
 def measure(vae, eyes: Eyes) -> dict:
     with torch.no_grad():
-        return {**vae_psnr(vae), "identity": identity_through_vae(vae, eyes)}
+        return {
+            **vae_psnr(vae),
+            "identity": identity_through_vae(vae, eyes),
+            "attributes": attributes_through_vae(vae, eyes),
+        }
 
 
 def main() -> None:
