@@ -203,3 +203,18 @@ def test_probe_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         te.train_eyes(
             _tiny_eyes_config(tmp_path, tmp_path / "broken", checkpoint=str(ckpt), lr=1e-3)
         )
+
+
+def test_scoring_and_generation_read_two_person_prompts_alike():
+    """A region is scored on the very words generation gave it; a form whose side's words come
+    before 'on the left' is read by neither (each would otherwise get the other's words)."""
+    from cameo.generate import auto_region_prompts
+
+    p = "two people in front of a red wall: on the left mike speaking, on the right anna silent"
+    assert split_regions(p) == (
+        "mike speaking, in front of a red wall",
+        "anna silent, in front of a red wall",
+    )
+    assert [t.split("=", 1)[1] for t in auto_region_prompts(p)] == list(split_regions(p))
+    swapped = "mike speaking on the right and anna silent on the left"
+    assert split_regions(swapped) is None and auto_region_prompts(swapped) is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from . import fast
 from .media import save_clip_outputs
 from .models import encode_prompts, load_pipeline, text_tokens_for
+from .world.captions import split_pair_caption
 
 
 @dataclass
@@ -142,33 +142,16 @@ def region_prompts(cfg: GenerateConfig) -> list[str]:
 def auto_region_prompts(prompt: str) -> list[str] | None:
     """'two people in front of a red wall: on the left mike speaking, on the right anna silent'
     -> ['left=mike speaking, in front of a red wall', 'right=anna silent, in front of a red
-    wall']: each side's words plus the shared scene, without the words that ask for two people
-    (a region holds one). None when the prompt does not name both sides."""
-    low = prompt.lower()
-    i, j = low.find("on the left"), low.find("on the right")
-    if i < 0 or j < 0:
+    wall']: each side's words plus the shared scene (``world.captions.split_pair_caption``),
+    since a region holds one person. None when the prompt does not name both sides."""
+    parts = split_pair_caption(prompt)
+    if parts is None:
         return None
-    first, second = sorted([("left", i), ("right", j)], key=lambda t: t[1])
-    # Only the form where each phrase opens its clause ('...: on the left A, on the right B');
-    # in 'A on the right and B on the left' the words of a side come before it.
-    if not re.search(r"(^|[:,;])\s*$", prompt[: first[1]]) or not re.search(
-        r"[,;]\s*(and\s*)?$|\band\s*$", prompt[: second[1]]
-    ):
-        return None
-    texts = {
-        first[0]: prompt[first[1] + len("on the " + first[0]) : second[1]],
-        second[0]: prompt[second[1] + len("on the " + second[0]) :],
-    }
-    scene = prompt[: min(i, j)]
-    scene = re.sub(r"(?i)\b(two people|a pair of people|two persons)\b( side by side)?", "", scene)
-    scene = scene.strip(" ,:;.")
-    out = []
-    for side in ("left", "right"):
-        words = re.sub(r"(?i)^[\s,:;]*(is\s+)?|[\s,;.]*(and)?[\s,;.]*$", "", texts[side])
-        if not words:
-            return None
-        out.append(f"{side}={words}, {scene}" if scene else f"{side}={words}")
-    return out
+    left, right, scene = parts
+    return [
+        f"{side}={words}, {scene}" if scene else f"{side}={words}"
+        for side, words in (("left", left), ("right", right))
+    ]
 
 
 def _parse_where(where: str, what: str) -> str | tuple[float, float, float, float]:

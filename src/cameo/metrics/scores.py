@@ -10,7 +10,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from ..world.captions import ACTION_WORDS
+from ..world.captions import ACTION_WORDS, split_pair_caption
 from ..world.traits import BACKGROUND_COLOURS, HAIR_COLOURS
 
 Tensor = torch.Tensor
@@ -89,14 +89,14 @@ def prompt_attributes(prompt: str) -> dict[str, object]:
 
 
 def split_regions(prompt: str) -> tuple[str, str] | None:
-    """For 'two people ...: on the left A, on the right B', the texts about A and about B."""
-    p = prompt.lower()
-    if "on the left" not in p or "on the right" not in p:
+    """For 'two people ...: on the left A, on the right B', the texts about A and about B, each
+    with the shared scene (the parser that generation uses, so a region is scored on what it
+    was asked for)."""
+    parts = split_pair_caption(prompt)
+    if parts is None:
         return None
-    left = p.split("on the left", 1)[1].split("on the right", 1)[0]
-    right = p.split("on the right", 1)[1]
-    scene = p.split(":", 1)[0] if ":" in p else ""
-    return left + " " + scene, right + " " + scene
+    left, right, scene = parts
+    return f"{left}, {scene}", f"{right}, {scene}"
 
 
 def prompt_fidelity(expected: dict[str, object], observed: dict[str, object]) -> float | None:

@@ -7,6 +7,7 @@ named colours the renderer jitters, actions from the motion that drove the clip.
 from __future__ import annotations
 
 import random
+import re
 
 from .traits import Identity, Scene
 
@@ -182,3 +183,35 @@ def full_description(ident: Identity) -> str:
             return seq[0]
 
     return person_phrase(ident, _All())
+
+
+def split_pair_caption(prompt: str) -> tuple[str, str, str] | None:
+    """'two people in front of a red wall: on the left mike speaking, on the right anna silent'
+    -> ('mike speaking', 'anna silent', 'in front of a red wall'): each side's words and the
+    shared scene, without the words that ask for two people. The one parser of two-person
+    prompts, for generation (one prompt per region) and for measurement (what each region was
+    asked for). None unless each of 'on the left' / 'on the right' opens its clause, as
+    ``caption_pair`` writes them: in 'A on the right and B on the left' a side's words come
+    before it."""
+    low = prompt.lower()
+    i, j = low.find("on the left"), low.find("on the right")
+    if i < 0 or j < 0:
+        return None
+    first, second = sorted([("left", i), ("right", j)], key=lambda t: t[1])
+    if not re.search(r"(^|[:,;])\s*$", prompt[: first[1]]) or not re.search(
+        r"[,;]\s*(and\s*)?$|\band\s*$", prompt[: second[1]]
+    ):
+        return None
+    texts = {
+        first[0]: prompt[first[1] + len("on the " + first[0]) : second[1]],
+        second[0]: prompt[second[1] + len("on the " + second[0]) :],
+    }
+    words = {
+        side: re.sub(r"(?i)^[\s,:;]*(is\s+)?|[\s,;.]*(and)?[\s,;.]*$", "", text)
+        for side, text in texts.items()
+    }
+    if not words["left"] or not words["right"]:
+        return None
+    scene = prompt[: min(i, j)]
+    scene = re.sub(r"(?i)\b(two people|a pair of people|two persons)\b( side by side)?", "", scene)
+    return words["left"], words["right"], scene.strip(" ,:;.")
