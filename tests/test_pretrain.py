@@ -8,7 +8,7 @@ from diffusers import WanPipeline
 
 from cameo import checkpoint as ckpt
 from cameo.models import TransformerConfig, VAEConfig
-from cameo.pretrain import PretrainConfig, _transformer_weights_file, run_pretrain
+from cameo.pretrain import PretrainConfig, _transformer_weights_file, run_pretrain, stage_minutes
 from conftest import TINY_TRANSFORMER, TINY_VAE
 
 
@@ -197,3 +197,14 @@ def test_cli_resume_keeps_the_runs_own_schedule(tmp_path, capsys):
     assert saved["vae"]["base_dim"] == 8
     assert "vae_steps" in capsys.readouterr().err  # the restored settings are named
     assert ckpt.latest(out / "decoder").name == "step-0000001"
+
+
+def test_stage_minutes_leaves_out_pauses_between_invocations(tmp_path):
+    # Two invocations of the transformer stage a day apart: 5 + 3 logged minutes, not a day.
+    log = [("vae", 0.0), ("vae", 120.0)]
+    log += [("transformer", 1000.0 + 60.0 * i) for i in range(6)]
+    log += [("transformer", 90_000.0 + 60.0 * i) for i in range(4)]
+    (tmp_path / "log.jsonl").write_text(
+        "".join(json.dumps({"stage": s, "step": i, "t": t}) + "\n" for i, (s, t) in enumerate(log))
+    )
+    assert stage_minutes(tmp_path) == {"vae": 2.0, "transformer": 8.0}

@@ -7,6 +7,7 @@ crash-safe (``cameo.checkpoint``); ``--resume`` continues the stage where it sto
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -673,13 +674,22 @@ def _record_invocation(run: Path) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
+# A longer silence between two logged steps (one every 10 steps) is a pause between
+# invocations, possibly sessions apart, not training time.
+_PAUSE_S = 600.0
+
+
 def stage_minutes(run: Path) -> dict[str, float]:
-    """Wall time of each stage from the run log (first to last logged step)."""
+    """Wall time of each stage from the run log: the gaps between consecutive logged steps,
+    added up, leaving out pauses between invocations (gaps over ``_PAUSE_S``)."""
     times: dict[str, list[float]] = {}
     for line in (run / "log.jsonl").read_text().splitlines():
         r = json.loads(line)
         times.setdefault(r["stage"], []).append(r["t"])
-    return {k: round((max(v) - min(v)) / 60, 1) for k, v in times.items()}
+    gaps = {stage: [b - a for a, b in itertools.pairwise(t)] for stage, t in times.items()}
+    return {
+        stage: round(sum(d for d in g if 0 < d <= _PAUSE_S) / 60, 1) for stage, g in gaps.items()
+    }
 
 
 def export_model(run: Path, dest: Path, notes: str = "") -> Path:
@@ -736,7 +746,7 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
         "## How it was made",
         "",
         f"Seed {cfg['seed']}; steps actually trained (latest checkpoints): {steps_done}; transformer batch {cfg['batch']}.",
-        f"Wall time per stage (first to last logged step): {minutes} minutes.",
+        f"Wall time per stage (logged steps, pauses between invocations left out): {minutes} minutes.",
         "",
         "Commands, in order (resumes continue from the last checkpoint; the data at each step is a",
         "pure function of the seed and the step, so a resume replays nothing):",
