@@ -10,7 +10,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or min(2, os.cpu_count() or 1))
 
-TINY_VAE = dict(base_dim=8, z_dim=4)
+# Three spatial halvings (8x): a 32x32 test frame is 4x4 latents, so the test models stay fast
+# (cameo-tiny's own VAE halves twice).
+TINY_VAE = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 4, 4], temperal_downsample=[False, True, True])
 TINY_TRANSFORMER = dict(
     num_attention_heads=2,
     attention_head_dim=8,

@@ -188,10 +188,12 @@ def test_cli_resume_keeps_the_runs_own_schedule(tmp_path, capsys):
     first = ["pretrain", "--out", str(out), "--architecture", str(arch), "--stage", "vae"]
     first += ["--vae-steps", "2", "--vae-batch-images", "2", "--vae-batch-clips", "1"]
     first += ["--size", "32", "--frames", "5", "--checkpoint-every", "1", "--seed", "3"]
-    assert main(first) == 0
+    assert main([*first, "--lr", "1e-3"]) == 0
     again = ["pretrain", "--out", str(out), "--resume", "--stage", "decoder"]
-    assert main([*again, "--decoder-steps", "1", "--threads", "1"]) == 0
+    # --lr 5e-4 is the default value, and given it must still win over the run's 1e-3.
+    assert main([*again, "--decoder-steps", "1", "--threads", "1", "--lr", "5e-4"]) == 0
     saved = json.loads((out / "config.json").read_text())
+    assert saved["lr"] == 5e-4
     assert (saved["vae_steps"], saved["size"], saved["frames"], saved["seed"]) == (2, 32, 5, 3)
     assert (saved["vae_batch_images"], saved["stage"], saved["decoder_steps"]) == (2, "decoder", 1)
     assert saved["vae"]["base_dim"] == 8

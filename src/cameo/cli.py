@@ -58,9 +58,31 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
 
 
 def given_on_command_line(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """The options of ``command`` that this command line set to other than their defaults."""
+    """The options of ``command`` that this command line gave.
+
+    ``main`` records the flags it saw, so ``--lr 5e-4`` counts as given even where 5e-4 is the
+    default (a resume must not then take the run's own lr instead). A namespace parsed without
+    ``main`` falls back to the options whose values differ from the defaults.
+    """
     defaults = vars(build_parser().parse_args([command]))
+    named = getattr(args, "named_options", None)
+    if named is not None:
+        return {k: getattr(args, k) for k in named if k in defaults}
     return {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k]}
+
+
+def named_options(argv: list[str]) -> set[str]:
+    """The destinations of the flags that ``argv`` names, at whatever value."""
+    parser = build_parser()
+    parsers, dests = [parser], set()
+    while parsers:
+        for action in parsers.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif action.option_strings:
+                action.default = argparse.SUPPRESS  # absent flags leave no attribute
+                dests.add(action.dest)
+    return dests & set(vars(parser.parse_args(argv)))
 
 
 def restore_run_settings(cfg: Any, args: argparse.Namespace, per_invocation: tuple[str, ...]):
@@ -732,7 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.named_options = named_options(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -30,12 +30,14 @@ class VAEConfig:
     base_dim: int = field(default=16, metadata={"help": "channels of the first encoder stage"})
     z_dim: int = field(default=8, metadata={"help": "latent channels"})
     dim_mult: list[int] = field(
-        default_factory=lambda: [1, 2, 4, 4],
-        metadata={"help": "stage widths; each stage after the first halves H and W (4 = 8x)"},
+        # cameo-tiny's shape since session 5: two halvings, a 64x64 frame -> 16x16 latents
+        # (the 8x8 of three halvings lost the face; docs/quality.md "What caps identity").
+        default_factory=lambda: [1, 2, 4],
+        metadata={"help": "stage widths; each stage after the first halves H and W (3 = 4x)"},
     )
     num_res_blocks: int = field(default=1, metadata={"help": "residual blocks per stage"})
     temperal_downsample: list[bool] = field(
-        default_factory=lambda: [False, True, True],
+        default_factory=lambda: [True, True],
         metadata={"help": "4x temporal compression: 17 frames -> 5 latents"},
     )
 
