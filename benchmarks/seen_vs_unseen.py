@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cameo.data import apply_trigger
 from cameo.generate import GenerateConfig, generate_frames
 from cameo.metrics.evaluate import Eyes, load_references, score_clip, summarise
 from cameo.metrics.scores import self_similarity
@@ -40,8 +41,8 @@ def main() -> None:
         pipe = load_pipeline(args.base)
         lora = Path(args.work) / f"p{person}" / "lora" / f"{TRIGGER}.safetensors"
         pipe.load_lora_weights(str(lora), adapter_name="subject")
-        seen = [
-            (photos / f"photo_{i:03d}.txt").read_text().strip().replace("[trigger]", TRIGGER)
+        seen = [  # as training read them
+            apply_trigger((photos / f"photo_{i:03d}.txt").read_text().strip(), TRIGGER)
             for i in range(0, 20, 5)
         ]
         unseen = [f"{TRIGGER}, {scene}" for scene in unseen_scenes(photos)]

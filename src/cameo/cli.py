@@ -57,18 +57,17 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
             parser.add_argument(flag, type=kind, default=f.default, help=help_)
 
 
-def given_on_command_line(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """The options of ``command`` that this command line gave.
+class CommandLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose namespace also records which flags the command line named
+    (``named_options``), so ``--lr 5e-4`` counts as given even where 5e-4 is the default: a
+    resume must not then take the run's own lr instead. Its subcommand parsers are of this class
+    too (argparse makes them of their parent's), but only the top-level ``parse_args`` records."""
 
-    ``main`` records the flags it saw, so ``--lr 5e-4`` counts as given even where 5e-4 is the
-    default (a resume must not then take the run's own lr instead). A namespace parsed without
-    ``main`` falls back to the options whose values differ from the defaults.
-    """
-    defaults = vars(build_parser().parse_args([command]))
-    named = getattr(args, "named_options", None)
-    if named is not None:
-        return {k: getattr(args, k) for k in named if k in defaults}
-    return {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k]}
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        argv = sys.argv[1:] if args is None else list(args)
+        parsed = super().parse_args(argv, namespace)
+        parsed.named_options = named_options(argv)
+        return parsed
 
 
 def named_options(argv: list[str]) -> set[str]:
@@ -82,7 +81,12 @@ def named_options(argv: list[str]) -> set[str]:
             elif action.option_strings:
                 action.default = argparse.SUPPRESS  # absent flags leave no attribute
                 dests.add(action.dest)
-    return dests & set(vars(parser.parse_args(argv)))
+    return dests & set(vars(argparse.ArgumentParser.parse_args(parser, argv)))
+
+
+def given_on_command_line(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that this command line gave, at whatever value."""
+    return {k: getattr(args, k) for k in args.named_options}
 
 
 def restore_run_settings(cfg: Any, args: argparse.Namespace, per_invocation: tuple[str, ...]):
@@ -90,7 +94,7 @@ def restore_run_settings(cfg: Any, args: argparse.Namespace, per_invocation: tup
     from .checkpoint import settings_from_run
 
     saved = Path(cfg.out) / "config.json"
-    given = set(given_on_command_line(args, args.command))
+    given = set(given_on_command_line(args))
     restored = settings_from_run(cfg, saved, given, per_invocation)
     if restored:
         print(f"resume: {', '.join(restored)} as in {saved}", file=sys.stderr)
@@ -199,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     try:
         if args.config:
-            given = given_on_command_line(args, "train")
+            given = given_on_command_line(args)
             overrides = {k: v for k, v in given.items() if k in explicit}
             cfg = TrainConfig.from_toml(Path(args.config), **overrides)
         else:
@@ -738,7 +742,7 @@ def _add_model_parsers(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandLineParser(
         prog="cameo", description="Clone a person into a text-to-video model with LoRA."
     )
     sub = p.add_subparsers(dest="command", required=True)
@@ -754,9 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    args.named_options = named_options(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as e:
