@@ -7,6 +7,7 @@ import pytest
 from diffusers import WanPipeline
 
 from cameo import checkpoint as ckpt
+from cameo.cli import EXIT_REFUSED, main
 from cameo.models import TransformerConfig, VAEConfig
 from cameo.pretrain import PretrainConfig, _transformer_weights_file, run_pretrain, stage_minutes
 from conftest import TINY_TRANSFORMER, TINY_VAE
@@ -50,6 +51,17 @@ def test_pretrain_both_stages_export_and_resume(tmp_path):
     ]
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in log} == {"vae", "transformer"}
+
+    # Export with its model card; a second export never replaces a model silently.
+    dest = tmp_path / "shipped"
+    assert main(["model", "export", "--run", str(out), "--to", str(dest)]) == 0
+    card = (dest / "README.md").read_text()
+    assert "step-" not in card and "'transformer': 3" in card
+    (dest / "README.md").write_text("kept")
+    assert main(["model", "export", "--run", str(out), "--to", str(dest)]) == EXIT_REFUSED
+    assert (dest / "README.md").read_text() == "kept"
+    assert main(["model", "export", "--run", str(out), "--to", str(dest), "--overwrite"]) == 0
+    assert (dest / "README.md").read_text() == card
 
 
 def test_pretrain_refuses_to_reuse_a_run_without_resume(tmp_path):

@@ -142,9 +142,8 @@ def cmd_model_export(args: argparse.Namespace) -> int:
     from .models import TINY_DIR
     from .pretrain import export_model
 
-    print(
-        f"exported to {export_model(Path(args.run), Path(args.to) if args.to else TINY_DIR, args.notes)}"
-    )
+    dest = Path(args.to) if args.to else TINY_DIR
+    print(f"exported to {export_model(Path(args.run), dest, args.notes, args.overwrite)}")
     return 0
 
 
@@ -738,6 +737,7 @@ def _add_model_parsers(sub) -> None:
     mx.add_argument("--run", default="runs/pretrain", help="the pretraining run folder")
     mx.add_argument("--to", default=None, help="destination (default: the package's cameo-tiny)")
     mx.add_argument("--notes", default="", help="text added to the model card")
+    mx.add_argument("--overwrite", action="store_true", help="replace the model in --to")
     mx.set_defaults(func=cmd_model_export)
 
 

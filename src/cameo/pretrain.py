@@ -692,14 +692,18 @@ def stage_minutes(run: Path) -> dict[str, float]:
     }
 
 
-def export_model(run: Path, dest: Path, notes: str = "") -> Path:
+def export_model(run: Path, dest: Path, notes: str = "", overwrite: bool = False) -> Path:
     """Copy the run's exported pipeline (fp16) to ``dest`` with a model card (README.md) that
-    records the commands, seed, steps, wall time and machine, from the run's own files."""
+    records the commands, seed, steps, wall time and machine, from the run's own files.
+    A model already in ``dest`` is replaced only with ``overwrite``."""
     import shutil
 
     src = run / "cameo-tiny"
     if not (src / "model_index.json").is_file():
         raise FileNotFoundError(f"{src} holds no exported pipeline; finish `cameo pretrain` first")
+    existing = [p for p in ("model_index.json", "vae", "transformer") if (dest / p).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{dest} already holds a model ({', '.join(existing)})")
     dest.mkdir(parents=True, exist_ok=True)
     for part in ("vae", "transformer", "scheduler"):
         if (dest / part).exists():
@@ -757,7 +761,7 @@ def export_model(run: Path, dest: Path, notes: str = "") -> Path:
         "",
         notes,
         "",
-        f"Then: `cameo model export --run {run} --to src/cameo/assets/cameo-tiny` (this card).",
+        f"Then: `cameo model export --run {run} --to src/cameo/assets/cameo-tiny --overwrite` (this card).",
         "Quality, measured with cameo's eyes: see `docs/quality.md`.",
     ]
     (dest / "README.md").write_text("\n".join(lines) + "\n")
