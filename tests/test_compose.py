@@ -1,10 +1,13 @@
 """Composition foundations: orthogonal slots, resize, merges that load strictly and reproduce
 the adapted output, and regional masks that touch only their region."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from cameo import fast
 from cameo.cli import main
 from cameo.compose import (
     check_slots,
@@ -286,6 +289,10 @@ def test_windows_draw_each_window_from_its_crop_adapter_and_prompt(tiny_pipeline
     with torch.no_grad():
         with window_denoising(tr, windows, t, feather=2):
             out = tr(x, step, texts.reshape(1, 3 * t, -1), return_dict=False)[0]
+        with fast.enabled(tr) as ff, window_denoising(tr, windows, t, feather=2):
+            quick = tr(x, step, texts.reshape(1, 3 * t, -1), return_dict=False)[0]
+        assert not ff.fallbacks, ff.fallbacks  # the windows ran through the fast path
+        torch.testing.assert_close(quick, out, atol=1e-5, rtol=1e-5)
         mike = alone(x[..., :4], texts[1:2], [loaded.names[0]])
         anna = alone(x[..., 4:], texts[2:3], [loaded.names[1]])
         both = tr(x[..., :4], step, texts[1:2], return_dict=False)[0]
@@ -310,6 +317,10 @@ def test_windows_generation_changes_the_clip_and_repeats(tiny_pipeline_dir, tmp_
         clips.append(generate_frames(pipe, cfg, loaded))
     np.testing.assert_array_equal(clips[0], clips[1])
     assert not np.array_equal(clips[0], clips[2])
+    pipe = load_pipeline(tiny_pipeline_dir)
+    loaded = apply_loras(pipe, [str(p1), str(p2)], mix="windows")
+    plain = generate_frames(pipe, replace(cfg, fast=False), loaded).astype(int)
+    assert np.abs(plain - clips[0]).max() <= 1  # the fast path (default) draws the same clip
     # without --region-prompt, windows read each side's words from the prompt, as 'auto' does
     pipe = load_pipeline(tiny_pipeline_dir)
     loaded = apply_loras(pipe, [str(p1), str(p2)], mix="windows")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -420,25 +420,28 @@ def window_weights(window: Window, height: int, width: int, feather: int) -> tor
 
 
 @contextlib.contextmanager
-def adapter_gates(transformer, names: list[str]) -> Iterator[dict[str, float]]:
-    """While active, adapter ``name``'s output is multiplied by ``gates[name]`` (1 at first);
-    the caller sets the gates between forward passes to choose which adapters act."""
-    gates = dict.fromkeys(names, 1.0)
-    handles = []
-    for module in transformer.modules():
-        lora_b = getattr(module, "lora_B", None)
-        for name in names if lora_b is not None else []:
-            if name in lora_b:
-                handles.append(
-                    lora_b[name].register_forward_hook(
-                        lambda _m, _i, out, name=name: out * gates[name]
-                    )
-                )
+def adapter_alone(transformer, names: list[str]) -> Iterator[Callable[[str | None], None]]:
+    """While active, ``use(name)`` lets adapter ``name`` alone act (``use(None)``: none of
+    ``names``) until the next call. It sets each layer's PEFT ``scaling`` of the others to 0
+    rather than hooking their outputs, so the fast path (``cameo.fast``), which reads the
+    scalings, runs the windows too; the scalings are restored on exit."""
+    layers = [
+        (scaling, name, scaling[name])
+        for module in transformer.modules()
+        if isinstance(scaling := getattr(module, "scaling", None), dict)
+        for name in names
+        if name in scaling
+    ]
+
+    def use(adapter: str | None) -> None:
+        for scaling, name, scale in layers:
+            scaling[name] = scale if name == adapter else 0.0
+
     try:
-        yield gates
+        yield use
     finally:
-        for h in handles:
-            h.remove()
+        for scaling, name, scale in layers:
+            scaling[name] = scale
 
 
 @contextlib.contextmanager
@@ -466,8 +469,7 @@ def window_denoising(
             return encoder_hidden_states[:, i * text_len : (i + 1) * text_len]
 
         def run(x: torch.Tensor, i: int, adapter: str | None) -> torch.Tensor:
-            for name in names:
-                gates[name] = 1.0 if name == adapter else 0.0
+            use(adapter)
             return original(x, timestep, text(i), *args, return_dict=False, **kw)[0]
 
         h, w = hidden_states.shape[-2:]
@@ -485,7 +487,7 @@ def window_denoising(
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
     saved = transformer.__dict__.get("forward")  # an instance-level forward someone set
-    with adapter_gates(transformer, names) as gates:
+    with adapter_alone(transformer, names) as use:
         transformer.forward = forward
         try:
             yield

@@ -386,7 +386,9 @@ def generate_frames(
     text, text_mask = (_stacked_text(pipe, cfg), None) if windows else _prompt_inputs(pipe, cfg)
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.no_grad())
-        if windows:
+        if cfg.fast and not masks and text_mask is None:
+            stack.enter_context(fast.pipeline(pipe))
+        if windows:  # after the fast path, so that each window's pass runs through it
             stack.enter_context(
                 window_denoising(
                     pipe.transformer, _windows(pipe, cfg, loaded), text_tokens_for(pipe)
@@ -396,8 +398,6 @@ def generate_frames(
             stack.enter_context(regional(pipe.transformer, masks))
         if text_mask is not None:
             stack.enter_context(regional_prompts(pipe.transformer, text_mask))
-        if cfg.fast and not masks and text_mask is None and not windows:
-            stack.enter_context(fast.pipeline(pipe))
         video = pipe(
             **text,
             height=cfg.height,
