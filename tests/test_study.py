@@ -68,8 +68,12 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
         assert (tmp_path / "docs" / png).stat().st_size > 1000
     lora = tmp_path / "work" / "person-12" / "r2" / "mike.safetensors"  # the first person
     assert lora_file_stats(lora)["params"] == row["params"]
-    # Redoing one part keeps the others' tables and the run that measured each.
-    run_study(StudyConfig(**{**cfg.__dict__, "parts": "scale"}))
+    # Redoing one part asks for --overwrite first, then keeps the others' tables and the run
+    # that measured each.
+    with pytest.raises(FileExistsError, match="scale"):
+        run_study(StudyConfig(**{**cfg.__dict__, "parts": "scale"}))
+    assert json.loads((tmp_path / "docs" / "results.json").read_text()) == res
+    run_study(StudyConfig(**{**cfg.__dict__, "parts": "scale", "overwrite": True}))
     again = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert again["rank"] == res["rank"] and again["compose"] == res["compose"]
     assert again["runs"]["rank"] == res["runs"]["rank"]
@@ -77,7 +81,9 @@ def test_study_writes_every_part(tiny_pipeline_dir, tmp_path):
     assert "## Rank sweep" in md.read_text() and "- scale: people 12,15" in md.read_text()
     # Redoing one composition method keeps the other rows, in their order.
     windows = "windows + regional prompts"
-    run_study(StudyConfig(**{**cfg.__dict__, "parts": "compose", "methods": windows}))
+    run_study(
+        StudyConfig(**{**cfg.__dict__, "parts": "compose", "methods": windows, "overwrite": True})
+    )
     third = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert [r["method"] for r in third["compose"]["rows"]] == methods
     assert third["compose"]["rows"] == res["compose"]["rows"]  # the same seeds, the same clips

@@ -700,6 +700,21 @@ def earlier_parts(out: Path, cfg: StudyConfig) -> dict:
     return kept
 
 
+def parts_measured_before(out: Path, cfg: StudyConfig) -> list[str]:
+    """The parts this run would redo that an earlier results.json in ``out`` already holds."""
+    path = out / "results.json"
+    if not path.is_file():
+        return []
+    prev = json.loads(path.read_text())
+    return [p for p in cfg.parts.split(",") if p in prev]
+
+
 def run_study(cfg: StudyConfig) -> Path:
-    """Run the configured parts; returns the written results.md."""
+    """Run the configured parts; returns the written results.md. Parts that ``cfg.out``
+    already holds are replaced only with ``cfg.overwrite`` (checked before any work)."""
+    again = parts_measured_before(Path(cfg.out), cfg)
+    if again and not cfg.overwrite:
+        raise FileExistsError(
+            f"{Path(cfg.out) / 'results.json'} already holds the {', '.join(again)} part(s)"
+        )
     return Study(cfg).run()
