@@ -266,9 +266,37 @@ def markdown(r: dict) -> str:
         "",
         *scaling(r),
         "",
+        *two_people(),
         *tried(),
     ]
     return "\n".join(head + body + notes(r)) + "\n"
+
+
+def two_people(
+    path: Path = Path(__file__).parent.parent / "docs" / "windows_speed.json",
+) -> list[str]:
+    """The section of benchmarks/windows_speed.py's timings, once it has run."""
+    if not path.is_file():
+        return []
+    w = json.loads(path.read_text())
+    return [
+        "## Two people: `--mix windows`",
+        "",
+        f"`{w['command']}` — {w['machine']}, commit {w['commit']}, {w['date']}; {w['clip']}; "
+        "the median of paired turns, as above.",
+        "",
+        "| variant | median s |",
+        "|---|---|",
+        *[f"| {k} | {v:.2f} |" for k, v in w["median_s"].items()],
+        "",
+        f"Windows through the fast path take {w['windows fast / plain']:.2f}x the time of the "
+        "plain forward (the windows chose each pass's adapter with output hooks before session 18, "
+        "which kept them off the fast path). A windows clip costs "
+        f"{w['windows fast / linear merge fast']:.2f}x a merged-LoRA clip of the same size: each "
+        "step runs the whole canvas without adapters and each half with its own, twice the "
+        "tokens, and the merge loses one of the people (docs/results.md).",
+        "",
+    ]
 
 
 def tried() -> list[str]:
