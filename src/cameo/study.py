@@ -603,8 +603,7 @@ class Study:
 
     def earlier_compose_rows(self) -> dict[str, dict]:
         """The compose rows of the earlier results.json in ``out``, by method name."""
-        path = Path(self.cfg.out) / "results.json"
-        prev = json.loads(path.read_text()) if path.is_file() else {}
+        prev = earlier_results(Path(self.cfg.out))
         return {r["method"]: r for r in prev.get("compose", {}).get("rows", [])}
 
     def pair_prompts(self, a: Person, b: Person) -> tuple[list[str], list[list[str]]]:
@@ -678,13 +677,18 @@ class Study:
         return write_report(self.results, Path(self.cfg.out))
 
 
+def earlier_results(out: Path) -> dict:
+    """An earlier run's results.json in ``out``, or {}."""
+    path = out / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def earlier_parts(out: Path, cfg: StudyConfig) -> dict:
     """The parts of an earlier results.json in ``out`` that this run does not redo (with the
     run that measured each), so ``--parts full`` adds a table without dropping the others."""
-    path = out / "results.json"
-    if not path.is_file():
+    prev = earlier_results(out)
+    if not prev:
         return {}
-    prev = json.loads(path.read_text())
     now = set(cfg.parts.split(","))
     kept = {p: prev[p] for p in PARTS if p in prev and p not in now}
     if not kept:
@@ -700,19 +704,11 @@ def earlier_parts(out: Path, cfg: StudyConfig) -> dict:
     return kept
 
 
-def parts_measured_before(out: Path, cfg: StudyConfig) -> list[str]:
-    """The parts this run would redo that an earlier results.json in ``out`` already holds."""
-    path = out / "results.json"
-    if not path.is_file():
-        return []
-    prev = json.loads(path.read_text())
-    return [p for p in cfg.parts.split(",") if p in prev]
-
-
 def run_study(cfg: StudyConfig) -> Path:
     """Run the configured parts; returns the written results.md. Parts that ``cfg.out``
     already holds are replaced only with ``cfg.overwrite`` (checked before any work)."""
-    again = parts_measured_before(Path(cfg.out), cfg)
+    earlier = earlier_results(Path(cfg.out))
+    again = [p for p in cfg.parts.split(",") if p in earlier]
     if again and not cfg.overwrite:
         raise FileExistsError(
             f"{Path(cfg.out) / 'results.json'} already holds the {', '.join(again)} part(s)"
