@@ -49,13 +49,23 @@ def test_toml_config_with_flag_overrides(photos, tiny_pipeline_dir, tmp_path):
     )
 
 
-def test_prior_preservation_and_ema_change_the_result(photos, tiny_pipeline_dir, tmp_path):
+def test_prior_preservation_strangers_and_ema_change_the_result(
+    photos, tiny_pipeline_dir, tmp_path
+):
     plain = _run(photos, tiny_pipeline_dir, tmp_path / "plain", prior_preservation=0.0)
-    prior = _run(photos, tiny_pipeline_dir, tmp_path / "prior", prior_preservation=1.0)
+    prior = _run(
+        photos, tiny_pipeline_dir, tmp_path / "prior", prior_preservation=1.0, prior_strangers=0.0
+    )
     ema = _run(photos, tiny_pipeline_dir, tmp_path / "ema", prior_preservation=0.0, ema=0.5)
+    others = _run(
+        photos, tiny_pipeline_dir, tmp_path / "others", prior_preservation=1.0, prior_strangers=1.0
+    )
     key = "transformer.blocks.0.attn1.to_q.lora_B.weight"
     assert plain[key].abs().max() > 0
     assert not torch.allclose(plain[key], prior[key])
+    # strangers change only the prior's text, which this tiny random model barely reads; the
+    # runs are bitwise deterministic, so any difference is theirs
+    assert not torch.equal(prior[key], others[key])
     assert not torch.allclose(plain[key], ema[key])
 
 
@@ -127,6 +137,72 @@ def test_trigger_only_captions_some_samples_with_the_trigger_alone():
     assert (mixed["class_text"][~alone] < 13).all()
     with pytest.raises(ValueError, match="--trigger-only must be in"):
         TrainConfig(data="x", trigger_only=1.5, trigger="mike").validate()
+
+
+def test_prior_strangers_swap_some_class_prompts_for_other_people():
+    """--prior-strangers replaces a share of the class prompts with the same caption naming one
+    of the base model's people instead; the person's own samples are drawn as before."""
+    from cameo.train import TrainConfig, make_batch
+
+    t = lambda v: torch.full((1, 3, 4), float(v))  # noqa: E731 (one embedding per value)
+    cache = {
+        "groups": [{"latents": torch.randn(6, 2, 1, 4, 4), "caption_ids": torch.arange(6) % 2}],
+        "text": torch.cat([t(1), t(2)]),
+        "class_text": torch.cat([t(11), t(12)]),
+        "empty": t(0)[0],
+        "trigger": t(7)[0],
+        "class_trigger": t(17)[0],
+    }
+    kw = dict(trigger="mike", batch=64, prior_preservation=0.5, caption_dropout=0.0)
+    plain = make_batch(cache, TrainConfig(**kw, prior_strangers=0.0), step=3)
+    # caption c, stranger j -> 100 + 10 c + j
+    cache["stranger_text"] = torch.stack(
+        [torch.cat([t(100 + 10 * c + j) for j in range(4)]) for c in range(2)]
+    )
+    mixed = make_batch(cache, TrainConfig(**kw, prior_strangers=0.5), step=3)
+    for k in ("x0", "noise", "sigmas", "text"):
+        assert torch.equal(plain[k], mixed[k])
+    other = (mixed["class_text"] >= 100).all(dim=(1, 2))
+    assert 10 < int(other.sum()) < 54
+    assert torch.equal(mixed["class_text"][~other], plain["class_text"][~other])
+    # a stranger in the sample's own caption (plain class prompt 11 or 12 -> caption 0 or 1)
+    caption = plain["class_text"][other][:, 0, 0] - 11
+    stranger = mixed["class_text"][other][:, 0, 0] - 100 - 10 * caption
+    assert ((stranger >= 0) & (stranger < 4)).all() and len(stranger.unique()) > 1
+    with pytest.raises(ValueError, match="--prior-strangers must be in"):
+        TrainConfig(data="x", trigger="mike", prior_strangers=1.5).validate()
+
+
+def test_the_cache_holds_each_caption_with_strangers_in_place_of_the_person(
+    photos, tiny_pipeline_dir
+):
+    from cameo.data import scan_folder
+    from cameo.models import load_pipeline
+    from cameo.train import STRANGERS_PER_CAPTION, TrainConfig, build_cache
+
+    pipe, report = load_pipeline(str(tiny_pipeline_dir)), scan_folder(photos, "mike")
+    cfg = TrainConfig(data=str(photos), trigger="mike")
+    cache = build_cache(pipe, report, cfg)
+    n, t, d = cache["class_text"].shape
+    assert cache["stranger_text"].shape == (n, STRANGERS_PER_CAPTION, t, d)
+    differs = (cache["stranger_text"] - cache["class_text"][:, None]).abs().amax(dim=(2, 3))
+    assert (differs > 0).all()  # every variant names someone, not the class word
+    off = build_cache(
+        pipe, report, TrainConfig(data=str(photos), trigger="mike", prior_strangers=0)
+    )
+    assert "stranger_text" not in off and torch.equal(off["class_text"], cache["class_text"])
+
+
+def test_strangers_are_the_base_models_people_described():
+    from cameo.train import class_prompt
+    from cameo.world import strangers
+
+    who = strangers(8, seed=0)
+    assert who == strangers(8, seed=0) and who != strangers(8, seed=1)
+    assert all(w.startswith(("a ", "an ")) and "mike" not in w for w in who)
+    assert len(set(who)) > 4
+    prompt = class_prompt("mike, speaking, in front of a red wall", "mike", who[0])
+    assert prompt == f"{who[0]}, speaking, in front of a red wall"
 
 
 def test_sigma_shift_moves_the_training_sigmas_and_nothing_else():

@@ -122,7 +122,21 @@ class TrainConfig:
         },
     )
     class_word: str = field(
-        default="a person", metadata={"help": "replaces the trigger in class prompts"}
+        default="a person",
+        metadata={
+            "help": "replaces the trigger in class prompts (those not given to strangers, see "
+            "--prior-strangers, and those of --trigger-only samples)"
+        },
+    )
+    prior_strangers: float = field(
+        default=1.0,
+        metadata={
+            "help": "share of prior-preservation samples whose class prompt names someone else "
+            "(one of the base model's people, described: 'a woman with a brown bob') instead of "
+            "the class word, so the LoRA learns to leave other people as the base draws them; "
+            "1.0 cut leakage from +0.055 to +0.001 on cameo-tiny (docs/quality.md); with "
+            "--prior-source generated it does not apply"
+        },
     )
     prior_source: str = field(
         default="photos",
@@ -202,6 +216,8 @@ class TrainConfig:
             raise ValueError("--trigger-only must be in [0, 1)")
         if self.prior_source not in PRIOR_SOURCES:
             raise ValueError(f"--prior-source must be {' or '.join(PRIOR_SOURCES)}")
+        if not 0 <= self.prior_strangers <= 1:
+            raise ValueError("--prior-strangers must be in [0, 1]")
         if self.height % 16 or self.width % 16 or min(self.height, self.width) < 16:
             raise ValueError("--height and --width must be multiples of 16")
         self.lora_spec().validate()
@@ -239,15 +255,15 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
     captions = sorted({c for g in groups.values() for c in g["captions"]})
     class_prompts = [class_prompt(c, cfg.trigger, cfg.class_word) for c in captions]
     texts = [*captions, *class_prompts, "", cfg.trigger, cfg.class_word]
-    embeds = torch.cat(
-        [encode_prompts(pipe, texts[i : i + 64]).float().cpu() for i in range(0, len(texts), 64)]
-    )
+    embeds = _encode_all(pipe, texts)
     index = {c: i for i, c in enumerate(captions)}
     prior = {}
     if cfg.prior_preservation > 0 and cfg.prior_source == "generated":
         prior = {
             "prior_latents": base_samples(pipe, class_prompts, cfg.height, cfg.width, cfg.seed)
         }
+    elif cfg.prior_preservation > 0 and cfg.prior_strangers > 0:
+        prior = {"stranger_text": stranger_embeddings(pipe, captions, cfg)}
     return {
         **prior,
         "groups": [
@@ -263,6 +279,32 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
         "trigger": embeds[-2],  # the trigger alone, and its class prompt (--trigger-only)
         "class_trigger": embeds[-1],
     }
+
+
+def _encode_all(pipe, texts: list[str]) -> torch.Tensor:
+    """Text embeddings (N, T, D) on the CPU, 64 prompts a call."""
+    return torch.cat(
+        [encode_prompts(pipe, texts[i : i + 64]).float().cpu() for i in range(0, len(texts), 64)]
+    )
+
+
+STRANGERS_PER_CAPTION = 4
+
+
+def stranger_embeddings(pipe, captions: list[str], cfg: TrainConfig) -> torch.Tensor:
+    """Each caption with the person replaced by one of the base model's people, in
+    ``STRANGERS_PER_CAPTION`` variants: (n_captions, K, T, D). The same scene, someone else."""
+    from .world import strangers
+
+    k = STRANGERS_PER_CAPTION
+    who = strangers(len(captions) * k, cfg.seed)
+    texts = [
+        class_prompt(c, cfg.trigger, who[i * k + j])
+        for i, c in enumerate(captions)
+        for j in range(k)
+    ]
+    embeds = _encode_all(pipe, texts)  # (n_captions * K, T, D)
+    return embeds.view(len(captions), k, *embeds.shape[1:])
 
 
 def base_samples(pipe, prompts: list[str], height: int, width: int, seed: int) -> torch.Tensor:
@@ -341,6 +383,10 @@ def make_batch(
     if cfg.prior_preservation > 0 and "prior_latents" not in cache:  # the photos, re-captioned
         class_text = cache["class_text"][cap]
         class_text[alone] = cache["class_trigger"]
+        if "stranger_text" in cache:  # drawn only when asked, as above
+            other = (torch.rand(cfg.batch, generator=g) < cfg.prior_strangers) & ~alone
+            which = torch.randint(cache["stranger_text"].shape[1], (cfg.batch,), generator=g)
+            class_text[other] = cache["stranger_text"][cap, which][other]
         batch["class_text"] = class_text[sl]
     elif cfg.prior_preservation > 0:
         # the base's own samples, each under the class prompt it was drawn from
@@ -547,6 +593,8 @@ class Trainer:
         prompt training uses (captions, the empty prompt, class prompts if needed)."""
         c = self.cache
         prompts = [c["text"], c["class_text"]] if self.cfg.prior_preservation > 0 else [c["text"]]
+        if "stranger_text" in c:
+            prompts.append(c["stranger_text"].flatten(0, 1))  # (n_captions * K, T, D)
         fast.enable(model).cache_text(torch.cat([*prompts, c["empty"][None]]).to(self.acc.device))
 
     def _maybe_resume(self) -> int:

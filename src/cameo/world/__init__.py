@@ -11,6 +11,7 @@ from .population import (
     identity,
     pair_sample,
     person_sample,
+    strangers,
     training_sample,
     training_sample_is_pair,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "person_phrase",
     "person_sample",
     "render",
+    "strangers",
     "training_sample",
     "training_sample_is_pair",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .captions import caption_pair, caption_single
+from .captions import caption_pair, caption_single, person_phrase
 from .render import Figure, render
 from .traits import Identity, Motion, Scene
 
@@ -82,6 +82,14 @@ def famous_name(index: int) -> str | None:
 def famous_index(name: str) -> int | None:
     lowered = {n.lower(): i for i, n in enumerate(FAMOUS)}
     return lowered.get(name.lower())
+
+
+def strangers(n: int, seed: int = 0) -> list[str]:
+    """Descriptions of ``n`` of the base model's people ("a woman with a brown bob and round
+    glasses"), drawn by ``seed``: prompts that name nobody a user brings, for keeping the base
+    model's own drawing of other people while a LoRA learns one person."""
+    rng = random.Random(f"cameo-world/strangers/{seed}")
+    return [person_phrase(identity("base", rng.randrange(N_BASE)), rng) for _ in range(n)]
 
 
 @dataclass
