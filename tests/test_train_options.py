@@ -109,13 +109,9 @@ def test_sweep_writes_grid(photos, tiny_pipeline_dir, tmp_path):
     assert [r["scale"] for r in report["rows"]] == [0.0, 1.0]
 
 
-def test_trigger_only_captions_some_samples_with_the_trigger_alone():
-    """--trigger-only swaps the caption (and the class prompt) of a share of samples for the
-    trigger alone (and the class word), and draws nothing else differently."""
-    import torch
-
-    from cameo.train import TrainConfig, make_batch
-
+def _toy_cache():
+    """A cache of two captions whose embeddings are constants, so a batch shows which prompt
+    each sample got: captions 1, 2; class prompts 11, 12; empty 0; trigger 7 (class: 17)."""
     t = lambda v: torch.full((1, 3, 4), float(v))  # noqa: E731 (one embedding per value)
     cache = {
         "groups": [{"latents": torch.randn(6, 2, 1, 4, 4), "caption_ids": torch.arange(6) % 2}],
@@ -125,6 +121,17 @@ def test_trigger_only_captions_some_samples_with_the_trigger_alone():
         "trigger": t(7)[0],
         "class_trigger": t(17)[0],
     }
+    return t, cache
+
+
+def test_trigger_only_captions_some_samples_with_the_trigger_alone():
+    """--trigger-only swaps the caption (and the class prompt) of a share of samples for the
+    trigger alone (and the class word), and draws nothing else differently."""
+    import torch
+
+    from cameo.train import TrainConfig, make_batch
+
+    _, cache = _toy_cache()
     kw = dict(trigger="mike", batch=64, prior_preservation=0.5, caption_dropout=0.0)
     plain = make_batch(cache, TrainConfig(**kw), step=3)
     mixed = make_batch(cache, TrainConfig(**kw, trigger_only=0.5), step=3)
@@ -144,15 +151,7 @@ def test_prior_strangers_swap_some_class_prompts_for_other_people():
     of the base model's people instead; the person's own samples are drawn as before."""
     from cameo.train import TrainConfig, make_batch
 
-    t = lambda v: torch.full((1, 3, 4), float(v))  # noqa: E731 (one embedding per value)
-    cache = {
-        "groups": [{"latents": torch.randn(6, 2, 1, 4, 4), "caption_ids": torch.arange(6) % 2}],
-        "text": torch.cat([t(1), t(2)]),
-        "class_text": torch.cat([t(11), t(12)]),
-        "empty": t(0)[0],
-        "trigger": t(7)[0],
-        "class_trigger": t(17)[0],
-    }
+    t, cache = _toy_cache()
     kw = dict(trigger="mike", batch=64, prior_preservation=0.5, caption_dropout=0.0)
     plain = make_batch(cache, TrainConfig(**kw, prior_strangers=0.0), step=3)
     # caption c, stranger j -> 100 + 10 c + j
