@@ -326,3 +326,25 @@ def test_resume_takes_the_adapters_settings_from_its_run(tmp_path, capsys):
     assert (cfg.rank, cfg.steps, cfg.threads) == (4, 9, TrainConfig().threads)
     assert cfg.targets == run.targets
     assert "rank" in capsys.readouterr().err
+
+
+def test_resume_of_a_run_saved_before_a_setting_existed_trains_as_it_did(tmp_path):
+    """A run whose config.json predates --prior-strangers resumes without strangers (as it was
+    trained), not with the new default; given on the command line, the flag still wins."""
+    from dataclasses import asdict
+
+    from cameo.cli import build_parser, dataclass_from_args, restore_run_settings
+    from cameo.train import BEFORE_ADDED, PER_INVOCATION, TrainConfig
+
+    out = tmp_path / "old"
+    out.mkdir()
+    saved = asdict(TrainConfig(data="photos", name="mike", out=str(out)))
+    del saved["prior_strangers"]
+    (out / "config.json").write_text(json.dumps(saved))
+    argv = ["train", "--data", "photos", "--name", "mike", "--out", str(out), "--resume"]
+    for extra, expected in (([], 0.0), (["--prior-strangers", "0.5"], 0.5)):
+        args = build_parser().parse_args([*argv, *extra])
+        cfg = dataclass_from_args(TrainConfig, args)
+        assert cfg.prior_strangers == (expected if extra else 1.0)
+        restore_run_settings(cfg, args, PER_INVOCATION, BEFORE_ADDED)
+        assert cfg.prior_strangers == expected

@@ -898,6 +898,11 @@ PER_INVOCATION = (
 )
 
 
+# Settings added after runs were saved without them: the value that trains as the code before
+# them did, for a --resume of such a run (its config.json lacks the key).
+BEFORE_ADDED = {"prior_strangers": 0.0}
+
+
 def run_training(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     """Train one LoRA; returns the path of the written file."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
