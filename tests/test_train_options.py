@@ -192,6 +192,25 @@ def test_the_cache_holds_each_caption_with_strangers_in_place_of_the_person(
     assert "stranger_text" not in off and torch.equal(off["class_text"], cache["class_text"])
 
 
+def test_still_clips_add_each_photo_as_a_still_clip(photos, tiny_pipeline_dir):
+    """--still-clips 5: besides each photo (one latent frame), the same photo repeated for five
+    frames (two latent frames, the second of which photos never fill), with the same caption."""
+    from cameo.data import scan_folder
+    from cameo.models import load_pipeline
+    from cameo.train import TrainConfig, build_cache
+
+    pipe, report = load_pipeline(str(tiny_pipeline_dir)), scan_folder(photos, "mike")
+    cfg = TrainConfig(data=str(photos), trigger="mike", still_clips=5, prior_strangers=0)
+    photo, still = build_cache(pipe, report, cfg)["groups"]
+    assert photo["latents"].shape[2] == 1 and still["latents"].shape[2] == 2
+    assert torch.equal(photo["caption_ids"], still["caption_ids"])
+    # causal VAE: the first latent frame of the still clip is the photo's own latent
+    assert torch.allclose(still["latents"][:, :, :1], photo["latents"], atol=1e-5)
+    for bad in (3, 6):
+        with pytest.raises(ValueError, match="--still-clips must be 0 or 4k"):
+            TrainConfig(data="x", trigger="mike", still_clips=bad).validate()
+
+
 def test_strangers_are_the_base_models_people_described():
     from cameo.train import class_prompt
     from cameo.world import strangers

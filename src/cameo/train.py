@@ -107,6 +107,13 @@ class TrainConfig:
             "fine details do; the default is the base's own, shared with sampling"
         },
     )
+    still_clips: int = field(
+        default=0,
+        metadata={
+            "help": "also train on each photo as a still clip of this many frames (4k+1; 0 = off), "
+            "so that the latent frames after the first, which photos never fill, see the person"
+        },
+    )
     trigger_only: float = field(
         default=0.0,
         metadata={
@@ -216,6 +223,8 @@ class TrainConfig:
             raise ValueError("--trigger-only must be in [0, 1)")
         if self.prior_source not in PRIOR_SOURCES:
             raise ValueError(f"--prior-source must be {' or '.join(PRIOR_SOURCES)}")
+        if self.still_clips and (self.still_clips < 5 or (self.still_clips - 1) % 4):
+            raise ValueError("--still-clips must be 0 or 4k+1 frames (5, 9, 13, 17, ...)")
         if not 0 <= self.prior_strangers <= 1:
             raise ValueError("--prior-strangers must be in [0, 1]")
         if self.height % 16 or self.width % 16 or min(self.height, self.width) < 16:
@@ -243,15 +252,16 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     groups: dict[int, dict] = {}
-    for item in report.items:
-        x = (
-            torch.from_numpy(item.frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-        )  # (1, 3, F, H, W)
+    stills = [(it.frames.repeat(cfg.still_clips, 0), it.caption) for it in report.items
+              if cfg.still_clips and it.frames.shape[0] == 1]  # fmt: skip
+    for frames, caption in [*((it.frames, it.caption) for it in report.items), *stills]:
+        x = torch.from_numpy(frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        # (1, 3, F, H, W)
         with torch.no_grad():
             z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
-        g = groups.setdefault(item.frames.shape[0], {"latents": [], "captions": []})
+        g = groups.setdefault(frames.shape[0], {"latents": [], "captions": []})
         g["latents"].append((z - mean) / std)
-        g["captions"].append(item.caption)
+        g["captions"].append(caption)
     captions = sorted({c for g in groups.values() for c in g["captions"]})
     class_prompts = [class_prompt(c, cfg.trigger, cfg.class_word) for c in captions]
     texts = [*captions, *class_prompts, "", cfg.trigger, cfg.class_word]
