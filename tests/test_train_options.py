@@ -353,7 +353,7 @@ def test_resume_of_a_run_saved_before_a_setting_existed_trains_as_it_did(tmp_pat
     from dataclasses import asdict
 
     from cameo.cli import build_parser, dataclass_from_args, restore_run_settings
-    from cameo.train import BEFORE_ADDED, PER_INVOCATION, TrainConfig
+    from cameo.train import PER_INVOCATION, TrainConfig
 
     out = tmp_path / "old"
     out.mkdir()
@@ -365,5 +365,5 @@ def test_resume_of_a_run_saved_before_a_setting_existed_trains_as_it_did(tmp_pat
         args = build_parser().parse_args([*argv, *extra])
         cfg = dataclass_from_args(TrainConfig, args)
         assert cfg.prior_strangers == (expected if extra else 1.0)
-        restore_run_settings(cfg, args, PER_INVOCATION, BEFORE_ADDED)
+        restore_run_settings(cfg, args, PER_INVOCATION)
         assert cfg.prior_strangers == expected

@@ -150,19 +150,19 @@ def settings_from_run(
     saved: Path,
     given: set[str],
     per_invocation: tuple[str, ...],
-    before: dict[str, Any] | None = None,
 ) -> list[str]:
     """Resume with the run's own settings: every dataclass field of ``cfg`` that neither this
     command line gives (``given``) nor belongs to one invocation (``per_invocation``: where and
     how fast it runs, its budget) is set from the run's config.json ``saved``, so that a
     resume continues the same schedule and shapes instead of the defaults'. A field that
     config.json lacks, because the run was saved before the field existed, takes its value in
-    ``before`` (what reproduces the code of the run's time), if any. Returns the names changed."""
+    the config class's ``BEFORE_ADDED`` (what reproduces the code of the run's time), if any.
+    Returns the names changed."""
     import dataclasses
 
     if not saved.is_file():
         return []
-    theirs = {**(before or {}), **json.loads(saved.read_text())}
+    theirs = {**getattr(cfg, "BEFORE_ADDED", {}), **json.loads(saved.read_text())}
     changed = []
     for f in dataclasses.fields(cfg):
         if f.name in per_invocation or f.name in given or f.name not in theirs:

@@ -89,19 +89,13 @@ def given_on_command_line(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in args.named_options}
 
 
-def restore_run_settings(
-    cfg: Any,
-    args: argparse.Namespace,
-    per_invocation: tuple[str, ...],
-    before: dict[str, Any] | None = None,
-):
-    """For --resume: the run's own config.json supplies what this command line does not give
-    (``before``: the values of fields added since, for runs saved before them)."""
+def restore_run_settings(cfg: Any, args: argparse.Namespace, per_invocation: tuple[str, ...]):
+    """For --resume: the run's own config.json supplies what this command line does not give."""
     from .checkpoint import settings_from_run
 
     saved = Path(cfg.out) / "config.json"
     given = set(given_on_command_line(args))
-    restored = settings_from_run(cfg, saved, given, per_invocation, before)
+    restored = settings_from_run(cfg, saved, given, per_invocation)
     if restored:
         print(f"resume: {', '.join(restored)} as in {saved}", file=sys.stderr)
 
@@ -199,13 +193,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import DatasetError
-    from .train import (
-        BEFORE_ADDED,
-        PER_INVOCATION,
-        TrainConfig,
-        TrainingInterrupted,
-        run_training,
-    )
+    from .train import PER_INVOCATION, TrainConfig, TrainingInterrupted, run_training
 
     explicit = {
         k: v
@@ -220,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             cfg = TrainConfig(**explicit)
             if args.resume:
-                restore_run_settings(cfg, args, PER_INVOCATION, BEFORE_ADDED)
+                restore_run_settings(cfg, args, PER_INVOCATION)
         run_training(cfg, resume=args.resume)
     except TrainingInterrupted as e:
         print(f"cameo train: {e}", file=sys.stderr)

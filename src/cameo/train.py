@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from tqdm import tqdm
@@ -47,6 +48,10 @@ PRIOR_SOURCES = ("photos", "generated")
 @dataclass
 class TrainConfig:
     """Options of ``cameo train``; the resolved config is written beside the LoRA."""
+
+    # Settings added after runs were saved without them: the value that trains as the code
+    # before them did, for a --resume of such a run (its config.json lacks the key).
+    BEFORE_ADDED: ClassVar[dict[str, Any]] = {"prior_strangers": 0.0}
 
     data: str = field(default="", metadata={"help": "folder of photos (and clips) with captions"})
     name: str = field(default="subject", metadata={"help": "name of the LoRA file"})
@@ -906,11 +911,6 @@ PER_INVOCATION = (
     "grad_checkpointing",
     "mixed_precision",
 )
-
-
-# Settings added after runs were saved without them: the value that trains as the code before
-# them did, for a --resume of such a run (its config.json lacks the key).
-BEFORE_ADDED = {"prior_strangers": 0.0}
 
 
 def run_training(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
