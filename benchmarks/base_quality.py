@@ -30,7 +30,7 @@ from cameo.models import load_pipeline
 from cameo.world import FAMOUS, Scene, identity, person_sample
 from cameo.world.captions import full_description
 from cameo.world.traits import BACKGROUND_COLOURS, HAIR_COLOURS
-from common import add_gen_option, parse_overrides, write_json
+from common import add_gen_option, parse_overrides, vae_roundtrip, write_json
 
 
 def vae_psnr(vae, n_frames: int = 64, n_clips: int = 12) -> dict:
@@ -50,14 +50,6 @@ def vae_psnr(vae, n_frames: int = 64, n_clips: int = 12) -> dict:
     return out
 
 
-def _roundtrip(vae, frames: np.ndarray) -> np.ndarray:
-    """uint8 (F, H, W, 3) -> the VAE's reconstruction of it, uint8 (F, H, W, 3)."""
-    x = torch.from_numpy(frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-    with torch.no_grad():
-        rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-    return ((rec[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
-
-
 def identity_through_vae(vae, eyes: Eyes, people: int = 10, per_person: int = 4) -> dict:
     """The ceiling the VAE puts on every identity number: held-out renders (never generated,
     so a perfect transformer or LoRA) identified among the subject + 99 distractors, as
@@ -73,8 +65,8 @@ def identity_through_vae(vae, eyes: Eyes, people: int = 10, per_person: int = 4)
             clip = person_sample("heldout", p, rng, frames=17).frames
             for key, frames in (
                 ("rendered", photo),
-                ("vae_photos", _roundtrip(vae, photo)),
-                ("vae_clips", _roundtrip(vae, clip)),
+                ("vae_photos", vae_roundtrip(vae, photo)),
+                ("vae_clips", vae_roundtrip(vae, clip)),
             ):
                 emb = eyes.embed(frames)
                 sims = gallery @ centroid(emb)
@@ -114,8 +106,8 @@ def attributes_through_vae(vae, eyes: Eyes, per_class: int = 30) -> dict:
         photo = person_sample("heldout", index, rng, frames=1, scene=scene).frames
         for key, frames in (
             ("rendered", clip),
-            ("vae_clips", _roundtrip(vae, clip)),
-            ("vae_photos", _roundtrip(vae, photo)),  # one frame: no temporal compression
+            ("vae_clips", vae_roundtrip(vae, clip)),
+            ("vae_photos", vae_roundtrip(vae, photo)),  # one frame: no temporal compression
         ):
             got = eyes.read(frames).attributes
             for k, want in truth.items():

@@ -6,7 +6,8 @@ For each held-out person: write 20 captioned photos, train a LoRA with the defau
 (timed), then generate, in scenes whose backgrounds the photos never show:
   base  = the base model given the best text description of the person,
   clone = the LoRA at scale 1 called by its trigger word;
-and, on prompts that do not name the person, the base model with and without the LoRA (leakage).
+and, on prompts that do not name the person, the base model with and without the LoRA (leakage);
+and the ceiling: the person's real clips through the base's VAE, scored as the clones are.
 Writes docs/clone_quality.json; docs/quality.md quotes it.
 """
 
@@ -17,6 +18,7 @@ import dataclasses
 import functools
 import json
 import multiprocessing
+import random
 import shlex
 import sys
 import tempfile
@@ -33,10 +35,10 @@ from cameo.metrics.evaluate import Eyes, default_prompts, load_references, score
 from cameo.metrics.scores import self_similarity
 from cameo.models import load_pipeline
 from cameo.train import TrainConfig, run_training
-from cameo.world import identity
+from cameo.world import identity, person_sample
 from cameo.world.captions import full_description
 from cameo.world.traits import BACKGROUND_COLOURS
-from common import add_gen_option, parse_overrides, write_json
+from common import add_gen_option, parse_overrides, vae_roundtrip, write_json
 
 TRIGGER = "mike"
 
@@ -66,6 +68,20 @@ def trained_lora(cfg: TrainConfig, record: Path) -> tuple[Path, float]:
         json.dumps({"settings": settings, "lora": str(lora), "train_seconds": train_s})
     )
     return lora, train_s
+
+
+def vae_ceiling(eyes: Eyes, vae, person: int, refs, self_sim: float, n: int) -> dict:
+    """What a perfect transformer or LoRA could score for this person: n of their real
+    17-frame clips (random scenes, never generated), through the base's VAE, scored as the
+    clones are. A clone cannot be identified more often than this except by chance."""
+    clips = []
+    for i in range(n):
+        real = person_sample("heldout", person, random.Random(f"bench/ceiling/{person}/{i}"))
+        clips.append(
+            score_clip(eyes, vae_roundtrip(vae, real.frames), real.caption, refs, self_sim)
+        )
+    s = summarise(clips)
+    return {"identification": s["identification_rate"], "identity": s["identity_normalised"]}
 
 
 def one_person(
@@ -128,6 +144,7 @@ def one_person(
                 score_clip(eyes, generate_frames(clone, cfg_g), prompt, refs, self_sim)
             )
     s = {k: summarise(v) for k, v in res.items()}
+    ceiling = vae_ceiling(eyes, base.vae, person, refs, self_sim, len(res["clone"]))
     others = default_prompts(trigger)["others"]
     by_prompt = {  # the rise per leakage prompt: which look the LoRA drags towards the person
         prompt: float(
@@ -150,6 +167,8 @@ def one_person(
         "clone_identification": s["clone"]["identification_rate"],
         "base_identity": s["base"]["identity_normalised"],
         "clone_identity": s["clone"]["identity_normalised"],
+        "ceiling_identification": ceiling["identification"],
+        "ceiling_identity": ceiling["identity"],
         "base_fidelity": s["base"]["prompt_fidelity"],
         "clone_fidelity": s["clone"]["prompt_fidelity"],
         "leakage": s["leak_lora"]["identity"] - s["leak_base"]["identity"],
@@ -239,6 +258,8 @@ def main() -> None:
     keys = [k for k in rows[0] if k not in ("person", "steps", "leakage_by_prompt")]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     mean["fidelity_ratio"] = mean["clone_fidelity"] / max(mean["base_fidelity"], 1e-9)
+    for k in ("identification", "identity"):  # how much of what the VAE lets through
+        mean[f"clone_{k}_of_ceiling"] = mean[f"clone_{k}"] / max(mean[f"ceiling_{k}"], 1e-9)
     print(json.dumps(mean, indent=1))
     print(
         write_json(

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -70,3 +71,11 @@ def add_gen_option(ap) -> None:
         help="generate with this GenerateConfig field changed, e.g. guidance=3 "
         "(default: cameo generate's defaults)",
     )
+
+
+def vae_roundtrip(vae, frames: np.ndarray) -> np.ndarray:
+    """uint8 (F, H, W, 3) -> the VAE's reconstruction of it, uint8 (F, H, W, 3)."""
+    x = torch.from_numpy(frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    return ((rec[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
