@@ -145,6 +145,7 @@ def one_person(
             )
     s = {k: summarise(v) for k, v in res.items()}
     ceiling = vae_ceiling(eyes, base.vae, person, refs, self_sim, len(res["clone"]))
+    per_frame = np.array([c["people"][0]["identity_per_frame"] for c in res["clone"]]) / self_sim
     others = default_prompts(trigger)["others"]
     by_prompt = {  # the rise per leakage prompt: which look the LoRA drags towards the person
         prompt: float(
@@ -167,6 +168,9 @@ def one_person(
         "clone_identification": s["clone"]["identification_rate"],
         "base_identity": s["base"]["identity_normalised"],
         "clone_identity": s["clone"]["identity_normalised"],
+        # identity over the clip: photos teach only the first latent frame
+        "clone_identity_frame0": float(per_frame[:, 0].mean()),
+        "clone_identity_frames5_16": float(per_frame[:, 5:].mean()),
         "ceiling_identification": ceiling["identification"],
         "ceiling_identity": ceiling["identity"],
         "base_fidelity": s["base"]["prompt_fidelity"],
