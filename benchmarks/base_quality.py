@@ -26,7 +26,7 @@ from cameo.generate import GenerateConfig, generate_frames
 from cameo.metrics.evaluate import Eyes
 from cameo.metrics.scores import centroid, prompt_attributes
 from cameo.metrics.train_eyes import random_still
-from cameo.models import load_pipeline
+from cameo.models import frames_to_vae_input, load_pipeline
 from cameo.world import FAMOUS, Scene, identity, person_sample
 from cameo.world.captions import full_description
 from cameo.world.traits import BACKGROUND_COLOURS, HAIR_COLOURS
@@ -41,7 +41,7 @@ def vae_psnr(vae, n_frames: int = 64, n_clips: int = 12) -> dict:
         vals = []
         for i in range(count):
             s = person_sample("heldout", 20_000 + i, rng, frames=frames)
-            x = torch.from_numpy(s.frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+            x = frames_to_vae_input(s.frames)[None]  # (1, 3, F, H, W)
             with torch.no_grad():
                 rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
             mse = F.mse_loss(rec, x).item()

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cameo.models import frames_to_vae_input
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -75,7 +77,7 @@ def add_gen_option(ap) -> None:
 
 def vae_roundtrip(vae, frames: np.ndarray) -> np.ndarray:
     """uint8 (F, H, W, 3) -> the VAE's reconstruction of it, uint8 (F, H, W, 3)."""
-    x = torch.from_numpy(frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    x = frames_to_vae_input(frames)[None]  # (1, 3, F, H, W)
     with torch.no_grad():
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
     return ((rec[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from base_quality import attributes_through_vae, identity_through_vae
 from cameo.metrics.evaluate import Eyes
-from cameo.models import VAEConfig
+from cameo.models import VAEConfig, frames_to_vae_input
 from cameo.pretrain import PretrainConfig, _psnr, _vae_batch, read_architecture
 from cameo.world import person_sample
 from common import DOCS, commit, write_json
@@ -32,7 +32,7 @@ from common import DOCS, commit, write_json
 def held_out(frames: int, n: int) -> torch.Tensor:
     rng = random.Random(f"bench/vae-pilot/{frames}")
     xs = [person_sample("heldout", 30_000 + i, rng, frames=frames).frames for i in range(n)]
-    return torch.stack([torch.from_numpy(x).permute(3, 0, 1, 2).float() / 127.5 - 1 for x in xs])
+    return torch.stack([frames_to_vae_input(x) for x in xs])
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ASSETS = Path(__file__).parent / "assets"
@@ -115,6 +116,11 @@ class TransformerConfig:
 
 
 FLOW_SHIFT = 2.0  # sigma shift shared by training and sampling (SD3, Esser et al. 2024, eq. 23)
+
+
+def frames_to_vae_input(frames: np.ndarray) -> torch.Tensor:
+    """uint8 pixels (F, H, W, 3) -> what the VAE encodes, (3, F, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames.copy()).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
 def build_scheduler(shift: float = FLOW_SHIFT):

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -31,6 +30,7 @@ from .models import (
     VAEConfig,
     build_scheduler,
     encode_prompts,
+    frames_to_vae_input,
     save_pipeline_dir,
     tiny_model_dir,
 )
@@ -147,11 +147,6 @@ class PretrainConfig:
             raise ValueError("--workers and the stage minutes must be >= 0")
 
 
-def _to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(F, H, W, 3) uint8 -> (3, F, H, W) in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-
-
 def _vae_batch(cfg: PretrainConfig, step: int) -> list[torch.Tensor]:
     """Single frames and short clips, a pure function of the step. Two-person frames are cut
     to a random square half so one batch has one shape."""
@@ -164,7 +159,7 @@ def _vae_batch(cfg: PretrainConfig, step: int) -> list[torch.Tensor]:
         if pix.shape[2] != cfg.size:
             off = (base + k) % 2 * (pix.shape[2] - cfg.size)
             pix = pix[:, :, off : off + cfg.size]
-        (clips if is_clip else images).append(_to_tensor(pix))
+        (clips if is_clip else images).append(frames_to_vae_input(pix))
     out = [torch.stack(images)]
     if clips:
         out.append(torch.stack(clips))
@@ -366,7 +361,7 @@ def train_vae(cfg: PretrainConfig, run: Path, device: torch.device):
 
 def _full_clips(cfg: PretrainConfig, batch: int, step: int) -> torch.Tensor:
     xs = [
-        _to_tensor(
+        frames_to_vae_input(
             training_sample(70_000_000 + step * batch + k, frames=cfg.frames, size=cfg.size).frames[
                 :, :, : cfg.size
             ]
@@ -420,7 +415,7 @@ def latent_stats(vae, cfg: PretrainConfig, n: int = 48) -> tuple[list[float], li
     at unit scale (the pipeline undoes this with the VAE config's latents_mean/std)."""
     xs = torch.stack(
         [
-            _to_tensor(
+            frames_to_vae_input(
                 training_sample(10_000_000 + i, frames=1, size=cfg.size).frames[:, :, : cfg.size]
             )
             for i in range(n)
@@ -441,7 +436,9 @@ def _render_chunk(cfg, indices: list[int], frames: int, pair: bool, chunk: int):
         _render_for_cache(cfg, j, frames, pair)
         for j in indices[chunk * CACHE_CHUNK : (chunk + 1) * CACHE_CHUNK]
     ]
-    return torch.stack([_to_tensor(s.frames) for s in samples]), [s.caption for s in samples]
+    return torch.stack([frames_to_vae_input(s.frames) for s in samples]), [
+        s.caption for s in samples
+    ]
 
 
 def _cache_group(cfg, vae, name: str, indices: list[int], frames: int, pair: bool) -> dict:

@@ -40,7 +40,14 @@ from .lora import (
     parameter_counts,
     save_lora_file,
 )
-from .models import FLOW_SHIFT, encode_prompts, load_pipeline, resolve_base, text_tokens_for
+from .models import (
+    FLOW_SHIFT,
+    encode_prompts,
+    frames_to_vae_input,
+    load_pipeline,
+    resolve_base,
+    text_tokens_for,
+)
 
 PRIOR_SOURCES = ("photos", "generated")
 
@@ -260,8 +267,7 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
     stills = [(it.frames.repeat(cfg.still_clips, 0), it.caption) for it in report.items
               if cfg.still_clips and it.frames.shape[0] == 1]  # fmt: skip
     for frames, caption in [*((it.frames, it.caption) for it in report.items), *stills]:
-        x = torch.from_numpy(frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-        # (1, 3, F, H, W)
+        x = frames_to_vae_input(frames)[None]  # (1, 3, F, H, W)
         with torch.no_grad():
             z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
         g = groups.setdefault(frames.shape[0], {"latents": [], "captions": []})
