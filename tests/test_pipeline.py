@@ -1,13 +1,14 @@
 """The cameo pipeline directory is a stock diffusers WanPipeline: load, generate, round-trip."""
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from diffusers import WanPipeline
 
-from cameo.generate import GenerateConfig, generate_frames
+from cameo.generate import GenerateConfig, generate_frames, sampling_scheduler
 from cameo.models import encode_prompts, load_pipeline, save_pipeline_dir
 
 SMALL = dict(frames=5, height=32, width=32, steps=2, guidance=3.0)
@@ -67,7 +68,61 @@ def test_prompt_embeddings_match_the_pipeline_padding(tiny_pipeline_dir):
     assert zero_rows[0] > zero_rows[1] > 0
 
 
-@pytest.mark.parametrize("bad", [dict(frames=4), dict(height=30), dict(steps=0), dict(prompt="  ")])
+def test_sampling_shift_changes_the_clip_and_leaves_the_scheduler(tiny_pipeline_dir):
+    pipe = load_pipeline(tiny_pipeline_dir)
+    torch.manual_seed(0)
+    for p in pipe.transformer.parameters():  # a random model predicts ~0: make it move
+        p.data.add_(torch.randn_like(p) * 0.05)
+    own = pipe.scheduler.config.shift
+    default = generate_frames(pipe, _cfg(seed=4))
+    np.testing.assert_array_equal(default, generate_frames(pipe, _cfg(seed=4, shift=own)))
+    shifted = generate_frames(pipe, _cfg(seed=4, shift=own * 4))
+    assert not np.array_equal(shifted, default)
+    assert pipe.scheduler.config.shift == own  # swapped back after the call
+    np.testing.assert_array_equal(default, generate_frames(pipe, _cfg(seed=4)))
+
+
+def test_samplers_keep_the_shift_and_wan_schedulers_take_flow_shift():
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    wan = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, solver_order=3
+    )
+    assert sampling_scheduler(wan) is wan
+    shifted = sampling_scheduler(wan, shift=5.0)
+    assert shifted.config.flow_shift == 5.0 and shifted.config.solver_order == 3
+    assert wan.config.flow_shift == 3.0  # the base's own is left alone
+    euler = sampling_scheduler(wan, "euler")
+    assert isinstance(euler, FlowMatchEulerDiscreteScheduler) and euler.config.shift == 3.0
+    wan.set_timesteps(8)
+    shifted.set_timesteps(8)
+    assert shifted.sigmas[1] > wan.sigmas[1]  # a larger shift stays at high noise longer
+
+
+@pytest.mark.parametrize("sampler", ["unipc", "dpm++"])
+def test_other_samplers_generate_other_clips(tiny_pipeline_dir, sampler):
+    pipe = load_pipeline(tiny_pipeline_dir)
+    torch.manual_seed(0)
+    for p in pipe.transformer.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    cfg = _cfg(seed=5, steps=4)
+    euler = generate_frames(pipe, cfg)
+    other = generate_frames(pipe, replace(cfg, sampler=sampler))
+    assert other.shape == euler.shape and not np.array_equal(other, euler)
+    np.testing.assert_array_equal(euler, generate_frames(pipe, replace(cfg, sampler="euler")))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(frames=4),
+        dict(height=30),
+        dict(steps=0),
+        dict(prompt="  "),
+        dict(shift=-1.0),
+        dict(sampler="ddim"),
+    ],
+)
 def test_bad_generation_settings_are_refused(bad):
     with pytest.raises(ValueError):
         _cfg(**bad).validate()

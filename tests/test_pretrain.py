@@ -222,3 +222,35 @@ def test_stage_minutes_leaves_out_pauses_between_invocations(tmp_path):
         "".join(json.dumps({"stage": s, "step": i, "t": t}) + "\n" for i, (s, t) in enumerate(log))
     )
     assert stage_minutes(tmp_path) == {"vae": 2.0, "transformer": 8.0}
+
+
+def test_famous_weight_draws_named_people_more_often():
+    import torch
+
+    from cameo.pretrain import _transformer_batch, famous_sample_weights
+    from cameo.world import FAMOUS
+
+    captions = ["", f"{FAMOUS[3]}, speaking, in front of a red wall", "a man with short hair"]
+    ids = torch.tensor([1] * 10 + [2] * 90)  # 10% of the group names a famous person
+
+    def cache():
+        group = {"latents": torch.arange(100.0).view(100, 1, 1, 1, 1), "caption_ids": ids.clone()}
+        return {"groups": {"image": group}, "text": torch.zeros(3, 2, 4), "empty_id": 0}
+
+    def famous_share(c, cfg) -> float:
+        drawn = torch.cat([_transformer_batch(c, cfg, s)[1].flatten() for s in range(50)])
+        return float((drawn < 10).float().mean())
+
+    cfg = PretrainConfig(batch=32, caption_dropout=0.0)
+    plain, weighted = cache(), cache()
+    famous_sample_weights(weighted, captions, 9.0)
+    assert weighted["groups"]["image"]["weights"][:10].eq(9).all()
+    assert weighted["groups"]["image"]["weights"][10:].eq(1).all()
+    assert famous_share(plain, cfg) < 0.2  # about 0.10
+    assert 0.4 < famous_share(weighted, cfg) < 0.6  # 90 / (90 + 90) = 0.5
+    # the same step draws the same batch: a resume replays nothing
+    assert torch.equal(
+        _transformer_batch(weighted, cfg, 7)[1], _transformer_batch(weighted, cfg, 7)[1]
+    )
+    with pytest.raises(ValueError, match="famous-weight"):
+        PretrainConfig(famous_weight=0).validate()

@@ -34,7 +34,7 @@ from .models import (
     save_pipeline_dir,
     tiny_model_dir,
 )
-from .world import training_sample, training_sample_is_pair
+from .world import FAMOUS, training_sample, training_sample_is_pair
 
 
 @dataclass
@@ -103,6 +103,13 @@ class PretrainConfig:
     caption_dropout: float = field(
         default=0.1, metadata={"help": "share of empty prompts (for guidance)"}
     )
+    famous_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "how many times as often the transformer stage draws a cached sample whose "
+            "caption names a famous person (1: as often as the cache holds them, about a third)"
+        },
+    )
     frames: int = field(default=17, metadata={"help": "frames per clip (4k+1)"})
     size: int = field(
         default=64, metadata={"help": "clip height and single-person width in pixels"}
@@ -145,6 +152,8 @@ class PretrainConfig:
             raise ValueError(f"--size must be a multiple of {token} (VAE factor x patch)")
         if self.workers < 0 or self.vae_minutes < 0 or self.transformer_minutes < 0:
             raise ValueError("--workers and the stage minutes must be >= 0")
+        if self.famous_weight <= 0:
+            raise ValueError(f"--famous-weight must be positive, not {self.famous_weight}")
 
 
 def _vae_batch(cfg: PretrainConfig, step: int) -> list[torch.Tensor]:
@@ -502,10 +511,24 @@ def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
 
 def _cache_to(cache: dict, device: torch.device) -> dict:
     return {
-        "groups": {k: {n: t.to(device) for n, t in g.items()} for k, g in cache["groups"].items()},
+        # drawing weights stay with the CPU generator that draws from them
+        "groups": {
+            k: {n: t if n == "weights" else t.to(device) for n, t in g.items()}
+            for k, g in cache["groups"].items()
+        },
         "text": cache["text"].to(device),
         "empty_id": cache["empty_id"],
     }
+
+
+def famous_sample_weights(cache: dict, captions: list[str], weight: float) -> None:
+    """Give each cache group a per-sample drawing weight, ``weight`` for a sample whose caption
+    names a famous person and 1 for the others (``_transformer_batch`` then draws by weight).
+    ``captions[i]`` is the text of caption id i (the run's cache_captions.json)."""
+    named = torch.tensor([any(name in c for name in FAMOUS) for c in captions])
+    for group in cache["groups"].values():
+        is_famous = named[group["caption_ids"].cpu()]
+        group["weights"] = torch.where(is_famous, weight, 1.0)
 
 
 def _transformer_batch(cache: dict, cfg: PretrainConfig, step: int):
@@ -517,7 +540,10 @@ def _transformer_batch(cache: dict, cfg: PretrainConfig, step: int):
     name = names[int(torch.multinomial(sizes, 1, generator=g))]
     group = cache["groups"][name]
     device = group["latents"].device
-    idx = torch.randint(len(group["latents"]), (cfg.batch,), generator=g)
+    if "weights" in group:  # famous_weight: some samples drawn more often than others
+        idx = torch.multinomial(group["weights"], cfg.batch, replacement=True, generator=g)
+    else:
+        idx = torch.randint(len(group["latents"]), (cfg.batch,), generator=g)
     x0 = group["latents"][idx.to(device)].float()  # (B, C, F, h, w)
     ids = group["caption_ids"][idx.to(device)].clone()
     drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
@@ -596,7 +622,11 @@ def check_warm_start(cfg: PretrainConfig) -> None:
 
 
 def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.device):
-    cache = _cache_to(build_cache(cfg, run, vae, pipe), device)
+    cache = build_cache(cfg, run, vae, pipe)
+    if cfg.famous_weight != 1:
+        captions = json.loads((run / "cache_captions.json").read_text())
+        famous_sample_weights(cache, captions, cfg.famous_weight)
+    cache = _cache_to(cache, device)
     torch.manual_seed(cfg.seed + 1)
     model = cfg.transformer.build()
     if cfg.init_transformer and ckpt.latest(run / "transformer") is None:
