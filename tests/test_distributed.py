@@ -13,6 +13,13 @@ from cameo.datasets import write_person_folder
 from conftest import train_argv
 
 
+def _meta(path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,6 +66,9 @@ def test_torchrun_two_processes_match_one(tiny_pipeline_dir, tmp_path):
         load_file(str(tmp_path / "two" / "mike.safetensors")),
     )
     assert a.keys() == b.keys()
+    # the two processes trained as one run, not each alone on all the data
+    assert _meta(tmp_path / "two" / "mike.safetensors")["cameo.processes"] == "2"
+    assert _meta(tmp_path / "one" / "mike.safetensors")["cameo.processes"] == "1"
     moved = max(v.abs().max().item() for k, v in a.items() if "lora_B" in k)
     assert moved > 1e-4  # training changed B, so agreement is not trivial
     for k in a:

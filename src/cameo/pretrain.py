@@ -624,7 +624,13 @@ def check_warm_start(cfg: PretrainConfig) -> None:
 def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.device):
     cache = build_cache(cfg, run, vae, pipe)
     if cfg.famous_weight != 1:
-        captions = json.loads((run / "cache_captions.json").read_text())
+        listed = run / "cache_captions.json"
+        if not listed.is_file():
+            raise FileNotFoundError(
+                f"--famous-weight reads the cache's captions from {listed}, which is missing; "
+                "copy it beside cache.pt, or delete cache.pt to rebuild both"
+            )
+        captions = json.loads(listed.read_text())
         famous_sample_weights(cache, captions, cfg.famous_weight)
     cache = _cache_to(cache, device)
     torch.manual_seed(cfg.seed + 1)

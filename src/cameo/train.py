@@ -519,6 +519,16 @@ def stop_on_sigint(flag: dict) -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
+def launched_on_cpus() -> bool:
+    """Whether this process is one of several (torchrun, ``accelerate launch``) on a machine
+    without a GPU. Accelerate joins such processes into one run (gloo) only when told to use the
+    CPU; otherwise each trains alone on all the data, and all of them write the same files."""
+    import os
+
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return several and not torch.cuda.is_available()
+
+
 class Trainer:
     """Sets up, trains, validates, checkpoints and saves one LoRA."""
 
@@ -533,6 +543,7 @@ class Trainer:
             raise FileExistsError(f"{self.lora_path} exists")
         trackers = None if cfg.log_with in ("", "none") else cfg.log_with
         self.acc = Accelerator(
+            cpu=launched_on_cpus(),
             mixed_precision=cfg.mixed_precision,
             log_with=trackers,
             project_dir=str(self.out / "logs"),
@@ -803,6 +814,7 @@ class Trainer:
             "base_hash": base_hash(self.base_dir),
             "config": asdict(cfg),
             "train_seconds": round(seconds, 1),
+            "processes": self.acc.num_processes,  # joined into one run (torchrun, accelerate)
             "expert": cfg.expert
             if getattr(self.pipe, "transformer_2", None) is not None
             else "single",
