@@ -6,7 +6,8 @@ Writes docs/base_quality.json; docs/quality.md quotes it. Measures: VAE reconstr
 held-out world frames and clips; prompt following (hair colour, background colour, glasses,
 speaking vs silent) on generated clips; identity through the VAE (held-out renders identified
 before and after a VAE round trip: the cap on every clone); famous people identified by name among
-the famous set, and their real clips after a VAE round trip (the cap on that); held-out people described in text, identified among 100 people.
+the famous set, and their real clips after a VAE round trip (the cap on that); held-out people
+described in text, identified among 100 people.
 """
 
 from __future__ import annotations
@@ -165,6 +166,11 @@ def real_centroids(eyes: Eyes, split: str, indices: list[int], k: int = 5) -> to
     )
 
 
+def famous_guess(eyes: Eyes, gallery: torch.Tensor, frames: np.ndarray) -> int:
+    """Which of the famous people (rows of ``gallery``) a clip (F, H, W, 3) shows."""
+    return int((gallery @ centroid(eyes.embed(frames))).argmax())
+
+
 def famous_identification(pipe, eyes: Eyes, seeds: int, gen: dict | None = None) -> dict:
     gallery = real_centroids(eyes, "base", list(range(len(FAMOUS))))
     rng = random.Random("bench/famous")
@@ -172,12 +178,8 @@ def famous_identification(pipe, eyes: Eyes, seeds: int, gen: dict | None = None)
     for i, name in enumerate(FAMOUS):
         for seed in range(seeds):
             prompt = f"{name}, {rng.choice(['speaking', 'silent'])}, in front of a {rng.choice(BACKGROUND_COLOURS)} wall"
-            emb = centroid(
-                eyes.embed(
-                    generate_frames(pipe, GenerateConfig(prompt=prompt, seed=seed, **(gen or {})))
-                )
-            )
-            got = int((gallery @ emb).argmax())
+            cfg = GenerateConfig(prompt=prompt, seed=seed, **(gen or {}))
+            got = famous_guess(eyes, gallery, generate_frames(pipe, cfg))
             top1.append(got == i)
             if got != i:
                 missed.append(f"{name} -> {FAMOUS[got]}")
@@ -201,7 +203,7 @@ def famous_through_vae(vae, eyes: Eyes, clips: int = 2) -> dict:
         for _ in range(clips):
             clip = person_sample("base", i, rng, frames=17).frames
             for key, frames in (("rendered", clip), ("vae_clips", vae_roundtrip(vae, clip))):
-                got = int((gallery @ centroid(eyes.embed(frames))).argmax())
+                got = famous_guess(eyes, gallery, frames)
                 top1[key].append(got == i)
                 if key == "vae_clips" and got != i:
                     missed.append(f"{FAMOUS[i]} -> {FAMOUS[got]}")

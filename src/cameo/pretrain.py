@@ -511,11 +511,7 @@ def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
 
 def _cache_to(cache: dict, device: torch.device) -> dict:
     return {
-        # drawing weights stay with the CPU generator that draws from them
-        "groups": {
-            k: {n: t if n == "weights" else t.to(device) for n, t in g.items()}
-            for k, g in cache["groups"].items()
-        },
+        "groups": {k: {n: t.to(device) for n, t in g.items()} for k, g in cache["groups"].items()},
         "text": cache["text"].to(device),
         "empty_id": cache["empty_id"],
     }
@@ -524,7 +520,8 @@ def _cache_to(cache: dict, device: torch.device) -> dict:
 def famous_sample_weights(cache: dict, captions: list[str], weight: float) -> None:
     """Give each cache group a per-sample drawing weight, ``weight`` for a sample whose caption
     names a famous person and 1 for the others (``_transformer_batch`` then draws by weight).
-    ``captions[i]`` is the text of caption id i (the run's cache_captions.json)."""
+    ``captions[i]`` is the text of caption id i (the run's cache_captions.json). The weights
+    live on the CPU, with the generator that draws from them, wherever the cache is."""
     named = torch.tensor([any(name in c for name in FAMOUS) for c in captions])
     for group in cache["groups"].values():
         is_famous = named[group["caption_ids"].cpu()]
@@ -622,7 +619,7 @@ def check_warm_start(cfg: PretrainConfig) -> None:
 
 
 def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.device):
-    cache = build_cache(cfg, run, vae, pipe)
+    cache = _cache_to(build_cache(cfg, run, vae, pipe), device)
     if cfg.famous_weight != 1:
         listed = run / "cache_captions.json"
         if not listed.is_file():
@@ -632,7 +629,6 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.d
             )
         captions = json.loads(listed.read_text())
         famous_sample_weights(cache, captions, cfg.famous_weight)
-    cache = _cache_to(cache, device)
     torch.manual_seed(cfg.seed + 1)
     model = cfg.transformer.build()
     if cfg.init_transformer and ckpt.latest(run / "transformer") is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -523,8 +524,6 @@ def launched_on_cpus() -> bool:
     """Whether this process is one of several (torchrun, ``accelerate launch``) on a machine
     without a GPU. Accelerate joins such processes into one run (gloo) only when told to use the
     CPU; otherwise each trains alone on all the data, and all of them write the same files."""
-    import os
-
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return several and not torch.cuda.is_available()
 
