@@ -50,7 +50,9 @@ def measure(vae, eyes: Eyes) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="pretraining run folder (cameo pretrain --out)")
-    ap.add_argument("--stage", default="vae", help="vae | decoder: which stage's weights")
+    ap.add_argument(
+        "--stage", default="vae", help="vae | decoder | decoder-w<width>: which stage's weights"
+    )
     ap.add_argument("--json", default="vae_quality.json", help="file name under docs/")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -135,6 +135,45 @@ def test_decoder_stage_before_the_transformer_goes_into_its_export(tmp_path):
     torch.testing.assert_close(sd[enc].float(), first[enc].half().float())
 
 
+def test_widened_decoder_stage_grows_from_the_narrow_one_and_is_exported(tmp_path):
+    """--decoder-width: the run's latest decoder grows wider in its own stage folder, resumes
+    there, and the exported VAE (stock diffusers) has the wide decoder over the same encoder."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert run_pretrain(_cfg(out, stage="vae")) is None
+    assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=1), resume=True) is None
+    wide = dict(stage="decoder", decoder_width=16)
+    assert run_pretrain(_cfg(out, decoder_steps=1, **wide), resume=True) is None
+    assert ckpt.latest(out / "decoder").name == "step-0000001"  # the narrow one, untouched
+    assert run_pretrain(_cfg(out, decoder_steps=2, **wide), resume=True) is None
+    assert ckpt.latest(out / "decoder-w16").name == "step-0000002"
+    tuned = load_file(str(ckpt.latest(out / "decoder-w16") / "model.safetensors"))
+    assert (
+        tuned["decoder.conv_out.weight"].shape[1]
+        == 2
+        * load_file(str(ckpt.latest(out / "decoder") / "model.safetensors"))[
+            "decoder.conv_out.weight"
+        ].shape[1]
+    )
+
+    # (the CLI's --resume takes decoder_width from the run's config.json)
+    exported = run_pretrain(_cfg(out, stage="transformer", steps=1, decoder_width=16), resume=True)
+    vae = WanPipeline.from_pretrained(exported).vae
+    assert vae.config.decoder_base_dim == 16
+    sd, first = vae.state_dict(), load_file(str(ckpt.latest(out / "vae") / "model.safetensors"))
+    for key in ("decoder.conv_out.weight", "decoder.mid_block.attentions.0.to_qkv.weight"):
+        torch.testing.assert_close(sd[key].float(), tuned[key].half().float())
+    enc = next(k for k in first if k.startswith("encoder.") and k.endswith("weight"))
+    torch.testing.assert_close(sd[enc].float(), first[enc].half().float())
+    dest = tmp_path / "shipped"
+    assert main(["model", "export", "--run", str(out), "--to", str(dest)]) == 0
+    assert "'decoder-w16': 2" in (dest / "README.md").read_text()
+    with pytest.raises(ValueError, match="narrower"):
+        run_pretrain(_cfg(out, stage="decoder", decoder_width=4), resume=True)
+
+
 def test_init_transformer_warm_starts_from_another_pipeline(tmp_path):
     """--init-transformer loads another run's exported transformer before the first step (with
     lr 0 the weights stay exactly the loaded ones); a differently shaped one is refused."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -116,6 +117,61 @@ class TransformerConfig:
 
 
 FLOW_SHIFT = 2.0  # sigma shift shared by training and sampling (SD3, Esser et al. 2024, eq. 23)
+
+
+def decoder_width(vae) -> int:
+    """Base channel width of a Wan VAE's decoder (``decoder_base_dim``, else ``base_dim``)."""
+    return vae.config.decoder_base_dim or vae.config.base_dim
+
+
+def widen_decoder(vae, width: int, quiet: float = 0.01, seed: int = 0):
+    """A copy of ``vae`` whose decoder has base width ``width``, drawing the same frames.
+
+    The old channels keep their weights; each new channel starts from a fresh initialisation
+    times ``quiet`` and every old channel reads it through a zero weight, so the wider decoder
+    starts where the narrow one ended and training grows the new channels (Net2Net's
+    function-preserving widening, Chen et al. 2016, with silent instead of copied units). Two
+    rescalings keep the function: Wan's RMS norm multiplies by sqrt(channels), and its
+    single-head attention divides q.k by sqrt(channels). The encoder is untouched, so latents,
+    and every transformer and LoRA trained on them, stay valid. Stock diffusers loads the result
+    (``AutoencoderKLWan(decoder_base_dim=width)``).
+    """
+    from diffusers import AutoencoderKLWan
+
+    if width < decoder_width(vae):
+        raise ValueError(f"decoder width {width} is narrower than the VAE's {decoder_width(vae)}")
+    torch.manual_seed(seed)
+    # private keys left out: "_use_default_values" would drop decoder_base_dim again
+    settings = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    wide = AutoencoderKLWan.from_config({**settings, "decoder_base_dim": width})
+    old = vae.state_dict()
+    grown = {}
+    for name, fresh in wide.state_dict().items():
+        w = old[name]
+        if w.shape == fresh.shape:
+            grown[name] = w.clone()
+            continue
+        # to_qkv's output is [q; k; v] and an upsampling time_conv's is [frame a; frame b]:
+        # each group grows on its own
+        groups = 3 if "to_qkv" in name else 2 if "time_conv" in name else 1
+        out = fresh * quiet
+        o_old, o_new = w.shape[0] // groups, fresh.shape[0] // groups
+        for g in range(groups):
+            rows, src = slice(g * o_new, g * o_new + o_old), w[g * o_old : (g + 1) * o_old]
+            if w.dim() >= 2 and fresh.shape[1] != w.shape[1]:  # (out, in, *kernel)
+                out[rows] = 0.0  # old channels read the new ones through zeros
+                out[rows, : w.shape[1]] = src
+            else:
+                out[rows] = src
+        grow = o_new / o_old
+        if name.endswith("gamma"):  # RMS norm: x / |x| * sqrt(C) * gamma
+            out[:o_old] = w / math.sqrt(grow)
+        if "to_qkv" in name:  # q's rows: attention divides q.k by sqrt(C)
+            out[:o_old] *= math.sqrt(grow)
+        grown[name] = out
+    wide.load_state_dict(grown)
+    dtype = next(vae.parameters()).dtype
+    return wide if dtype == torch.float32 else wide.to(dtype=dtype)
 
 
 def frames_to_vae_input(frames: np.ndarray) -> torch.Tensor:

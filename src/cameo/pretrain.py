@@ -53,6 +53,14 @@ class PretrainConfig:
     decoder_steps: int = field(
         default=0, metadata={"help": "steps of the decoder fine-tuning stage"}
     )
+    decoder_width: int = field(
+        default=0,
+        metadata={
+            "help": "decoder stage: widen the decoder to this base width first (0 = keep it); "
+            "the run's latest decoder grows into it (models.widen_decoder), drawing the same "
+            "frames at step 0, and trains in its own folder decoder-w<width>"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the data order and initialisation"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = all cores"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
@@ -152,6 +160,11 @@ class PretrainConfig:
             raise ValueError(f"--size must be a multiple of {token} (VAE factor x patch)")
         if self.workers < 0 or self.vae_minutes < 0 or self.transformer_minutes < 0:
             raise ValueError("--workers and the stage minutes must be >= 0")
+        if self.decoder_width and self.decoder_width < self.vae.base_dim:
+            raise ValueError(
+                f"--decoder-width {self.decoder_width} is narrower than the VAE's base width "
+                f"{self.vae.base_dim}; pick 0 (keep it) or a wider one"
+            )
         if self.famous_weight <= 0:
             raise ValueError(f"--famous-weight must be positive, not {self.famous_weight}")
 
@@ -380,13 +393,51 @@ def _full_clips(cfg: PretrainConfig, batch: int, step: int) -> torch.Tensor:
     return torch.stack(xs)  # (B, 3, F, H, W)
 
 
+def decoder_stage_name(cfg: PretrainConfig) -> str:
+    """The folder of the decoder stage's checkpoints: ``decoder``, or ``decoder-w<width>`` for a
+    widened decoder, so its checkpoints never mix with the narrower ones it grew from."""
+    wide = cfg.decoder_width and cfg.decoder_width != cfg.vae.base_dim
+    return f"decoder-w{cfg.decoder_width}" if wide else "decoder"
+
+
+def _with_decoder(cfg: PretrainConfig, run: Path, vae, stage: str = "decoder"):
+    """``vae`` with the run's latest ``decoder`` checkpoint's decoder (when there is one),
+    widened for a ``decoder-w*`` stage; the encoder stays ``vae``'s."""
+    from .models import widen_decoder
+
+    tuned = ckpt.latest(run / "decoder")
+    if tuned is not None:  # a decoder fine-tuned before: its decoder, our encoder
+        decoder = {
+            k: v
+            for k, v in ckpt.load(tuned)[0].items()
+            if k.startswith(("decoder.", "post_quant_conv."))
+        }
+        vae.load_state_dict(decoder, strict=False)
+    return vae if stage == "decoder" else widen_decoder(vae, cfg.decoder_width)
+
+
+def _latest_decoder(cfg: PretrainConfig, run: Path, vae):
+    """``vae`` with the decoder of the run's decoder stage (widened, if it was), for export."""
+    stage = decoder_stage_name(cfg)
+    vae = _with_decoder(cfg, run, vae, stage)
+    wide = ckpt.latest(run / stage) if stage != "decoder" else None
+    if wide is not None:
+        vae.load_state_dict(ckpt.load(wide)[0])
+    return vae
+
+
 def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4, lr: float = 3e-4):
     """Teach the decoder full-length clips with the encoder frozen, so latents (and the
     transformer trained on them) stay valid. Needed by runs whose VAE stage saw only 5-frame
     clips: its causal temporal cache did not carry to 17 frames (reconstruction fell from
-    ~24 dB at frame 4 to ~10 dB at frame 16)."""
+    ~24 dB at frame 4 to ~10 dB at frame 16). With ``--decoder-width`` it first grows the
+    decoder wider (models.widen_decoder) and trains that in its own stage folder."""
     device = pick_device(cfg.device)
-    vae = _load_finished_vae(cfg, run).to(device)
+    stage = decoder_stage_name(cfg)
+    vae = _load_finished_vae(cfg, run)
+    if stage != "decoder":
+        vae = _with_decoder(cfg, run, vae, stage)
+    vae = vae.to(device)
     vae.requires_grad_(False)
     trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in trainable:
@@ -405,7 +456,7 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
     optimise(
         cfg,
         run,
-        "decoder",
+        stage,
         vae,
         trainable,
         steps=steps,
@@ -665,6 +716,10 @@ def _load_finished_vae(cfg: PretrainConfig, run: Path, stage: str = "vae"):
     if last is None:
         raise FileNotFoundError(f"no VAE checkpoint in {run / 'vae'}; run the vae stage first")
     vae = cfg.vae.build()
+    if stage.startswith("decoder-w"):  # a widened decoder stage's checkpoint: its shape first
+        from .models import widen_decoder
+
+        vae = widen_decoder(vae, int(stage.removeprefix("decoder-w")))
     vae.load_state_dict(ckpt.load(last)[0])
     return vae.eval()
 
@@ -748,7 +803,11 @@ def export_model(run: Path, dest: Path, notes: str = "", overwrite: bool = False
     minutes = stage_minutes(run)
     steps_done = {
         stage: int(last.name.split("-")[1])
-        for stage in ("vae", "transformer", "decoder")
+        for stage in (
+            "vae",
+            "transformer",
+            *sorted(d.name for d in run.glob("decoder*") if d.is_dir()),
+        )
         if (last := ckpt.latest(run / stage))
     }
     sizes = {
@@ -913,14 +972,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     model = train_transformer(cfg, run, vae, pipe, device)
     if model is None:
         return None
-    tuned = ckpt.latest(run / "decoder")
-    if tuned is not None:  # a decoder fine-tuned before this stage: its decoder, our encoder
-        decoder = {
-            k: v
-            for k, v in ckpt.load(tuned)[0].items()
-            if k.startswith(("decoder.", "post_quant_conv."))
-        }
-        vae.load_state_dict(decoder, strict=False)
+    vae = _latest_decoder(cfg, run, vae.cpu())
     out = save_pipeline_dir(run / "cameo-tiny", vae.cpu(), model.cpu(), dtype=torch.float16)
     (run / "timing.json").write_text(json.dumps({"this_invocation_s": time.time() - t0}))
     return out
