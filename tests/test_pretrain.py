@@ -135,30 +135,46 @@ def test_decoder_stage_before_the_transformer_goes_into_its_export(tmp_path):
     torch.testing.assert_close(sd[enc].float(), first[enc].half().float())
 
 
-def test_widened_decoder_stage_grows_from_the_narrow_one_and_is_exported(tmp_path):
+def test_widened_decoder_stage_grows_from_the_narrow_one_and_is_exported(tmp_path, monkeypatch):
     """--decoder-width: the run's latest decoder grows wider in its own stage folder, resumes
-    there, and the exported VAE (stock diffusers) has the wide decoder over the same encoder."""
+    there (the CLI keeps the width), and the exported VAE (stock diffusers) has the wide decoder
+    over the same encoder; before it has trained, exports keep the narrow one."""
     import torch
     from safetensors.torch import load_file
+
+    from cameo import models, pretrain
 
     out = tmp_path / "run"
     assert run_pretrain(_cfg(out, stage="vae")) is None
     assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=1), resume=True) is None
+    narrow = load_file(str(ckpt.latest(out / "decoder") / "model.safetensors"))
     wide = dict(stage="decoder", decoder_width=16)
+    untrained = pretrain._latest_decoder(
+        _cfg(out, **wide), out, models.VAEConfig(**TINY_VAE).build()
+    )
+    assert untrained.config.decoder_base_dim is None  # no wide checkpoint yet: the narrow one
+    grown_from = []
+    real_widen = models.widen_decoder
+    monkeypatch.setattr(
+        models,
+        "widen_decoder",
+        lambda vae, *a, **k: grown_from.append(vae) or real_widen(vae, *a, **k),
+    )
     assert run_pretrain(_cfg(out, decoder_steps=1, **wide), resume=True) is None
+    torch.testing.assert_close(
+        grown_from[0].state_dict()["decoder.conv_out.weight"], narrow["decoder.conv_out.weight"]
+    )
     assert ckpt.latest(out / "decoder").name == "step-0000001"  # the narrow one, untouched
-    assert run_pretrain(_cfg(out, decoder_steps=2, **wide), resume=True) is None
+    resumed = ["pretrain", "--out", str(out), "--resume", "--stage", "decoder", "--threads", "1"]
+    assert main([*resumed, "--decoder-steps", "2"]) == 0  # the width comes from config.json
     assert ckpt.latest(out / "decoder-w16").name == "step-0000002"
     tuned = load_file(str(ckpt.latest(out / "decoder-w16") / "model.safetensors"))
     assert (
-        tuned["decoder.conv_out.weight"].shape[1]
-        == 2
-        * load_file(str(ckpt.latest(out / "decoder") / "model.safetensors"))[
-            "decoder.conv_out.weight"
-        ].shape[1]
+        tuned["decoder.conv_out.weight"].shape[1] == 2 * narrow["decoder.conv_out.weight"].shape[1]
     )
+    pretrain._grown_decoder(_cfg(out, stage="decoder", decoder_width=24), out)
+    assert models.decoder_width(grown_from[-1]) == 16  # a second widening grows the wide one
 
-    # (the CLI's --resume takes decoder_width from the run's config.json)
     exported = run_pretrain(_cfg(out, stage="transformer", steps=1, decoder_width=16), resume=True)
     vae = WanPipeline.from_pretrained(exported).vae
     assert vae.config.decoder_base_dim == 16
@@ -169,7 +185,8 @@ def test_widened_decoder_stage_grows_from_the_narrow_one_and_is_exported(tmp_pat
     torch.testing.assert_close(sd[enc].float(), first[enc].half().float())
     dest = tmp_path / "shipped"
     assert main(["model", "export", "--run", str(out), "--to", str(dest)]) == 0
-    assert "'decoder-w16': 2" in (dest / "README.md").read_text()
+    card = (dest / "README.md").read_text()
+    assert "'decoder-w16': 2" in card and "base width 16" in card
     with pytest.raises(ValueError, match="narrower"):
         run_pretrain(_cfg(out, stage="decoder", decoder_width=4), resume=True)
 

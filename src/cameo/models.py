@@ -125,11 +125,13 @@ def decoder_width(vae) -> int:
 
 
 def widen_decoder(vae, width: int, quiet: float = 0.01, seed: int = 0):
-    """A copy of ``vae`` whose decoder has base width ``width``, drawing the same frames.
+    """A copy of ``vae`` whose decoder has base width ``width``, drawing nearly the same frames.
 
     The old channels keep their weights; each new channel starts from a fresh initialisation
     times ``quiet`` and every old channel reads it through a zero weight, so the wider decoder
-    starts where the narrow one ended and training grows the new channels (Net2Net's
+    starts where the narrow one ended (exactly with ``quiet=0``, whose new channels could never
+    learn; within about 1e-3 of [-1, 1] pixels with the default, through the RMS norms' and
+    attention's sums over channels) and training grows the new channels (Net2Net's
     function-preserving widening, Chen et al. 2016, with silent instead of copied units). Two
     rescalings keep the function: Wan's RMS norm multiplies by sqrt(channels), and its
     single-head attention divides q.k by sqrt(channels). The encoder is untouched, so latents,
@@ -140,10 +142,11 @@ def widen_decoder(vae, width: int, quiet: float = 0.01, seed: int = 0):
 
     if width < decoder_width(vae):
         raise ValueError(f"decoder width {width} is narrower than the VAE's {decoder_width(vae)}")
-    torch.manual_seed(seed)
     # private keys left out: "_use_default_values" would drop decoder_base_dim again
     settings = {k: v for k, v in vae.config.items() if not k.startswith("_")}
-    wide = AutoencoderKLWan.from_config({**settings, "decoder_base_dim": width})
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(seed)
+        wide = AutoencoderKLWan.from_config({**settings, "decoder_base_dim": width})
     old = vae.state_dict()
     grown = {}
     for name, fresh in wide.state_dict().items():

