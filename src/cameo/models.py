@@ -142,6 +142,7 @@ def widen_decoder(vae, width: int, quiet: float = 0.01, seed: int = 0):
 
     if width < decoder_width(vae):
         raise ValueError(f"decoder width {width} is narrower than the VAE's {decoder_width(vae)}")
+    grow = width / decoder_width(vae)  # every decoder layer's channels grow by this factor
     # private keys left out: "_use_default_values" would drop decoder_base_dim again
     settings = {k: v for k, v in vae.config.items() if not k.startswith("_")}
     with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
@@ -166,7 +167,6 @@ def widen_decoder(vae, width: int, quiet: float = 0.01, seed: int = 0):
                 out[rows, : w.shape[1]] = src
             else:
                 out[rows] = src
-        grow = o_new / o_old
         if name.endswith("gamma"):  # RMS norm: x / |x| * sqrt(C) * gamma
             out[:o_old] = w / math.sqrt(grow)
         if "to_qkv" in name:  # q's rows: attention divides q.k by sqrt(C)

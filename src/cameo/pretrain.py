@@ -990,6 +990,6 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     if model is None:
         return None
     vae = _latest_decoder(cfg, run, vae.cpu())
-    out = save_pipeline_dir(run / "cameo-tiny", vae.cpu(), model.cpu(), dtype=torch.float16)
+    out = save_pipeline_dir(run / "cameo-tiny", vae, model.cpu(), dtype=torch.float16)
     (run / "timing.json").write_text(json.dumps({"this_invocation_s": time.time() - t0}))
     return out
