@@ -310,3 +310,50 @@ def test_famous_weight_draws_named_people_more_often():
     )
     with pytest.raises(ValueError, match="famous-weight"):
         PretrainConfig(famous_weight=0).validate()
+
+
+def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path):
+    """--decoder-denoiser: the redraw changes latents (and keeps them at clean share 1), the stage
+    refines the decoder stage's checkpoint in decoder-denoised/ and the export takes it over the
+    same encoder; a denoiser whose encoder is another run's, or a missing one, is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cameo import pretrain
+
+    out = tmp_path / "run"
+    assert run_pretrain(_cfg(out, stage="vae")) is None
+    assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=1), resume=True) is None
+    exported = run_pretrain(_cfg(out, stage="transformer", steps=1), resume=True)
+    vae = pretrain._latest_decoder(_cfg(out), out, pretrain._load_finished_vae(_cfg(out), out))
+    z = torch.randn(2, TINY_VAE["z_dim"], 2, 4, 4)  # (B, C, F', h, w)
+    captions = ["a man with short red hair", "a woman with glasses"]
+    redrawn = pretrain.load_redraw(
+        _cfg(out, decoder_denoiser=str(exported), decoder_clean_share=0.0), vae, torch.device("cpu")
+    )(z, captions, torch.Generator().manual_seed(0))
+    assert redrawn.shape == z.shape and (redrawn - z).abs().mean() > 1e-3
+    kept = pretrain.load_redraw(
+        _cfg(out, decoder_denoiser=str(exported), decoder_clean_share=1.0), vae, torch.device("cpu")
+    )(z, captions, torch.Generator().manual_seed(0))
+    assert torch.equal(kept, z)
+
+    before = load_file(str(ckpt.latest(out / "decoder") / "model.safetensors"))
+    resumed = ["pretrain", "--out", str(out), "--resume", "--stage", "decoder", "--threads", "1"]
+    assert main([*resumed, "--decoder-steps", "2", "--decoder-denoiser", str(exported)]) == 0
+    assert ckpt.latest(out / "decoder-denoised").name == "step-0000002"
+    assert ckpt.latest(out / "decoder").name == "step-0000001"  # the source, untouched
+    tuned = load_file(str(ckpt.latest(out / "decoder-denoised") / "model.safetensors"))
+    key = "decoder.conv_out.weight"
+    assert not torch.equal(tuned[key], before[key])
+    # the stage rewrote the run's exported VAE: its decoder, over the same encoder
+    sd = WanPipeline.from_pretrained(exported).vae.state_dict()
+    torch.testing.assert_close(sd[key].float(), tuned[key].half().float())
+    enc = next(k for k in before if k.startswith("encoder.") and k.endswith("weight"))
+    torch.testing.assert_close(sd[enc].float(), before[enc].half().float())
+
+    other = run_pretrain(_cfg(tmp_path / "other", seed=1, steps=1))
+    with pytest.raises(ValueError, match="encoder is not this run's"):
+        pretrain.load_redraw(_cfg(out, decoder_denoiser=str(other)), vae, torch.device("cpu"))
+    with pytest.raises(ValueError, match="--decoder-denoiser"):
+        _cfg(out, decoder_denoiser=str(tmp_path / "nowhere")).validate()
+    assert main([*resumed, "--decoder-denoiser", str(other), "--decoder-steps", "3"]) != 0

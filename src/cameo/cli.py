@@ -133,6 +133,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     except FileExistsError as e:
         print(f"cameo pretrain: {e}", file=sys.stderr)
         return EXIT_REFUSED
+    except (FileNotFoundError, ValueError) as e:  # a missing stage, a mismatched denoiser
+        raise UserError(str(e)) from e
     if out is not None:
         print(f"pipeline written to {out}")
     return 0

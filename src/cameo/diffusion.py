@@ -8,6 +8,8 @@ which diffusers' ``FlowMatchEulerDiscreteScheduler`` implements for generation.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 Tensor = torch.Tensor
@@ -60,3 +62,31 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str = "c
         return base_lr
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def euler_flow_sample(velocity, x: Tensor, sigmas: Tensor) -> Tensor:
+    """Integrate the flow from ``sigmas[0]`` down to ``sigmas[-1]`` with Euler steps,
+    x <- x + (sigma_next - sigma) * velocity(x, sigma): what diffusers'
+    ``FlowMatchEulerDiscreteScheduler.step`` does at each of generation's steps."""
+    for sigma, sigma_next in itertools.pairwise(sigmas):
+        x = x + (sigma_next - sigma) * velocity(x, sigma)
+    return x
+
+
+def guided_velocity(transformer, text: Tensor, uncond: Tensor, guidance: float):
+    """The classifier-free guided velocity v(x, sigma) = v_u + g (v_c - v_u) (Ho & Salimans
+    2022) of a Wan transformer, as ``WanPipeline`` forms it; ``text`` and ``uncond`` are (B, T, D)
+    prompt and negative-prompt embeddings. Both passes run as one batch of 2B."""
+
+    def velocity(x: Tensor, sigma: Tensor) -> Tensor:
+        t = (sigma * 1000.0).expand(2 * len(x))
+        v = transformer(
+            hidden_states=torch.cat([x, x]),
+            timestep=t,
+            encoder_hidden_states=torch.cat([text, uncond]),
+            return_dict=False,
+        )[0].float()
+        cond, plain = v.chunk(2)  # (B, C, F, h, w) each
+        return plain + guidance * (cond - plain)
+
+    return velocity

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -59,6 +59,29 @@ class PretrainConfig:
             "help": "decoder stage: widen the decoder to this base width first (0 = keep it); "
             "the run's widest finished decoder grows into it (models.widen_decoder), drawing nearly the same "
             "frames at step 0, and trains in its own folder decoder-w<width>"
+        },
+    )
+    decoder_denoiser: str = field(
+        default="",
+        metadata={
+            "help": "decoder stage: a pipeline folder ('cameo-tiny' = the shipped model) whose "
+            "transformer redraws each training clip from part-way noise before the decoder sees it, "
+            "so the decoder learns the latents that generation hands it, not only the encoder's; "
+            "trains the run's decoder on in its own folder (<stage>-denoised); empty = off"
+        },
+    )
+    decoder_denoise_sigma: float = field(
+        default=0.5,
+        metadata={
+            "help": "with --decoder-denoiser: the largest sigma a redraw starts from "
+            "(0-1; 1 = from pure noise, which keeps nothing of the clip)"
+        },
+    )
+    decoder_clean_share: float = field(
+        default=0.25,
+        metadata={
+            "help": "with --decoder-denoiser: the share of steps that decode the encoder's "
+            "latents as they are, so reconstruction is kept"
         },
     )
     seed: int = field(default=0, metadata={"help": "seed of the data order and initialisation"})
@@ -165,6 +188,17 @@ class PretrainConfig:
                 f"--decoder-width {self.decoder_width} is narrower than the VAE's base width "
                 f"{self.vae.base_dim}; pick 0 (keep it) or a wider one"
             )
+        if not 0 < self.decoder_denoise_sigma <= 1 or not 0 <= self.decoder_clean_share <= 1:
+            raise ValueError(
+                "--decoder-denoise-sigma must be in (0, 1] and --decoder-clean-share in [0, 1]"
+            )
+        if self.decoder_denoiser:
+            from .models import resolve_base
+
+            try:
+                resolve_base(self.decoder_denoiser)
+            except FileNotFoundError as e:
+                raise ValueError(f"--decoder-denoiser: {e}") from e
         if self.famous_weight <= 0:
             raise ValueError(f"--famous-weight must be positive, not {self.famous_weight}")
 
@@ -393,41 +427,85 @@ def _full_clips(cfg: PretrainConfig, batch: int, step: int) -> torch.Tensor:
     return torch.stack(xs)  # (B, 3, F, H, W)
 
 
+def _captioned_clips(cfg: PretrainConfig, batch: int, step: int):
+    """The denoised decoder stage's batch: single-person clips (a two-person clip cropped to
+    one frame width would contradict its caption), their captions, and the step, which seeds
+    the redraw."""
+    samples = [
+        _render_for_cache(cfg, 70_000_000 + step * batch + k, cfg.frames, pair=False)
+        for k in range(batch)
+    ]
+    x = torch.stack([frames_to_vae_input(s.frames) for s in samples])  # (B, 3, F, H, W)
+    return x, [s.caption for s in samples], step
+
+
 def decoder_stage_name(cfg: PretrainConfig) -> str:
     """The folder of the decoder stage's checkpoints: ``decoder``, or ``decoder-w<width>`` for a
-    widened decoder, so its checkpoints never mix with the narrower ones it grew from."""
+    widened decoder, so its checkpoints never mix with the narrower ones it grew from; either
+    with ``-denoised`` when ``--decoder-denoiser`` trains it on redrawn latents."""
     wide = cfg.decoder_width and cfg.decoder_width != cfg.vae.base_dim
-    return f"decoder-w{cfg.decoder_width}" if wide else "decoder"
+    name = f"decoder-w{cfg.decoder_width}" if wide else "decoder"
+    return f"{name}{DENOISED}" if cfg.decoder_denoiser else name
+
+
+DENOISED = "-denoised"
 
 
 def _stage_width(stage: str) -> int:
     """The decoder width a stage folder holds: ``decoder-w32`` -> 32; 0 for the others."""
-    return int(stage.removeprefix("decoder-w")) if stage.startswith("decoder-w") else 0
+    if not stage.startswith("decoder-w"):
+        return 0
+    return int(stage.removeprefix("decoder-w").removesuffix(DENOISED))
 
 
 def _grown_decoder(cfg: PretrainConfig, run: Path):
     """The VAE a ``--decoder-width`` stage starts from: the run's widest finished decoder
     narrower than it (a ``decoder-w*`` stage, else ``decoder``, else the VAE stage's), grown
-    to the new width."""
+    to the new width. Denoised stages are not grown: they are a last step on one width."""
     from .models import widen_decoder
 
     narrower = [
         d.name
         for d in run.glob("decoder*")
-        if d.is_dir() and ckpt.latest(d) and _stage_width(d.name) < cfg.decoder_width
+        if d.is_dir()
+        and not d.name.endswith(DENOISED)
+        and ckpt.latest(d)
+        and _stage_width(d.name) < cfg.decoder_width
     ]
     source = max(narrower, key=_stage_width, default="vae")
     print(f"growing the decoder of {source} to width {cfg.decoder_width}", file=sys.stderr)
     return widen_decoder(_load_finished_vae(cfg, run, source), cfg.decoder_width, seed=cfg.seed)
 
 
+def _denoised_source(cfg: PretrainConfig, run: Path):
+    """The VAE a ``--decoder-denoiser`` stage starts from: the decoder of the stage it refines
+    (``decoder`` or ``decoder-w<width>``), or for ``decoder`` without a checkpoint the VAE
+    stage's."""
+    source = decoder_stage_name(replace(cfg, decoder_denoiser=""))
+    if ckpt.latest(run / source) is None:
+        if _stage_width(source):
+            raise FileNotFoundError(
+                f"{run / source} has no checkpoint: train the --decoder-width stage before "
+                "refining it with --decoder-denoiser"
+            )
+        source = "vae"
+    print(f"refining the decoder of {source} on redrawn latents", file=sys.stderr)
+    return _load_finished_vae(cfg, run, source)
+
+
 def _latest_decoder(cfg: PretrainConfig, run: Path, vae):
-    """``vae`` with the decoder of the run's decoder stage, for export: the ``--decoder-width``
-    stage's when it has a checkpoint, else the plain decoder stage's, else ``vae``'s own. The
-    encoder and latent statistics stay ``vae``'s."""
+    """``vae`` with the decoder of the run's decoder stage, for export: the configured stage's
+    (``--decoder-width``, ``--decoder-denoiser``) when it has a checkpoint, else the stage it
+    refines, else the plain decoder stage's, else ``vae``'s own. The encoder and latent
+    statistics stay ``vae``'s."""
     from .models import widen_decoder
 
-    for stage in dict.fromkeys((decoder_stage_name(cfg), "decoder")):
+    stages = (
+        decoder_stage_name(cfg),
+        decoder_stage_name(replace(cfg, decoder_denoiser="")),
+        "decoder",
+    )
+    for stage in dict.fromkeys(stages):
         last = ckpt.latest(run / stage)
         if last is None:
             continue
@@ -443,25 +521,89 @@ def _latest_decoder(cfg: PretrainConfig, run: Path, vae):
     return vae
 
 
+def _check_same_encoder(theirs, ours, source: str) -> None:
+    """Refuse a denoiser whose VAE encodes differently from the run's: its transformer was
+    trained on other latents. The shipped VAE is fp16, hence the tolerance."""
+    a, b = theirs.state_dict(), ours.state_dict()
+    keys = [k for k in b if k.startswith(("encoder.", "quant_conv."))]
+    same = all(
+        k in a
+        and a[k].shape == b[k].shape
+        and torch.allclose(a[k].float().cpu(), b[k].float().cpu(), rtol=1e-2, atol=1e-3)
+        for k in keys
+    )
+    if not same:
+        raise ValueError(
+            f"--decoder-denoiser {source}: its VAE encoder is not this run's, so its transformer "
+            "draws latents that this decoder never decodes; pick the pipeline exported from this run"
+        )
+
+
+def load_redraw(cfg: PretrainConfig, vae, device: torch.device):
+    """``redraw(z, captions, generator)``: VAE latents (B, C, F, h, w) noised to a sigma drawn
+    from the sampler's schedule (at most ``--decoder-denoise-sigma``), then sampled back to 0 by
+    the denoiser's transformer with the captions and the default guidance of ``cameo
+    generate``: latents with generation's own errors, over the content of the clip. A share
+    ``--decoder-clean-share`` of calls returns ``z`` unchanged."""
+    from .diffusion import euler_flow_sample, guided_velocity, noisy_latents
+    from .generate import GenerateConfig
+    from .models import load_pipeline
+
+    pipe = load_pipeline(cfg.decoder_denoiser, device=str(device))
+    _check_same_encoder(pipe.vae, vae, cfg.decoder_denoiser)
+    transformer = pipe.transformer.eval().requires_grad_(False)
+    defaults = GenerateConfig()
+    pipe.scheduler.set_timesteps(defaults.steps)
+    sigmas = pipe.scheduler.sigmas.float().to(device)  # (steps + 1,), from ~1 down to 0
+    first = int((sigmas[:-1] > cfg.decoder_denoise_sigma).sum().clamp(max=len(sigmas) - 2))
+    mean = torch.tensor(pipe.vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(pipe.vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
+    empty = encode_prompts(pipe, [""])  # (1, T, D), the pipeline's negative prompt
+
+    def redraw(z: torch.Tensor, captions: list[str], g: torch.Generator) -> torch.Tensor:
+        if float(torch.rand((), generator=g)) < cfg.decoder_clean_share:
+            return z
+        k = int(torch.randint(first, len(sigmas) - 1, (), generator=g))
+        x0 = (z - mean) / std  # the transformer's unit-scale latents
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        xt = noisy_latents(x0, noise, sigmas[k].expand(len(z)))
+        text = encode_prompts(pipe, captions)  # (B, T, D)
+        velocity = guided_velocity(transformer, text, empty.expand_as(text), defaults.guidance)
+        return euler_flow_sample(velocity, xt, sigmas[k:]) * std + mean
+
+    return redraw
+
+
 def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4, lr: float = 3e-4):
     """Teach the decoder full-length clips with the encoder frozen, so latents (and the
     transformer trained on them) stay valid. Needed by runs whose VAE stage saw only 5-frame
     clips: its causal temporal cache did not carry to 17 frames (reconstruction fell from
     ~24 dB at frame 4 to ~10 dB at frame 16). With ``--decoder-width`` it first grows the
-    decoder wider (models.widen_decoder) and trains that in its own stage folder."""
+    decoder wider (models.widen_decoder) and trains that in its own stage folder. With
+    ``--decoder-denoiser`` it refines the run's decoder on latents redrawn by a transformer
+    (``load_redraw``), still against the clip's own pixels."""
     device = pick_device(cfg.device)
     stage = decoder_stage_name(cfg)
-    vae = _grown_decoder(cfg, run) if stage != "decoder" else _load_finished_vae(cfg, run)
+    if cfg.decoder_denoiser:
+        vae = _denoised_source(cfg, run)
+    elif stage != "decoder":
+        vae = _grown_decoder(cfg, run)
+    else:
+        vae = _load_finished_vae(cfg, run)
     vae = vae.to(device)
     vae.requires_grad_(False)
     trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in trainable:
         p.requires_grad_(True)
+    redraw = load_redraw(cfg, vae, device) if cfg.decoder_denoiser else None
 
-    def step_loss(x: torch.Tensor) -> dict:
+    def step_loss(batch) -> dict:
+        x, captions, step = batch if redraw else (batch, None, None)
         x = x.to(device, non_blocking=True)
         with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean
+            z = vae.encode(x).latent_dist.mean  # (B, C, F', h, w)
+            if redraw is not None:
+                z = redraw(z, captions, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
         rec = vae.decode(z).sample
         mse = ((rec - x) ** 2).mean()
         loss = (rec - x).abs().mean() + mse
@@ -479,7 +621,7 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
         lr=lr,
         warmup=10,
         weight_decay=0.01,
-        make_batch=partial(_full_clips, cfg, batch),
+        make_batch=partial(_captioned_clips if redraw else _full_clips, cfg, batch),
         step_loss=step_loss,
     )
     return vae.eval()
