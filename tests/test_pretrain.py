@@ -219,10 +219,12 @@ def test_init_transformer_warm_starts_from_another_pipeline(tmp_path):
     other = load_file(str(ckpt.latest(cold / "transformer") / "model.safetensors"))
     assert any(not torch.equal(other[k], theirs[k].float()) for k in theirs)
     assert _transformer_weights_file("cameo-tiny").is_file()  # the shipped model
-    wide = {**TINY_TRANSFORMER, "text_dim": 384, "ffn_dim": TINY_TRANSFORMER["ffn_dim"] * 2}
+    narrow = {**TINY_TRANSFORMER, "text_dim": 384, "ffn_dim": TINY_TRANSFORMER["ffn_dim"] // 2}
     with pytest.raises(ValueError, match="does not match this architecture"):
         run_pretrain(
-            _cfg(tmp_path / "d", transformer=TransformerConfig(**wide), init_transformer=str(first))
+            _cfg(
+                tmp_path / "d", transformer=TransformerConfig(**narrow), init_transformer=str(first)
+            )
         )
     # A VAE with twice the latent channels: every layer but the latent input and output ones
     # comes from the source; those two keep their fresh initialisation.
@@ -357,3 +359,51 @@ def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path)
     with pytest.raises(ValueError, match="--decoder-denoiser"):
         _cfg(out, decoder_denoiser=str(tmp_path / "nowhere")).validate()
     assert main([*resumed, "--decoder-denoiser", str(other), "--decoder-steps", "3"]) != 0
+
+
+def test_warm_start_grows_narrower_feed_forwards_without_changing_the_output(tmp_path):
+    """A transformer with twice the feed-forward width warm-starts from a narrower one and
+    predicts exactly what it predicted; one training step then moves the new units."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cameo.pretrain import warm_start
+
+    first = run_pretrain(_cfg(tmp_path / "a", steps=1))
+    narrow = WanPipeline.from_pretrained(first).transformer.float().eval()
+    wide_cfg = {**TINY_TRANSFORMER, "text_dim": 384, "ffn_dim": TINY_TRANSFORMER["ffn_dim"] * 2}
+    wide = TransformerConfig(**wide_cfg).build().eval()
+    fresh = {k: v.clone() for k, v in wide.state_dict().items()}
+    record = warm_start(wide, str(first))
+    assert record["grown"] and all(".ffn." in k for k in record["grown"])
+    x = torch.randn(2, TINY_VAE["z_dim"], 2, 4, 4)  # (B, C, F, h, w)
+    text, t = torch.randn(2, 7, 384), torch.tensor([300.0, 800.0])
+    with torch.no_grad():
+        before = narrow(hidden_states=x, timestep=t, encoder_hidden_states=text).sample
+        after = wide(hidden_states=x, timestep=t, encoder_hidden_states=text).sample
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    up = "blocks.0.ffn.net.0.proj.weight"
+    n = narrow.config.ffn_dim
+    assert torch.equal(wide.state_dict()[up][n:], fresh[up][n:])  # new units: fresh, not zero
+    assert not torch.equal(fresh[up][n:], torch.zeros_like(fresh[up][n:]))
+
+    # A run whose VAE stage is done takes the wider transformer (--architecture) before its
+    # transformer stage starts; trained on, the new units' down-projection leaves zero.
+    out = tmp_path / "b"
+    assert run_pretrain(_cfg(out, stage="vae")) is None
+    arch = tmp_path / "wide.toml"
+    table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in wide_cfg.items())
+    vae = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_VAE.items())
+    arch.write_text(f"[vae]\n{vae}\n[transformer]\n{table}\n")
+    grow = ["pretrain", "--out", str(out), "--resume", "--stage", "transformer", "--threads", "1"]
+    grow += ["--steps", "1", "--architecture", str(arch), "--init-transformer", str(first)]
+    assert main(grow) == 0
+    trained = load_file(str(ckpt.latest(out / "transformer") / "model.safetensors"))
+    assert trained["blocks.0.ffn.net.2.weight"].shape[1] == 2 * n
+    assert trained["blocks.0.ffn.net.2.weight"][:, n:].abs().sum() > 0
+    assert json.loads((out / "transformer_init.json").read_text())["grown"]
+    # Once the transformer stage has a checkpoint, its shape is the run's.
+    narrow_arch = tmp_path / "narrow.toml"
+    narrow_arch.write_text(arch.read_text().replace(f"ffn_dim = {2 * n}", f"ffn_dim = {n}"))
+    assert main([*grow[:8], "--steps", "2", "--architecture", str(narrow_arch)]) != 0
+    assert main([*grow[:8], "--steps", "2", "--architecture", str(arch)]) == 0
