@@ -402,6 +402,9 @@ def test_warm_start_grows_narrower_feed_forwards_without_changing_the_output(tmp
     assert trained["blocks.0.ffn.net.2.weight"].shape[1] == 2 * n
     assert trained["blocks.0.ffn.net.2.weight"][:, n:].abs().sum() > 0
     assert json.loads((out / "transformer_init.json").read_text())["grown"]
+    dest = tmp_path / "shipped"
+    assert main(["model", "export", "--run", str(out), "--to", str(dest)]) == 0
+    assert f"grown to {2 * n} hidden units" in (dest / "README.md").read_text()
     # Once the transformer stage has a checkpoint, its shape is the run's.
     narrow_arch = tmp_path / "narrow.toml"
     narrow_arch.write_text(arch.read_text().replace(f"ffn_dim = {2 * n}", f"ffn_dim = {n}"))

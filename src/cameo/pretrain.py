@@ -1021,6 +1021,12 @@ def export_model(run: Path, dest: Path, notes: str = "", overwrite: bool = False
         if record
         else ""
     )
+    if record and record.get("grown"):
+        warm += (
+            f" Its feed-forwards were grown to {cfg['transformer']['ffn_dim']} hidden units: the"
+            " new units started with a zero down-projection, so the first step predicted what"
+            " the source predicts."
+        )
     lines = [
         "# cameo-tiny",
         "",
