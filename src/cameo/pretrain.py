@@ -439,6 +439,9 @@ def _captioned_clips(cfg: PretrainConfig, batch: int, step: int):
     return x, [s.caption for s in samples], step
 
 
+DENOISED = "-denoised"  # suffix of a decoder stage refined on redrawn latents
+
+
 def decoder_stage_name(cfg: PretrainConfig) -> str:
     """The folder of the decoder stage's checkpoints: ``decoder``, or ``decoder-w<width>`` for a
     widened decoder, so its checkpoints never mix with the narrower ones it grew from; either
@@ -446,9 +449,6 @@ def decoder_stage_name(cfg: PretrainConfig) -> str:
     wide = cfg.decoder_width and cfg.decoder_width != cfg.vae.base_dim
     name = f"decoder-w{cfg.decoder_width}" if wide else "decoder"
     return f"{name}{DENOISED}" if cfg.decoder_denoiser else name
-
-
-DENOISED = "-denoised"
 
 
 def _stage_width(stage: str) -> int:
