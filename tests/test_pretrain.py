@@ -314,7 +314,7 @@ def test_famous_weight_draws_named_people_more_often():
         PretrainConfig(famous_weight=0).validate()
 
 
-def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path):
+def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path, capsys):
     """--decoder-denoiser: the redraw changes latents (and keeps them at clean share 1), the stage
     refines the decoder stage's checkpoint in decoder-denoised/ and the export takes it over the
     same encoder; a denoiser whose encoder is another run's, or a missing one, is refused."""
@@ -358,7 +358,23 @@ def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path)
         pretrain.load_redraw(_cfg(out, decoder_denoiser=str(other)), vae, torch.device("cpu"))
     with pytest.raises(ValueError, match="--decoder-denoiser"):
         _cfg(out, decoder_denoiser=str(tmp_path / "nowhere")).validate()
+    config = (out / "config.json").read_text()
+    capsys.readouterr()
     assert main([*resumed, "--decoder-denoiser", str(other), "--decoder-steps", "3"]) != 0
+    assert "encoder is not this run's" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == config  # refused before anything was written
+    # per invocation: a resume without the flag trains (and exports) the plain decoder stage
+    assert json.loads(config)["decoder_denoiser"] == str(exported)
+    assert main([*resumed, "--decoder-steps", "2"]) == 0
+    assert ckpt.latest(out / "decoder").name == "step-0000002"
+    assert ckpt.latest(out / "decoder-denoised").name == "step-0000002"
+    # a decoder stage stopped by its time budget keeps a checkpoint and leaves the export alone
+    weights = exported / "vae" / "diffusion_pytorch_model.safetensors"
+    shipped = weights.read_bytes()
+    stopped = _cfg(out, stage="decoder", decoder_steps=5, max_minutes=1e-9)
+    assert run_pretrain(stopped, resume=True) is None
+    assert ckpt.latest(out / "decoder").name == "step-0000003"
+    assert weights.read_bytes() == shipped
 
 
 def test_warm_start_grows_narrower_feed_forwards_without_changing_the_output(tmp_path):

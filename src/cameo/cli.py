@@ -114,6 +114,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .pretrain import (
         PER_INVOCATION,
         PretrainConfig,
+        PretrainSetupError,
         check_warm_start,
         resolve_architecture,
         run_pretrain,
@@ -133,7 +134,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     except FileExistsError as e:
         print(f"cameo pretrain: {e}", file=sys.stderr)
         return EXIT_REFUSED
-    except (FileNotFoundError, ValueError) as e:  # a missing stage, a mismatched denoiser
+    except PretrainSetupError as e:  # a missing stage to refine, a mismatched denoiser
         raise UserError(str(e)) from e
     if out is not None:
         print(f"pipeline written to {out}")

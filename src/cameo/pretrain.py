@@ -67,14 +67,17 @@ class PretrainConfig:
             "help": "decoder stage: a pipeline folder ('cameo-tiny' = the shipped model) whose "
             "transformer redraws each training clip from part-way noise before the decoder sees it, "
             "so the decoder learns the latents that generation hands it, not only the encoder's; "
-            "trains the run's decoder on in its own folder (<stage>-denoised); empty = off"
+            "trains the run's decoder on in its own folder (<stage>-denoised) and rewrites the "
+            "run's export; per invocation: a resume or a later stage uses it only when given "
+            "again; empty = off"
         },
     )
     decoder_denoise_sigma: float = field(
         default=0.5,
         metadata={
             "help": "with --decoder-denoiser: the largest sigma a redraw starts from "
-            "(0-1; 1 = from pure noise, which keeps nothing of the clip)"
+            "(0-1; 1 = from pure noise, which keeps nothing of the clip; below the sampler's "
+            "last nonzero sigma, that one)"
         },
     )
     decoder_clean_share: float = field(
@@ -477,6 +480,11 @@ def _grown_decoder(cfg: PretrainConfig, run: Path):
     return widen_decoder(_load_finished_vae(cfg, run, source), cfg.decoder_width, seed=cfg.seed)
 
 
+class PretrainSetupError(ValueError):
+    """A stage asked for something the run cannot give (a missing stage to refine, a
+    denoiser trained on other latents); raised before the run's files change."""
+
+
 def _denoised_source(cfg: PretrainConfig, run: Path):
     """The VAE a ``--decoder-denoiser`` stage starts from: the decoder of the stage it refines
     (``decoder`` or ``decoder-w<width>``), or for ``decoder`` without a checkpoint the VAE
@@ -484,7 +492,7 @@ def _denoised_source(cfg: PretrainConfig, run: Path):
     source = decoder_stage_name(replace(cfg, decoder_denoiser=""))
     if ckpt.latest(run / source) is None:
         if _stage_width(source):
-            raise FileNotFoundError(
+            raise PretrainSetupError(
                 f"{run / source} has no checkpoint: train the --decoder-width stage before "
                 "refining it with --decoder-denoiser"
             )
@@ -533,15 +541,29 @@ def _check_same_encoder(theirs, ours, source: str) -> None:
         for k in keys
     )
     if not same:
-        raise ValueError(
+        raise PretrainSetupError(
             f"--decoder-denoiser {source}: its VAE encoder is not this run's, so its transformer "
             "draws latents that this decoder never decodes; pick the pipeline exported from this run"
         )
 
 
+def check_denoiser(cfg: PretrainConfig, run: Path) -> None:
+    """Refuse a ``--decoder-denoiser`` stage before it writes anything: the decoder it refines
+    must exist and the denoiser's VAE must encode as the run's does."""
+    from diffusers import AutoencoderKLWan
+
+    from .models import resolve_base
+
+    if cfg.stage != "decoder" or not cfg.decoder_denoiser:
+        return
+    theirs = AutoencoderKLWan.from_pretrained(resolve_base(cfg.decoder_denoiser) / "vae")
+    _check_same_encoder(theirs, _denoised_source(cfg, run), cfg.decoder_denoiser)
+
+
 def load_redraw(cfg: PretrainConfig, vae, device: torch.device):
     """``redraw(z, captions, generator)``: VAE latents (B, C, F, h, w) noised to a sigma drawn
-    from the sampler's schedule (at most ``--decoder-denoise-sigma``), then sampled back to 0 by
+    from the sampler's schedule (at most ``--decoder-denoise-sigma``, or else the schedule's
+    last nonzero one), then sampled back to 0 by
     the denoiser's transformer with the captions and the default guidance of ``cameo
     generate``: latents with generation's own errors, over the content of the clip. A share
     ``--decoder-clean-share`` of calls returns ``z`` unchanged."""
@@ -581,7 +603,8 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
     ~24 dB at frame 4 to ~10 dB at frame 16). With ``--decoder-width`` it first grows the
     decoder wider (models.widen_decoder) and trains that in its own stage folder. With
     ``--decoder-denoiser`` it refines the run's decoder on latents redrawn by a transformer
-    (``load_redraw``), still against the clip's own pixels."""
+    (``load_redraw``), still against the clip's own pixels. Returns None when the time budget
+    stopped it (a checkpoint is saved)."""
     device = pick_device(cfg.device)
     stage = decoder_stage_name(cfg)
     if cfg.decoder_denoiser:
@@ -610,7 +633,7 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
         loss.backward()
         return {"loss": loss.detach(), "psnr_f17": _psnr(mse)}
 
-    optimise(
+    finished = optimise(
         cfg,
         run,
         stage,
@@ -624,7 +647,7 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
         make_batch=partial(_captioned_clips if redraw else _full_clips, cfg, batch),
         step_loss=step_loss,
     )
-    return vae.eval()
+    return vae.eval() if finished else None
 
 
 def latent_stats(vae, cfg: PretrainConfig, n: int = 48) -> tuple[list[float], list[float]]:
@@ -1070,6 +1093,8 @@ def _decoder_stage(cfg: PretrainConfig, run: Path) -> Path | None:
 
     exported = run / "cameo-tiny"
     vae = finetune_decoder(cfg, run, cfg.decoder_steps)
+    if vae is None:  # stopped by --max-minutes: the export keeps its decoder until a resume ends
+        return None
     if not (exported / "vae").is_dir():
         print("decoder fine-tuned; the transformer stage's export will use it", file=sys.stderr)
         return None
@@ -1114,6 +1139,9 @@ PER_INVOCATION = (
     "transformer_minutes",
     "init_transformer",
     "architecture",
+    "decoder_denoiser",
+    "decoder_denoise_sigma",
+    "decoder_clean_share",
     "vae",
     "transformer",
 )
@@ -1154,6 +1182,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     run = Path(cfg.out)
     if run.exists() and any(run.iterdir()) and not resume:
         raise FileExistsError(f"{run} already holds a run; pass --resume to continue it")
+    check_denoiser(cfg, run)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     _record_invocation(run)
