@@ -327,15 +327,14 @@ def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path,
     assert run_pretrain(_cfg(out, stage="vae")) is None
     assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=1), resume=True) is None
     exported = run_pretrain(_cfg(out, stage="transformer", steps=1), resume=True)
-    vae = pretrain._latest_decoder(_cfg(out), out, pretrain._load_finished_vae(_cfg(out), out))
     z = torch.randn(2, TINY_VAE["z_dim"], 2, 4, 4)  # (B, C, F', h, w)
     captions = ["a man with short red hair", "a woman with glasses"]
     redrawn = pretrain.load_redraw(
-        _cfg(out, decoder_denoiser=str(exported), decoder_clean_share=0.0), vae, torch.device("cpu")
+        _cfg(out, decoder_denoiser=str(exported), decoder_clean_share=0.0), torch.device("cpu")
     )(z, captions, torch.Generator().manual_seed(0))
     assert redrawn.shape == z.shape and (redrawn - z).abs().mean() > 1e-3
     kept = pretrain.load_redraw(
-        _cfg(out, decoder_denoiser=str(exported), decoder_clean_share=1.0), vae, torch.device("cpu")
+        _cfg(out, decoder_denoiser=str(exported), decoder_clean_share=1.0), torch.device("cpu")
     )(z, captions, torch.Generator().manual_seed(0))
     assert torch.equal(kept, z)
 
@@ -355,7 +354,7 @@ def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path,
 
     other = run_pretrain(_cfg(tmp_path / "other", seed=1, steps=1))
     with pytest.raises(ValueError, match="encoder is not this run's"):
-        pretrain.load_redraw(_cfg(out, decoder_denoiser=str(other)), vae, torch.device("cpu"))
+        pretrain.check_denoiser(_cfg(out, stage="decoder", decoder_denoiser=str(other)), out)
     with pytest.raises(ValueError, match="--decoder-denoiser"):
         _cfg(out, decoder_denoiser=str(tmp_path / "nowhere")).validate()
     config = (out / "config.json").read_text()

@@ -485,11 +485,16 @@ class PretrainSetupError(ValueError):
     denoiser trained on other latents); raised before the run's files change."""
 
 
-def _denoised_source(cfg: PretrainConfig, run: Path):
-    """The VAE a ``--decoder-denoiser`` stage starts from: the decoder of the stage it refines
-    (``decoder`` or ``decoder-w<width>``), or for ``decoder`` without a checkpoint the VAE
-    stage's."""
-    source = decoder_stage_name(replace(cfg, decoder_denoiser=""))
+def _refined_stage(cfg: PretrainConfig) -> str:
+    """The decoder stage a ``--decoder-denoiser`` stage refines: ``decoder`` or
+    ``decoder-w<width>`` (the configured stage itself when there is no denoiser)."""
+    return decoder_stage_name(replace(cfg, decoder_denoiser=""))
+
+
+def _denoised_source(cfg: PretrainConfig, run: Path) -> str:
+    """The stage whose checkpoint a ``--decoder-denoiser`` stage starts from: the stage it
+    refines, or for ``decoder`` without a checkpoint the VAE stage."""
+    source = _refined_stage(cfg)
     if ckpt.latest(run / source) is None:
         if _stage_width(source):
             raise PretrainSetupError(
@@ -497,8 +502,7 @@ def _denoised_source(cfg: PretrainConfig, run: Path):
                 "refining it with --decoder-denoiser"
             )
         source = "vae"
-    print(f"refining the decoder of {source} on redrawn latents", file=sys.stderr)
-    return _load_finished_vae(cfg, run, source)
+    return source
 
 
 def _latest_decoder(cfg: PretrainConfig, run: Path, vae):
@@ -508,12 +512,7 @@ def _latest_decoder(cfg: PretrainConfig, run: Path, vae):
     statistics stay ``vae``'s."""
     from .models import widen_decoder
 
-    stages = (
-        decoder_stage_name(cfg),
-        decoder_stage_name(replace(cfg, decoder_denoiser="")),
-        "decoder",
-    )
-    for stage in dict.fromkeys(stages):
+    for stage in dict.fromkeys((decoder_stage_name(cfg), _refined_stage(cfg), "decoder")):
         last = ckpt.latest(run / stage)
         if last is None:
             continue
@@ -557,22 +556,23 @@ def check_denoiser(cfg: PretrainConfig, run: Path) -> None:
     if cfg.stage != "decoder" or not cfg.decoder_denoiser:
         return
     theirs = AutoencoderKLWan.from_pretrained(resolve_base(cfg.decoder_denoiser) / "vae")
-    _check_same_encoder(theirs, _denoised_source(cfg, run), cfg.decoder_denoiser)
+    ours = _load_finished_vae(cfg, run, _denoised_source(cfg, run))
+    _check_same_encoder(theirs, ours, cfg.decoder_denoiser)
 
 
-def load_redraw(cfg: PretrainConfig, vae, device: torch.device):
+def load_redraw(cfg: PretrainConfig, device: torch.device):
     """``redraw(z, captions, generator)``: VAE latents (B, C, F, h, w) noised to a sigma drawn
     from the sampler's schedule (at most ``--decoder-denoise-sigma``, or else the schedule's
     last nonzero one), then sampled back to 0 by
     the denoiser's transformer with the captions and the default guidance of ``cameo
     generate``: latents with generation's own errors, over the content of the clip. A share
-    ``--decoder-clean-share`` of calls returns ``z`` unchanged."""
+    ``--decoder-clean-share`` of calls returns ``z`` unchanged. The denoiser must encode as
+    the run's VAE does (``check_denoiser``, which ``run_pretrain`` calls before the stage)."""
     from .diffusion import euler_flow_sample, guided_velocity, noisy_latents
     from .generate import GenerateConfig
     from .models import load_pipeline
 
     pipe = load_pipeline(cfg.decoder_denoiser, device=str(device))
-    _check_same_encoder(pipe.vae, vae, cfg.decoder_denoiser)
     transformer = pipe.transformer.eval().requires_grad_(False)
     defaults = GenerateConfig()
     pipe.scheduler.set_timesteps(defaults.steps)
@@ -608,7 +608,9 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
     device = pick_device(cfg.device)
     stage = decoder_stage_name(cfg)
     if cfg.decoder_denoiser:
-        vae = _denoised_source(cfg, run)
+        source = _denoised_source(cfg, run)
+        print(f"refining the decoder of {source} on redrawn latents", file=sys.stderr)
+        vae = _load_finished_vae(cfg, run, source)
     elif stage != "decoder":
         vae = _grown_decoder(cfg, run)
     else:
@@ -618,7 +620,7 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
     trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in trainable:
         p.requires_grad_(True)
-    redraw = load_redraw(cfg, vae, device) if cfg.decoder_denoiser else None
+    redraw = load_redraw(cfg, device) if cfg.decoder_denoiser else None
 
     def step_loss(batch) -> dict:
         x, captions, step = batch if redraw else (batch, None, None)
@@ -844,9 +846,9 @@ def _grown_ffn_tensor(key: str, theirs: torch.Tensor, ours: torch.Tensor) -> tor
     units keep their fresh up-projection and get a zero down-projection, so the grown layer
     computes exactly what the narrow one did until training moves them (Net2Net's
     function-preserving widening, Chen et al. 2016, with zeros instead of copied units)."""
-    out = ours.clone()
-    n = theirs.shape[_ffn_axis(key)]
-    if _ffn_axis(key) == 1:  # down-projection (dim, ffn): old columns, then zeros
+    out, axis = ours.clone(), _ffn_axis(key)
+    n = theirs.shape[axis]
+    if axis == 1:  # down-projection (dim, ffn): old columns, then zeros
         out[:, :n] = theirs
         out[:, n:] = 0
     else:  # up-projection rows (ffn, dim) or bias (ffn,)
