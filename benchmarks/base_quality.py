@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from cameo.generate import GenerateConfig, generate_frames
+from cameo.generation import GenerateConfig, generate_frames
 from cameo.metrics.evaluate import Eyes
 from cameo.metrics.scores import centroid, prompt_attributes
 from cameo.metrics.train_eyes import random_still

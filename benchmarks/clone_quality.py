@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cameo.datasets import CAPTION_STYLES, write_person_folder
-from cameo.generate import GenerateConfig, generate_frames
+from cameo.data.world_folders import CAPTION_STYLES, write_person_folder
+from cameo.generation import GenerateConfig, generate_frames
 from cameo.metrics.evaluate import Eyes, default_prompts, load_references, score_clip, summarise
 from cameo.metrics.scores import self_similarity
 from cameo.models import load_pipeline
-from cameo.train import TrainConfig, run_training
+from cameo.training import TrainConfig, run_training
 from cameo.world import identity, person_sample
 from cameo.world.captions import full_description
 from cameo.world.traits import BACKGROUND_COLOURS

@@ -123,7 +123,7 @@ def main() -> int:
     from cameo.estimate import measured_matmul_tflops
     from cameo.lora import LoraSpec
     from cameo.models import tiny_model_dir
-    from cameo.train import TrainConfig
+    from cameo.training import TrainConfig
 
     if args.smoke:
         device, dtype, shape = "cpu", torch.float32, SMOKE_SHAPE

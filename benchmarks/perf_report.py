@@ -172,7 +172,7 @@ CHANGES = {
     "+ prompt padding merged into one key": "padding positions have equal keys and values, so one of them with logit + log(count) replaces them all (exact)",
     "+ rotary as one complex multiply": "rotary tables once per video shape, applied to q and k together as one complex multiply",
     "+ text K/V once per distinct prompt row": "the LoRA part of the cross-attention keys and values runs once per distinct prompt row (a caption twice in the batch, the shared padding), then is spread to every position",
-    "+ one flat buffer for the LoRA tensors (= cameo default)": "the 128 LoRA tensors are views of one flat parameter and their gradients views of one flat gradient, so AdamW, gradient clipping and zeroing are one operation each per step (cameo.fast.FlatParameters)",
+    "+ one flat buffer for the LoRA tensors (= cameo default)": "the 128 LoRA tensors are views of one flat parameter and their gradients views of one flat gradient, so AdamW, gradient clipping and zeroing are one operation each per step (cameo.training.flat.FlatParameters)",
 }
 
 

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import torch
 
-from cameo import fast
+from cameo.models import fast
+
+from cameo.training import flat
 from cameo.diffusion import flow_matching_loss
 from cameo.lora import LoraSpec, add_lora, lora_parameters
-from cameo.train import TrainConfig, Trainer, make_batch
+from cameo.training import TrainConfig, Trainer
+from cameo.training.objective import make_batch
 
 # ----------------------------------------------------------------------------- the timer
 
@@ -90,7 +93,7 @@ def ratio(res: dict, a: str, b: str, key: str = "turns") -> float:
 
 
 def person_folder(root: Path, photos: int) -> Path:
-    from cameo.datasets import write_person_folder
+    from cameo.data.world_folders import write_person_folder
 
     out = root / f"photos-{photos}"
     if not out.is_dir():
@@ -241,11 +244,11 @@ class ComponentSteps:
         lora = lora_parameters(self.model)
         for p in lora:  # the frozen base may be bf16; the LoRA trains in fp32
             p.data = p.data.float()
-        self.flat = fast.FlatParameters(lora)
+        self.flat = flat.FlatParameters(lora)
         if autocast is None:
             fast.enable(self.model).cache_text(texts)
         self.autocast = autocast
-        self.opt = fast.fused_adamw([self.flat.param], lr=1e-4)
+        self.opt = flat.fused_adamw([self.flat.param], lr=1e-4)
         self.data, self.i = data, 0
 
     def __call__(self) -> float:

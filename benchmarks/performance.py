@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
 
-from cameo import fast
+from cameo.models import fast
 from cameo.models import tiny_model_dir
-from cameo.train import TrainConfig, make_batch
+from cameo.training import TrainConfig
+from cameo.training.objective import make_batch
 from common import write_json
 from perf_setup import (
     CLOCK,
@@ -215,7 +216,7 @@ def generation(ctx: dict) -> dict:
     and with a fused one. Two identical pipelines here can differ by several percent (where
     their tensors landed in memory), so each variant alternates between two copies of itself,
     and a second copy of cameo's base is timed as a control."""
-    from cameo.generate import GenerateConfig
+    from cameo.generation import GenerateConfig
 
     cfg = GenerateConfig(prompt="mike, smiling, in a park", steps=ctx["gen_steps"])
     names = [f"{who} {kind}" for kind in ("base", "unfused", "fused") for who in ("cameo", "stock")]
@@ -235,7 +236,7 @@ def generation(ctx: dict) -> dict:
 
 
 def _pipeline(ctx: dict, name: str):
-    from cameo.generate import apply_loras
+    from cameo.generation import apply_loras
     from cameo.models import load_pipeline
 
     pipe = load_pipeline(ctx["base"])
@@ -248,7 +249,7 @@ def _pipeline(ctx: dict, name: str):
 
 
 def _generate_fn(pipe, cfg, name: str):
-    from cameo.generate import generate_frames
+    from cameo.generation import generate_frames
 
     if name.startswith("cameo"):
         return lambda: generate_frames(pipe, cfg)
@@ -433,7 +434,8 @@ def flops(ctx: dict, step_s: float, stock_s: float) -> dict:
 
 def lora_file(trainer, path: Path) -> Path:
     """A LoRA with non-zero B (after a few real steps) for the generation timings."""
-    from cameo.lora import adapter_state_dict, save_lora_file
+    from cameo.lora import adapter_state_dict
+    from cameo.lora_files import save_lora_file
 
     step = TrainerSteps(trainer)
     for _ in range(3):

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cameo.data import apply_trigger
-from cameo.generate import GenerateConfig, generate_frames
+from cameo.generation import GenerateConfig, generate_frames
 from cameo.metrics.evaluate import Eyes, load_references, score_clip, summarise
 from cameo.metrics.scores import self_similarity
 from cameo.models import load_pipeline

@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
 
-from cameo.generate import GenerateConfig, apply_loras, generate_frames
-from cameo.lora import LoraSpec, adapter_state_dict, add_lora, save_lora_file
+from cameo.generation import GenerateConfig, apply_loras, generate_frames
+from cameo.lora import LoraSpec, adapter_state_dict, add_lora
+from cameo.lora_files import save_lora_file
 from cameo.models import load_pipeline, tiny_model_dir
 from common import write_json
 from perf_setup import interleaved, ratio

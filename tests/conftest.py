@@ -53,7 +53,7 @@ def train_argv(
 
 def train_config(photos, base, out, **overrides):
     """The same tiny run as a TrainConfig, for in-process tests."""
-    from cameo.train import TrainConfig
+    from cameo.training import TrainConfig
 
     cfg = dict(data=str(photos), trigger="mike", name="mike", out=str(out), base=str(base), steps=4, batch=2,
                rank=4, alpha=4, validate_every=0, log_with="none")  # fmt: skip

@@ -1,6 +1,6 @@
 import torch
 
-from cameo import checkpoint as ckpt
+from cameo.training import checkpoint as ckpt
 
 
 def test_save_load_round_trip_and_prune(tmp_path):

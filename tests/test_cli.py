@@ -83,7 +83,7 @@ def test_mp4_of_odd_width_is_padded_not_resized(tmp_path):
     import imageio.v2 as imageio
     import numpy as np
 
-    from cameo.media import write_mp4
+    from cameo.data.media import write_mp4
 
     frames = np.zeros((5, 64, 130, 3), np.uint8)  # 130 * 4 = 520 px, not a multiple of 16
     frames[:, :, -1] = 200  # the last column must survive, not be resampled away

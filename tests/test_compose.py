@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cameo import fast
+from cameo.models import fast
 from cameo.cli import main
 from cameo.compose import (
     check_slots,
@@ -21,8 +21,9 @@ from cameo.compose import (
     resize,
     set_orthogonal_down,
 )
-from cameo.generate import GenerateConfig, apply_loras, generate_frames
-from cameo.lora import LoraSpec, adapter_state_dict, add_lora, save_lora_file
+from cameo.generation import GenerateConfig, apply_loras, generate_frames
+from cameo.lora import LoraSpec, adapter_state_dict, add_lora
+from cameo.lora_files import save_lora_file
 from cameo.models import encode_prompts, load_pipeline
 
 GEN = dict(frames=5, height=32, width=64, steps=2, guidance=3.0, seed=0)
@@ -215,7 +216,7 @@ def test_generation_with_region_prompts(tiny_pipeline_dir, tmp_path):
 
 
 def test_auto_region_prompts_read_each_side_of_the_prompt():
-    from cameo.generate import auto_region_prompts
+    from cameo.generation import auto_region_prompts
 
     p = "two people side by side in front of a red wall: on the left mike speaking, on the right anna silent"
     assert auto_region_prompts(p) == [
@@ -262,7 +263,7 @@ def test_windows_draw_each_window_from_its_crop_adapter_and_prompt(tiny_pipeline
     person's prompt; with both adapters, the main prompt or the whole canvas it differs (so
     this test fails if the window, the gate or the prompt chunk is ignored)."""
     from cameo.compose import window_denoising
-    from cameo.generate import _windows
+    from cameo.generation.regions import window_plan
 
     p1 = _lora(tiny_pipeline_dir, tmp_path / "a.safetensors", 1, "mike")
     p2 = _lora(tiny_pipeline_dir, tmp_path / "b.safetensors", 2, "anna")
@@ -273,7 +274,7 @@ def test_windows_draw_each_window_from_its_crop_adapter_and_prompt(tiny_pipeline
         region_prompt=["auto"],
         **GEN,
     )
-    windows = _windows(pipe, cfg, loaded)
+    windows = window_plan(pipe, cfg, loaded)
     assert [(w.cols, w.prompt) for w in windows] == [((0, 4), 1), ((4, 8), 2)]
     texts = encode_prompts(pipe, ["two people", "mike smiling", "anna silent"])  # (3, T, D)
     t = texts.shape[1]
@@ -337,7 +338,7 @@ def test_windows_generation_changes_the_clip_and_repeats(tiny_pipeline_dir, tmp_
 def test_initial_noise_is_the_seeds_and_a_given_noise_is_used(tiny_pipeline_dir):
     """``initial_noise`` is what the pipeline draws from the seed (same clip when passed back);
     a crop of a wider clip's noise is taken as given (a paired single-person baseline)."""
-    from cameo.generate import initial_noise
+    from cameo.generation.sampling import initial_noise
 
     pipe = load_pipeline(tiny_pipeline_dir)
     cfg = GenerateConfig(prompt="a man speaking", **{**GEN, "width": 32})

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cameo.datasets import write_person_folder
+from cameo.data.world_folders import write_person_folder
 from conftest import train_argv
 
 

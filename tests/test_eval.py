@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cameo.cli import main
-from cameo.datasets import write_person_clip, write_person_folder
+from cameo.data.world_folders import write_person_clip, write_person_folder
 from cameo.metrics.evaluate import Eyes
 from cameo.metrics.train_eyes import random_still
 

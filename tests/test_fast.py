@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cameo import fast
+from cameo.models import fast
+
+from cameo.training import flat
 from cameo.diffusion import flow_matching_loss
 from cameo.lora import LoraSpec, adapters_disabled, add_lora, lora_parameters
 from conftest import tiny_parts, train_config
@@ -217,7 +219,7 @@ def test_fused_adamw_matches_adamw():
     params = [torch.randn(5, 3, requires_grad=True), torch.randn(4, requires_grad=True)]
     twins = [p.detach().clone().requires_grad_() for p in params]
     a = torch.optim.AdamW(params, lr=0.1, weight_decay=0.01)
-    b = fast.fused_adamw(twins, lr=0.1, weight_decay=0.01)
+    b = flat.fused_adamw(twins, lr=0.1, weight_decay=0.01)
     for step in range(3):
         for ps in (params, twins):
             for i, p in enumerate(ps):
@@ -235,12 +237,12 @@ def test_flat_parameters_train_like_separate_tensors():
     b = _inputs()
     separate = lora_parameters(plain)
     views = lora_parameters(flat_model)
-    flat = fast.FlatParameters(views)
+    flat = flat.FlatParameters(views)
     assert all(
         v.untyped_storage().data_ptr() == flat.param.untyped_storage().data_ptr() for v in views
     )
-    a = fast.fused_adamw(separate, lr=0.05, weight_decay=0.01)
-    f = fast.fused_adamw([flat.param], lr=0.05, weight_decay=0.01)
+    a = flat.fused_adamw(separate, lr=0.05, weight_decay=0.01)
+    f = flat.fused_adamw([flat.param], lr=0.05, weight_decay=0.01)
     for _ in range(3):
         for model, opt, params in ((plain, a, separate), (flat_model, f, [flat.param])):
             loss = flow_matching_loss(model, b["x0"], b["text"], b["sigmas"], b["noise"]).mean()
@@ -275,7 +277,7 @@ def test_merged_inference_follows_a_flat_buffer_step():
     (the views' own version counters do not move then), and a copy into a view."""
     model = _model()
     b = _inputs()
-    flat = fast.FlatParameters(lora_parameters(model))
+    flat = flat.FlatParameters(lora_parameters(model))
     fast.enable(model)
     opt = torch.optim.SGD([flat.param], lr=0.5)
     before = _predict(model, b)
@@ -297,10 +299,10 @@ def test_merged_inference_follows_a_flat_buffer_step():
 
 
 def test_checkpoint_of_views_saves_copies(tmp_path):
-    from cameo import checkpoint as ckpt
+    from cameo.training import checkpoint as ckpt
 
     views = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
-    fast.FlatParameters(views)  # the tensors are now views of one buffer
+    flat.FlatParameters(views)  # the tensors are now views of one buffer
     path = ckpt.save(tmp_path, 1, {"a": views[0], "b": views[1]}, {})
     tensors, _, _ = ckpt.load(path)
     torch.testing.assert_close(tensors["a"], views[0].detach())
@@ -309,13 +311,13 @@ def test_checkpoint_of_views_saves_copies(tmp_path):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    from cameo.datasets import write_person_folder
+    from cameo.data.world_folders import write_person_folder
 
     return write_person_folder(3, tmp_path_factory.mktemp("data") / "photos", 6)
 
 
 def test_cameo_train_fast_and_plain_give_the_same_losses(photos, tiny_pipeline_dir, tmp_path):
-    from cameo.train import Trainer
+    from cameo.training import Trainer
 
     losses = {}
     for flag in (True, False):
@@ -333,7 +335,7 @@ def test_cameo_train_fast_and_plain_give_the_same_losses(photos, tiny_pipeline_d
 
 
 def test_generate_fast_and_plain_give_the_same_frames(tiny_pipeline_dir, tmp_path):
-    from cameo.generate import GenerateConfig, generate_frames
+    from cameo.generation import GenerateConfig, generate_frames
     from cameo.models import load_pipeline
 
     pipe = load_pipeline(tiny_pipeline_dir)

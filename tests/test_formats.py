@@ -11,15 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from cameo.cli import main
 from cameo.formats import FORMATS, ConversionError, convert_state_dict, detect_format, to_canonical
-from cameo.generate import GenerateConfig, generate_frames
-from cameo.lora import (
-    LoraSpec,
-    adapter_state_dict,
-    add_lora,
-    load_adapter,
-    read_lora_file,
-    save_lora_file,
-)
+from cameo.generation import GenerateConfig, generate_frames
+from cameo.lora import LoraSpec, adapter_state_dict, add_lora, load_adapter
+from cameo.lora_files import read_lora_file, save_lora_file
 from cameo.models import load_pipeline
 
 GEN = dict(

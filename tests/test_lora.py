@@ -6,16 +6,9 @@ import pytest
 import torch
 from diffusers import WanPipeline
 
-from cameo.generate import GenerateConfig, apply_loras, generate_frames
-from cameo.lora import (
-    LoraSpec,
-    adapter_state_dict,
-    add_lora,
-    lora_parameters,
-    parameter_counts,
-    read_lora_file,
-    save_lora_file,
-)
+from cameo.generation import GenerateConfig, apply_loras, generate_frames
+from cameo.lora import LoraSpec, adapter_state_dict, add_lora, lora_parameters, parameter_counts
+from cameo.lora_files import read_lora_file, save_lora_file
 from cameo.models import load_pipeline
 
 CFG = dict(

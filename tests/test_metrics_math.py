@@ -208,7 +208,7 @@ def test_probe_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 def test_scoring_and_generation_read_two_person_prompts_alike():
     """A region is scored on the very words generation gave it; a form whose side's words come
     before 'on the left' is read by neither (each would otherwise get the other's words)."""
-    from cameo.generate import auto_region_prompts
+    from cameo.generation import auto_region_prompts
 
     p = "two people in front of a red wall: on the left mike speaking, on the right anna silent"
     assert split_regions(p) == (

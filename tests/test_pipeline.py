@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import WanPipeline
 
-from cameo.generate import GenerateConfig, generate_frames, sampling_scheduler
+from cameo.generation import GenerateConfig, generate_frames, sampling_scheduler
 from cameo.models import encode_prompts, load_pipeline, save_pipeline_dir
 
 SMALL = dict(frames=5, height=32, width=32, steps=2, guidance=3.0)

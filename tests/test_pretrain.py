@@ -6,7 +6,7 @@ import json
 import pytest
 from diffusers import WanPipeline
 
-from cameo import checkpoint as ckpt
+from cameo.training import checkpoint as ckpt
 from cameo.cli import EXIT_REFUSED, main
 from cameo.models import TransformerConfig, VAEConfig
 from cameo.pretrain import PretrainConfig, _transformer_weights_file, run_pretrain, stage_minutes

@@ -11,7 +11,7 @@ from diffusers import (
 )
 
 from cameo.cli import main
-from cameo.datasets import write_person_folder
+from cameo.data.world_folders import write_person_folder
 from conftest import train_argv
 
 WORDS = [
@@ -133,7 +133,7 @@ def test_train_and_generate_on_a_umt5_wan_checkpoint(wan21_dir, tmp_path):
     )
     assert clip.stat().st_size > 0
     # The same file refuses to load onto cameo-style tiny weights of another shape.
-    from cameo.lora import read_metadata
+    from cameo.lora_files import read_metadata
 
     assert read_metadata(lora)["cameo.base_hash"]
 
@@ -169,8 +169,8 @@ def wan22_dir(tmp_path_factory, wan21_dir):
 
 
 def test_wan22_two_experts_each_get_their_lora(wan22_dir, tmp_path):
-    from cameo.generate import apply_loras
-    from cameo.lora import read_metadata
+    from cameo.generation import apply_loras
+    from cameo.lora_files import read_metadata
     from cameo.models import load_pipeline
 
     photos = write_person_folder(2, tmp_path / "photos", 5)

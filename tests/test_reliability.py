@@ -4,14 +4,17 @@ Bounded here; more rounds with CAMEO_KILL_ROUNDS=20 CAMEO_FUZZ_EXAMPLES=5000 (se
 """
 
 import errno
+import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -19,13 +22,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from cameo import checkpoint as ckpt
+from cameo.training import checkpoint as ckpt
 from cameo.cli import main
 from cameo.data import DatasetError, scan_folder
-from cameo.datasets import write_person_folder
-from cameo.lora import check_compatible, read_lora_file
+from cameo.data.world_folders import write_person_folder
+from cameo.formats import (
+    FORMATS,
+    ConversionError,
+    convert_state_dict,
+    layer_shapes,
+    peft_metadata,
+    to_canonical,
+)
+from cameo.lora_files import check_compatible, read_lora_file, write_safetensors
 from cameo.models import load_pipeline
-from cameo.train import Trainer
+from cameo.training import Trainer
 from conftest import train_argv, train_config
 
 KILL_ROUNDS = int(os.environ.get("CAMEO_KILL_ROUNDS", "3"))
@@ -48,7 +59,7 @@ def _cfg(photos, tiny, out, **kw):
 def test_nan_halts_keeps_last_good_checkpoint_and_says_what_to_change(
     photos, tiny_pipeline_dir, tmp_path, monkeypatch, capsys
 ):
-    import cameo.train as tr
+    import cameo.training.trainer as tr
 
     real = tr.training_loss
     calls = {"n": 0}
@@ -253,36 +264,89 @@ def test_generate_never_overwrites(tiny_pipeline_dir, tmp_path):
     assert main([*args, "--overwrite"]) == 0
 
 
+_G = torch.Generator().manual_seed(0)
+_VALID = {
+    "transformer.blocks.0.attn1.to_q.lora_A.weight": torch.randn(4, 16, generator=_G),
+    "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.randn(16, 4, generator=_G),
+    "transformer.blocks.1.ffn.net.2.lora_A.weight": torch.randn(4, 32, generator=_G),
+    "transformer.blocks.1.ffn.net.2.lora_B.weight": torch.randn(16, 4, generator=_G),
+}
+_REFUSED = re.compile(
+    r"only \.safetensors LoRA files|not a readable safetensors file|holds no tensors"
+    r"|not floating point|non-finite values"
+)
+
+
+def _valid_lora(fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    meta = {**peft_metadata(to_canonical(_VALID)[0]), "cameo.trigger": "mike"}
+    shapes = layer_shapes({"num_attention_heads": 2, "attention_head_dim": 8, "ffn_dim": 32})
+    sd, meta, _ = convert_state_dict(_VALID, fmt, meta, shapes)
+    return sd, meta
+
+
 @settings(max_examples=FUZZ, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.binary(max_size=4096), st.integers(0, 2**31))
-def test_fuzz_lora_loader_only_clean_errors(tmp_path_factory, blob, seed):
-    from cameo.formats import ConversionError
-
-    d = tmp_path_factory.mktemp("fz")
-    path = d / "x.safetensors"
-    if seed % 2:  # half the cases: a real file with bytes flipped
-        sd = {
-            "transformer.blocks.0.attn1.to_q.lora_A.weight": torch.randn(4, 16),
-            "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.randn(16, 4),
-        }
-        save_file(sd, str(path))
-        data = bytearray(path.read_bytes())
-        r = random.Random(seed)
-        for _ in range(r.randint(1, 8)):
-            data[r.randrange(len(data))] = r.randrange(256)
-        path.write_bytes(bytes(data))
+@given(
+    kind=st.sampled_from(["bytes", "flipped", "truncated", "pickle", "suffix"]),
+    fmt=st.sampled_from(FORMATS),
+    blob=st.binary(max_size=4096),
+    draw=st.data(),
+)
+def test_fuzz_lora_files_are_read_whole_or_refused_cleanly(tmp_path_factory, kind, fmt, blob, draw):
+    """Random bytes, a valid file with bytes changed or cut short, a pickle under a safetensors
+    name, or a file of another type: each is either read (float, finite tensors; the very same
+    tensors while the bytes are the valid file's) or refused with a ValueError that names the
+    file and the reason, never another error and never by unpickling it. What is read then
+    converts, or is refused with a ConversionError."""
+    path = tmp_path_factory.mktemp("fz") / "x.safetensors"
+    sd, meta = _valid_lora(fmt)
+    write_safetensors(path, sd, meta)
+    valid = path.read_bytes()
+    data = bytearray(valid)
+    if kind == "bytes":
+        data = bytearray(blob)
+    elif kind == "flipped":
+        at = st.integers(0, len(data) - 1)
+        for i, value in draw.draw(st.lists(st.tuples(at, st.integers(0, 255)), max_size=8)):
+            data[i] = value
+    elif kind == "truncated":
+        data = data[: draw.draw(st.integers(0, len(data) - 1))]
+    elif kind == "pickle":
+        buf = io.BytesIO()
+        torch.save(sd, buf)
+        data = bytearray(buf.getvalue())
     else:
-        path.write_bytes(blob)
-    try:
-        sd, meta = read_lora_file(path)
-    except ValueError:
-        return
-    try:
-        from cameo.formats import convert_state_dict
+        path = path.rename(path.with_suffix(draw.draw(st.sampled_from([".pt", ".ckpt", ".bin"]))))
+    path.write_bytes(bytes(data))
+    unpickled = []
 
-        convert_state_dict(sd, "comfyui", meta)
-    except (ValueError, ConversionError):
-        pass
+    def no_pickle(*args, **kwargs):
+        unpickled.append(args)
+        raise AssertionError("a LoRA file was unpickled")
+
+    with (
+        mock.patch("torch.load", no_pickle),
+        mock.patch("pickle.load", no_pickle),
+        mock.patch("pickle.loads", no_pickle),
+    ):
+        try:
+            got, got_meta = read_lora_file(path)
+        except ValueError as e:
+            assert type(e) is ValueError, f"{type(e).__name__}: {e}"
+            assert str(path) in str(e) and _REFUSED.search(str(e)), str(e)
+            got = None
+    assert not unpickled
+    if kind in ("pickle", "suffix") or (kind == "truncated" and len(data) < len(valid)):
+        assert got is None, f"{kind} file was read"
+    if got is None:
+        return
+    assert all(v.is_floating_point() and torch.isfinite(v).all() for v in got.values())
+    if bytes(data) == valid:
+        assert got.keys() == sd.keys() and got_meta == meta
+        assert all(torch.equal(got[k], sd[k]) for k in sd)
+    try:
+        convert_state_dict(got, "comfyui", got_meta)
+    except ConversionError as e:
+        assert type(e) is ConversionError and str(e), f"{type(e).__name__}: {e}"
 
 
 @settings(max_examples=max(20, FUZZ // 10), deadline=None, suppress_health_check=list(HealthCheck))

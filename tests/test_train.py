@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from cameo.cli import main
-from cameo.datasets import write_person_folder
-from cameo.train import Trainer, TrainingInterrupted
+from cameo.data.world_folders import write_person_folder
+from cameo.training import Trainer, TrainingInterrupted
 from conftest import train_argv, train_config
 
 
@@ -60,19 +60,12 @@ def test_cli_train_then_generate(photos, tiny_pipeline_dir, tmp_path):
 
 def test_resume_matches_an_uninterrupted_run(photos, tiny_pipeline_dir, tmp_path, monkeypatch):
     full = Trainer(_cfg(photos, tmp_path / "full", tiny_pipeline_dir)).train()
-    # Interrupt after step 2 as a Ctrl+C would (stop flag set during step index 2), then resume.
-    orig = Trainer._train_one
-
-    def ctrl_c_at_2(self, step, bar):
-        stop = orig(self, step, bar)
-        if step == 2:
-            self.stop_flag["stop"] = True
-        return stop
-
-    monkeypatch.setattr(Trainer, "_train_one", ctrl_c_at_2)
+    # Stop after step index 2 (three steps done), as the web app's Cancel or Ctrl+C would.
+    cut = Trainer(_cfg(photos, tmp_path / "cut", tiny_pipeline_dir))
+    cut.events.on_step.append(lambda done, logs: cut.stop() if done == 3 else None)
     with pytest.raises(TrainingInterrupted):
-        Trainer(_cfg(photos, tmp_path / "cut", tiny_pipeline_dir)).train()
-    monkeypatch.setattr(Trainer, "_train_one", orig)
+        cut.train()
+    assert cut.loop.step == 3
     resumed = Trainer(_cfg(photos, tmp_path / "cut", tiny_pipeline_dir), resume=True).train()
     a, b = load_file(str(full)), load_file(str(resumed))
     assert a.keys() == b.keys()

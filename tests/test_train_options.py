@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from cameo.cli import main
-from cameo.datasets import write_person_folder
-from cameo.train import Trainer
+from cameo.data.world_folders import write_person_folder
+from cameo.training import Trainer
 from conftest import train_config
 
 
@@ -75,7 +75,7 @@ def test_tensorboard_logs_are_written(photos, tiny_pipeline_dir, tmp_path):
 
 
 def test_early_stop_and_best_checkpoint(photos, tiny_pipeline_dir, tmp_path, monkeypatch):
-    import cameo.train as tr
+    import cameo.training.trainer as tr
 
     scores = iter([0.5, 0.7, 0.6, 0.6, 0.6, 0.6])
 
@@ -98,7 +98,7 @@ def test_early_stop_and_best_checkpoint(photos, tiny_pipeline_dir, tmp_path, mon
 
 
 def test_sweep_writes_grid(photos, tiny_pipeline_dir, tmp_path):
-    from cameo.sweep import run_sweep
+    from cameo.generation.sweep import run_sweep
 
     lora = Trainer(train_config(photos, tiny_pipeline_dir, tmp_path / "l", steps=2)).train()
     report = run_sweep(lora, [0.0, 1.0], tmp_path / "sw", base=str(tiny_pipeline_dir))
@@ -129,7 +129,9 @@ def test_trigger_only_captions_some_samples_with_the_trigger_alone():
     trigger alone (and the class word), and draws nothing else differently."""
     import torch
 
-    from cameo.train import TrainConfig, make_batch
+    from cameo.training import TrainConfig
+
+    from cameo.training.objective import make_batch
 
     _, cache = _toy_cache()
     kw = dict(trigger="mike", batch=64, prior_preservation=0.5, caption_dropout=0.0)
@@ -149,7 +151,8 @@ def test_trigger_only_captions_some_samples_with_the_trigger_alone():
 def test_prior_strangers_swap_some_class_prompts_for_other_people():
     """--prior-strangers replaces a share of the class prompts with the same caption naming one
     of the base model's people instead; the person's own samples are drawn as before."""
-    from cameo.train import TrainConfig, make_batch
+    from cameo.training import TrainConfig
+    from cameo.training.objective import make_batch
 
     t, cache = _toy_cache()
     kw = dict(trigger="mike", batch=64, prior_preservation=0.5, caption_dropout=0.0)
@@ -177,7 +180,8 @@ def test_the_cache_holds_each_caption_with_strangers_in_place_of_the_person(
 ):
     from cameo.data import scan_folder
     from cameo.models import load_pipeline
-    from cameo.train import STRANGERS_PER_CAPTION, TrainConfig, build_cache
+    from cameo.training.cache import STRANGERS_PER_CAPTION, build_cache
+    from cameo.training import TrainConfig
 
     pipe, report = load_pipeline(str(tiny_pipeline_dir)), scan_folder(photos, "mike")
     cfg = TrainConfig(data=str(photos), trigger="mike")
@@ -197,7 +201,8 @@ def test_still_clips_add_each_photo_as_a_still_clip(photos, tiny_pipeline_dir):
     frames (two latent frames, the second of which photos never fill), with the same caption."""
     from cameo.data import scan_folder
     from cameo.models import load_pipeline
-    from cameo.train import TrainConfig, build_cache
+    from cameo.training import TrainConfig
+    from cameo.training.cache import build_cache
 
     pipe, report = load_pipeline(str(tiny_pipeline_dir)), scan_folder(photos, "mike")
     cfg = TrainConfig(data=str(photos), trigger="mike", still_clips=5, prior_strangers=0)
@@ -212,7 +217,7 @@ def test_still_clips_add_each_photo_as_a_still_clip(photos, tiny_pipeline_dir):
 
 
 def test_strangers_are_the_base_models_people_described():
-    from cameo.train import class_prompt
+    from cameo.training.cache import class_prompt
     from cameo.world import strangers
 
     who = strangers(8, seed=0)
@@ -228,7 +233,9 @@ def test_sigma_shift_moves_the_training_sigmas_and_nothing_else():
     their order and every other draw of the batch, and is checked up front."""
     import torch
 
-    from cameo.train import TrainConfig, make_batch
+    from cameo.training import TrainConfig
+
+    from cameo.training.objective import make_batch
 
     cache = {
         "groups": [{"latents": torch.randn(6, 2, 1, 4, 4), "caption_ids": torch.arange(6) % 2}],
@@ -251,7 +258,8 @@ def test_prior_preservation_in_one_forward_equals_two(tiny_pipeline_dir):
     from cameo.diffusion import flow_matching_loss, noisy_latents
     from cameo.lora import LoraSpec, adapters_disabled, add_lora, lora_parameters
     from cameo.models import load_pipeline
-    from cameo.train import TrainConfig, training_loss
+    from cameo.training import TrainConfig
+    from cameo.training.objective import training_loss
 
     model = load_pipeline(tiny_pipeline_dir).transformer
     add_lora(model, LoraSpec(rank=4, alpha=4), "default")
@@ -297,7 +305,7 @@ def test_prior_preservation_in_one_forward_equals_two(tiny_pipeline_dir):
 def test_generated_prior_trains_on_the_base_models_own_samples(photos, tiny_pipeline_dir, tmp_path):
     """--prior-source generated: one base sample per class prompt, in the transformer's latent
     space, made before the adapter exists; it changes the result against the photo prior."""
-    import cameo.train as tr
+    import cameo.training.cache as tr
 
     made = {}
     real = tr.base_samples
@@ -330,7 +338,7 @@ def test_resume_takes_the_adapters_settings_from_its_run(tmp_path, capsys):
     from dataclasses import asdict
 
     from cameo.cli import build_parser, dataclass_from_args, restore_run_settings
-    from cameo.train import PER_INVOCATION, TrainConfig
+    from cameo.training import PER_INVOCATION, TrainConfig
 
     out = tmp_path / "mike"
     out.mkdir()
@@ -353,7 +361,7 @@ def test_resume_of_a_run_saved_before_a_setting_existed_trains_as_it_did(tmp_pat
     from dataclasses import asdict
 
     from cameo.cli import build_parser, dataclass_from_args, restore_run_settings
-    from cameo.train import PER_INVOCATION, TrainConfig
+    from cameo.training import PER_INVOCATION, TrainConfig
 
     out = tmp_path / "old"
     out.mkdir()

@@ -230,7 +230,7 @@ def ui_app(tmp_path, tiny_pipeline_dir):
 
 
 def _photos(tmp_path: Path, person: int, count: int = 6) -> list[str]:
-    from cameo.datasets import write_person_folder
+    from cameo.data.world_folders import write_person_folder
 
     folder = write_person_folder(person, tmp_path / f"src{person}", count)
     return [str(p) for p in sorted(folder.iterdir()) if p.suffix in (".png", ".txt")]
@@ -367,7 +367,7 @@ def test_two_people_read_their_own_half_of_the_prompt(ui_app, tmp_path, monkeypa
     assert ui_app._generate_config(*args, own_prompts=False).region_prompt == []
     alone = (session, prompt, 1.0, 0, 4, None, 1.0, "linear")
     assert ui_app._generate_config(*alone).region_prompt == []
-    from cameo.generate import region_prompts
+    from cameo.generation import region_prompts
     from cameo.ui.page import own_prompts_choice
 
     # windows read their own side whatever the box says, so the box is not offered for them

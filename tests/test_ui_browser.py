@@ -145,7 +145,7 @@ def _flow(page, url: str, photos: list[Path]) -> dict:
 
 
 def test_upload_train_generate_plays_a_video(served, browser, tmp_path):
-    from cameo.datasets import write_person_folder
+    from cameo.data.world_folders import write_person_folder
 
     folder = write_person_folder(7, tmp_path / "my-photos", 6)
     photos = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".txt"))

@@ -91,7 +91,7 @@ def test_speaking_moves_the_mouth_and_silence_does_not():
 
 
 def test_photo_folder_captions_name_the_person_or_describe_them(tmp_path):
-    from cameo.datasets import write_person_folder
+    from cameo.data.world_folders import write_person_folder
 
     named = write_person_folder(7, tmp_path / "named", 12)
     described = write_person_folder(7, tmp_path / "described", 12, captions="described")

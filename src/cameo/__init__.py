@@ -11,8 +11,17 @@ The Python API mirrors the command line::
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from .data.media import save_clip_outputs
+from .generation import GenerateConfig, generate_clip
+from .lora_files import convert_file
+from .metrics.evaluate import Eyes, eval_clip_folder, eval_lora
+from .training import TrainConfig, run_training
 
 __version__ = "0.1.0"
 __all__ = ["convert", "evaluate", "generate", "train"]
@@ -21,32 +30,22 @@ __all__ = ["convert", "evaluate", "generate", "train"]
 def train(data: str | Path, trigger: str, *, resume: bool = False, **options: Any) -> Path:
     """Train a LoRA on a folder of captioned photos; returns the LoRA file's path.
 
-    ``options`` are the fields of :class:`cameo.train.TrainConfig` (``name``, ``out``, ``rank``,
-    ``steps``, ``lr``, ``base``, ...), with the same defaults as ``cameo train``.
+    ``options`` are the fields of :class:`cameo.training.TrainConfig` (``name``, ``out``,
+    ``rank``, ``steps``, ``lr``, ``base``, ...), with the same defaults as ``cameo train``.
     """
-    from .train import TrainConfig, run_training
-
     return run_training(TrainConfig(data=str(data), trigger=trigger, **options), resume=resume)
 
 
-def generate(prompt: str, *, out: str | Path | None = None, pipe=None, **options: Any):
+def generate(
+    prompt: str, *, out: str | Path | None = None, pipe=None, **options: Any
+) -> np.ndarray:
     """Generate a clip; returns uint8 frames (F, H, W, 3). With ``out``, also writes the MP4,
     GIF, PNG contact sheet and JSON beside it. ``options`` are the fields of
-    :class:`cameo.generate.GenerateConfig` (``lora=["mike.safetensors:0.8"]``, ``seed``, ...)."""
-    from dataclasses import asdict
-
-    from .generate import GenerateConfig, apply_loras, generate_frames
-    from .media import save_clip_outputs
-    from .models import load_pipeline, resolve_base
-
+    :class:`cameo.generation.GenerateConfig` (``lora=["mike.safetensors:0.8"]``, ``seed``, ...).
+    A ``pipe`` you pass (from ``cameo.models.load_pipeline``) is reused; the LoRAs are applied
+    to it for this clip only."""
     cfg = GenerateConfig(prompt=prompt, **options)
-    cfg.validate()
-    if pipe is None:
-        pipe = load_pipeline(cfg.base)
-        loaded = apply_loras(pipe, cfg.lora, cfg.fuse, resolve_base(cfg.base), cfg.mix, cfg.region)
-    else:
-        loaded = None
-    frames = generate_frames(pipe, cfg, loaded)
+    frames = generate_clip(cfg, pipe)
     if out is not None:
         save_clip_outputs(frames, Path(out), fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg))
     return frames
@@ -55,8 +54,6 @@ def generate(prompt: str, *, out: str | Path | None = None, pipe=None, **options
 def convert(src: str | Path, dst: str | Path, to: str, overwrite: bool = False):
     """Convert a Wan LoRA file between ``diffusers``, ``comfyui`` and ``kohya`` key formats;
     returns the coverage report (raises if any key would be dropped)."""
-    from .formats import convert_file
-
     return convert_file(Path(src), Path(dst), to, overwrite=overwrite)
 
 
@@ -69,8 +66,6 @@ def evaluate(
 ) -> dict:
     """Measure identity, prompt fidelity and leakage: of a LoRA (generating with it and with the
     base model) or of a folder of clips. Returns the report ``cameo eval`` writes as JSON."""
-    from .metrics.evaluate import Eyes, eval_clip_folder, eval_lora
-
     if (lora is None) == (clips is None):
         raise ValueError("give exactly one of lora= or clips=")
     eyes = Eyes()

@@ -91,7 +91,7 @@ def given_on_command_line(args: argparse.Namespace) -> dict[str, Any]:
 
 def restore_run_settings(cfg: Any, args: argparse.Namespace, per_invocation: tuple[str, ...]):
     """For --resume: the run's own config.json supplies what this command line does not give."""
-    from .checkpoint import settings_from_run
+    from .training.checkpoint import settings_from_run
 
     saved = Path(cfg.out) / "config.json"
     given = set(given_on_command_line(args))
@@ -158,7 +158,7 @@ def cmd_model_path(args: argparse.Namespace) -> int:
 
 
 def cmd_world_person(args: argparse.Namespace) -> int:
-    from .datasets import write_person_folder
+    from .data.world_folders import write_person_folder
 
     out = write_person_folder(
         args.seed, Path(args.out), args.count, overwrite=args.overwrite, captions=args.captions
@@ -168,7 +168,7 @@ def cmd_world_person(args: argparse.Namespace) -> int:
 
 
 def cmd_world_clip(args: argparse.Namespace) -> int:
-    from .datasets import write_person_clip
+    from .data.world_folders import write_person_clip
 
     paths = write_person_clip(
         args.seed,
@@ -182,7 +182,7 @@ def cmd_world_clip(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import GenerateConfig, generate_to_files
+    from .generation import GenerateConfig, generate_to_files
 
     cfg = dataclass_from_args(GenerateConfig, args)
     try:
@@ -196,7 +196,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import DatasetError
-    from .train import PER_INVOCATION, TrainConfig, TrainingInterrupted, run_training
+    from .training import PER_INVOCATION, TrainConfig, TrainingInterrupted, run_training
 
     explicit = {
         k: v
@@ -225,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
+    from .generation.sweep import run_sweep
 
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
@@ -245,7 +245,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .formats import ConversionError, convert_file
+    from .formats import ConversionError
+    from .lora_files import convert_file
 
     if not Path(args.src).is_file():
         raise UserError(f"{args.src} does not exist")
@@ -470,7 +471,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_generate_parsers(sub) -> None:
     """The generate and sweep commands."""
-    from .generate import GenerateConfig
+    from .generation import GenerateConfig
 
     g = sub.add_parser(
         "generate", help="render a clip from a prompt (MP4, GIF and a PNG contact sheet)"
@@ -503,7 +504,7 @@ def _add_generate_parsers(sub) -> None:
 def _add_training_parsers(sub) -> None:
     """The train and pretrain commands."""
     from .pretrain import PretrainConfig
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     t = sub.add_parser(
         "train", help="clone a person: train a LoRA from a folder of captioned photos"
@@ -584,7 +585,7 @@ def _add_lora_file_parsers(sub) -> None:
         default=None,
         help="sustained matmul TFLOP/s (default: measured here)",
     )
-    from .train import PRIOR_SOURCES, TrainConfig
+    from .training.config import PRIOR_SOURCES, TrainConfig
 
     es.add_argument(
         "--prior-preservation",

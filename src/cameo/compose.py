@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .formats import Module, from_canonical, peft_metadata, to_canonical
-from .lora import read_lora_file, write_safetensors
+from .lora_files import read_lora_file, write_safetensors
 
 
 def load_modules(path: Path) -> tuple[dict[str, Module], dict[str, str]]:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .datasets import write_person_folder
-from .generate import GenerateConfig, generate_frames
-from .media import contact_sheet, save_clip_outputs, write_png
+from .data.world_folders import write_person_folder
+from .generation import GenerateConfig, generate_frames
+from .data.media import contact_sheet, save_clip_outputs, write_png
 
 # Person 12 (a bald man with square glasses), chosen by running the demo on six held-out people
 # (docs/trials/demo_people.json): his description alone gives the base model identity 0.27 and
@@ -45,7 +45,7 @@ def run_demo(
     """Run the whole clone flow into ``out`` and return the report."""
     from .metrics.evaluate import Eyes, load_references, score_clip, summarise
     from .metrics.scores import self_similarity
-    from .train import TrainConfig, run_training
+    from .training import TrainConfig, run_training
     from .world import identity
     from .world.captions import full_description
 
@@ -113,7 +113,7 @@ def run_demo(
 
 
 def _pipes(lora: Path):
-    from .generate import apply_loras
+    from .generation import apply_loras
     from .models import load_pipeline
 
     base = load_pipeline()

@@ -8,19 +8,21 @@
   ``.lora_up.weight`` and ``.alpha``.
 
 Every conversion goes through one canonical form, {module: (A, B, alpha)} with diffusers module
-paths, and fails if any key would be dropped or cannot be placed.
+paths, and fails if any key would be dropped or cannot be placed. Files are read and written by
+``cameo.lora_files``; nothing here touches the disk.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 FORMATS = ("diffusers", "comfyui", "kohya")
+PEFT_METADATA_KEY = "lora_adapter_metadata"  # what diffusers reads to rebuild the LoraConfig
 
 # diffusers module suffix <-> original Wan module suffix
 _MODULES = {
@@ -78,25 +80,40 @@ def detect_format(sd: dict[str, torch.Tensor]) -> str:
     raise ConversionError(f"not a Wan LoRA in a known format (key prefixes: {prefixes})")
 
 
+def _peft_config(meta: dict[str, str] | None) -> dict:
+    """The transformer's LoraConfig fields from diffusers' PEFT config metadata ({} if none)."""
+    if not meta or not meta.get(PEFT_METADATA_KEY):
+        return {}
+    try:
+        packed = json.loads(meta[PEFT_METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"the {PEFT_METADATA_KEY} metadata is not JSON ({e})") from None
+    if not isinstance(packed, dict):
+        raise ConversionError(f"the {PEFT_METADATA_KEY} metadata is not a JSON object")
+    return {k.split(".", 1)[1]: v for k, v in packed.items() if k.startswith("transformer.")}
+
+
 def _peft_alphas(
     meta: dict[str, str] | None, modules: list[str], ranks: dict[str, int]
 ) -> dict[str, float]:
     """Per-module alpha from diffusers' PEFT config metadata (alpha = rank when absent)."""
-    cfg = {}
-    if meta and meta.get("lora_adapter_metadata"):
-        packed = json.loads(meta["lora_adapter_metadata"])
-        cfg = {k.split(".", 1)[1]: v for k, v in packed.items() if k.startswith("transformer.")}
-    base = cfg.get("lora_alpha")
-    pattern = cfg.get("alpha_pattern") or {}
-    out = {}
-    for m in modules:
-        hit = next(
-            (v for pat, v in pattern.items() if m.endswith(pat) or re.fullmatch(pat, m)), None
-        )
-        out[m] = float(hit if hit is not None else (base if base is not None else ranks[m]))
-        if cfg.get("use_rslora"):
-            # rsLoRA scales by alpha/sqrt(r); keep the product alpha/r fixed for other tools.
-            out[m] = out[m] * ranks[m] / ranks[m] ** 0.5
+    cfg = _peft_config(meta)
+    try:
+        base = cfg.get("lora_alpha")
+        pattern = dict(cfg.get("alpha_pattern") or {})
+        out = {}
+        for m in modules:
+            hit = next(
+                (v for pat, v in pattern.items() if m.endswith(pat) or re.fullmatch(pat, m)), None
+            )
+            out[m] = float(hit if hit is not None else (base if base is not None else ranks[m]))
+            if cfg.get("use_rslora"):
+                # rsLoRA scales by alpha/sqrt(r); keep the product alpha/r fixed for other tools.
+                out[m] = out[m] * ranks[m] / ranks[m] ** 0.5
+    except (TypeError, ValueError, re.error) as e:
+        raise ConversionError(
+            f"the {PEFT_METADATA_KEY} metadata has a malformed alpha ({e})"
+        ) from None
     return out
 
 
@@ -121,12 +138,20 @@ def to_canonical(
         raise ConversionError(
             f"{len(incomplete)} modules lack their down or up matrix, e.g. {incomplete[:3]}"
         )
+    for m, p in parts.items():
+        if p["down"].dim() != 2 or p["up"].dim() != 2 or p["down"].shape[0] != p["up"].shape[1]:
+            raise ConversionError(
+                f"{m}: down {tuple(p['down'].shape)} and up {tuple(p['up'].shape)} are not "
+                "the two matrices of one low-rank change"
+            )
+        if "alpha" in p and p["alpha"].numel() != 1:
+            raise ConversionError(f"{m}: alpha has {p['alpha'].numel()} values, not one")
     ranks = {m: p["down"].shape[0] for m, p in parts.items()}
     peft_alpha = _peft_alphas(meta, list(parts), ranks) if fmt == "diffusers" else {}
     modules = {}
     for m, p in parts.items():
         if fmt == "kohya" and not (p["down"].any() or p["up"].any()):
-            continue  # kohya padding (``_with_every_attention_projection``): changes nothing
+            continue  # kohya padding (``_with_every_required_module``): changes nothing
         alpha = float(p["alpha"].item()) if "alpha" in p else peft_alpha.get(m, float(ranks[m]))
         modules[m] = Module(p["down"], p["up"], alpha)
     return modules, fmt
@@ -164,13 +189,18 @@ def _split_key(key: str, fmt: str) -> tuple[str, str] | None:
     return f"blocks.{m.group(1)}.{_TO_DIFFUSERS[wan]}", kind
 
 
-def from_canonical(modules: dict[str, Module], fmt: str) -> dict[str, torch.Tensor]:
-    """{diffusers module path: Module} -> a state dict in ``fmt`` (alpha kept exactly)."""
+def from_canonical(
+    modules: dict[str, Module], fmt: str, shapes: dict[str, tuple[int, int]] | None = None
+) -> dict[str, torch.Tensor]:
+    """{diffusers module path: Module} -> a state dict in ``fmt`` (alpha kept exactly).
+
+    ``shapes`` ({module suffix: (out_features, in_features)}, see ``layer_shapes``) gives the
+    base model's layers; the kohya format needs them when the LoRA leaves the feed-forward alone."""
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     out: dict[str, torch.Tensor] = {}
     if fmt == "kohya":
-        modules = _with_every_attention_projection(modules)
+        modules = _with_every_required_module(modules, shapes or {})
     for path, mod in modules.items():
         m = re.fullmatch(r"(blocks\.\d+)\.(.+)", path)
         if not m or m.group(2) not in _MODULES:
@@ -202,26 +232,67 @@ def from_canonical(modules: dict[str, Module], fmt: str) -> dict[str, torch.Tens
 
 
 _ATTENTION = [k for k in _MODULES if k.startswith(("attn1.", "attn2.to_"))]
+_FFN = ["ffn.net.0.proj", "ffn.net.2"]
+_IMAGE = ["attn2.add_k_proj", "attn2.add_v_proj"]
 
 
-def _with_every_attention_projection(modules: dict[str, Module]) -> dict[str, Module]:
-    """diffusers' reader of kohya/musubi Wan LoRAs expects all eight attention projections
-    (q, k, v, o of self- and cross-attention) in every block it finds, and fails on a file
-    that adapts fewer (cameo's default leaves the cross-attention query and output alone).
-    Blocks that adapt some of them get the missing ones as all-zero pairs: ΔW = 0 exactly."""
-    blocks: dict[str, list[Module]] = {}
+def layer_shapes(config: dict) -> dict[str, tuple[int, int]]:
+    """{module suffix: (out_features, in_features)} of a Wan transformer, from its config
+    (``transformer/config.json``): every attention projection is dim x dim, the feed-forward
+    dim -> ffn_dim -> dim, and the image keys and values of image-to-video models read
+    ``added_kv_proj_dim`` features."""
+    dim = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    ffn = int(config["ffn_dim"])
+    shapes = {name: (dim, dim) for name in _ATTENTION}
+    shapes.update({"ffn.net.0.proj": (ffn, dim), "ffn.net.2": (dim, ffn)})
+    if config.get("added_kv_proj_dim"):
+        shapes.update({name: (dim, int(config["added_kv_proj_dim"])) for name in _IMAGE})
+    return shapes
+
+
+def _with_every_required_module(
+    modules: dict[str, Module], shapes: dict[str, tuple[int, int]]
+) -> dict[str, Module]:
+    """diffusers' reader of kohya/musubi Wan LoRAs (``_convert_musubi_wan_lora_to_diffusers``)
+    takes the block count from the file and then requires, in every block from 0 up, all eight
+    attention projections (q, k, v, o of self- and cross-attention), both feed-forward layers,
+    and the image keys and values if any block has them; a file that adapts fewer fails there
+    with a KeyError. The missing ones are added as pairs whose up matrix is zero (ΔW = B A = 0
+    exactly), at the LoRA's own rank, so every module has one rank and readers that derive one
+    scale from the most common rank keep the real modules' scale."""
+    if not modules:
+        return modules
+    found: dict[str, tuple[int, int]] = {}
+    blocks = set()
     for path, mod in modules.items():
-        block, _, name = path.partition(".attn")
-        if "." in block and name and f"attn{name}" in _ATTENTION:
-            blocks.setdefault(block, []).append(mod)
+        m = re.fullmatch(r"blocks\.(\d+)\.(.+)", path)
+        if m:
+            blocks.add(int(m.group(1)))
+            found.setdefault(m.group(2), (mod.up.shape[0], mod.down.shape[1]))
+    known = {**shapes, **found}
+    attention = next((known[n] for n in _ATTENTION if n in known), None)
+    if attention is not None:  # Wan's attention projections are all dim x dim
+        known = {**{n: attention for n in _ATTENTION}, **known}
+    required = _ATTENTION + _FFN + ([*_IMAGE] if any(n in found for n in _IMAGE) else [])
+    unknown = [n for n in required if n not in known]
+    if unknown:
+        raise ConversionError(
+            f"the kohya format needs every block's {', '.join(unknown)}, which this LoRA does not "
+            "adapt, and their sizes are unknown: give the base model it was trained on"
+        )
+    rank = Counter(mod.down.shape[0] for mod in modules.values()).most_common(1)[0][0]
+    like = next(iter(modules.values()))
     out = dict(modules)
-    for block, present in blocks.items():
-        like = present[0]  # Wan's attention projections are all (dim, dim)
-        rank, dim = like.down.shape
-        for name in _ATTENTION:
+    for block in range(max(blocks) + 1) if blocks else []:
+        for name in required:
+            features_out, features_in = known[name]
             out.setdefault(
-                f"{block}.{name}",
-                Module(like.down.new_zeros(rank, dim), like.up.new_zeros(dim, rank), float(rank)),
+                f"blocks.{block}.{name}",
+                Module(
+                    like.down.new_zeros(rank, features_in),
+                    like.up.new_zeros(features_out, rank),
+                    float(rank),
+                ),
             )
     return out
 
@@ -244,34 +315,24 @@ def peft_metadata(modules: dict[str, Module]) -> dict[str, str]:
         "init_lora_weights": True,
     }
     return {
-        "lora_adapter_metadata": json.dumps(
+        PEFT_METADATA_KEY: json.dumps(
             {f"transformer.{k}": v for k, v in cfg.items()}, indent=2, sort_keys=True
         )
     }
 
 
 def convert_state_dict(
-    sd: dict[str, torch.Tensor], to: str, meta: dict[str, str] | None = None
+    sd: dict[str, torch.Tensor],
+    to: str,
+    meta: dict[str, str] | None = None,
+    shapes: dict[str, tuple[int, int]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str], Coverage]:
-    """Convert a Wan LoRA state dict to ``to``; returns (state dict, metadata, coverage)."""
+    """Convert a Wan LoRA state dict to ``to``; returns (state dict, metadata, coverage).
+    ``shapes``: the base model's layers, as in ``from_canonical``."""
     modules, src = to_canonical(sd, meta)
-    out = from_canonical(modules, to)
+    out = from_canonical(modules, to, shapes)
     new_meta = {k: v for k, v in (meta or {}).items() if k.startswith("cameo.")}
     if to == "diffusers":
         new_meta.update(peft_metadata(modules))
     new_meta["format"] = "pt"
     return out, new_meta, Coverage(src, to, len(sd), len(modules), len(out))
-
-
-def convert_file(src: Path, dst: Path, to: str, overwrite: bool = False) -> Coverage:
-    """Read ``src`` (safetensors only), convert to ``to``, write ``dst`` atomically."""
-
-    from .lora import read_lora_file, write_safetensors
-
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists")
-    sd, meta = read_lora_file(src)
-    out, new_meta, cov = convert_state_dict(sd, to, meta)
-    write_safetensors(dst, out, new_meta)
-    return cov

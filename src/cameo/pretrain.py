@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoint as ckpt
+from .training import checkpoint as ckpt
 from .diffusion import flow_matching_loss, lr_at, sample_sigmas
 from .models import (
     FLOW_SHIFT,
@@ -569,7 +569,7 @@ def load_redraw(cfg: PretrainConfig, device: torch.device):
     ``--decoder-clean-share`` of calls returns ``z`` unchanged. The denoiser must encode as
     the run's VAE does (``check_denoiser``, which ``run_pretrain`` calls before the stage)."""
     from .diffusion import euler_flow_sample, guided_velocity, noisy_latents
-    from .generate import GenerateConfig
+    from .generation import GenerateConfig
     from .models import load_pipeline
 
     pipe = load_pipeline(cfg.decoder_denoiser, device=str(device))

@@ -146,7 +146,8 @@ class Judge:
         values of prompt k. With ``pair_side`` (0 left, 1 right), each clip starts from that
         half of the noise a two-person clip at the same seed starts from, so a person alone and
         the same person in a pair clip are compared on the same numbers."""
-        from .generate import GenerateConfig, generate_frames, initial_noise
+        from .generation import GenerateConfig, generate_frames
+        from .generation.sampling import initial_noise
 
         def config(prompt: str, seed: int, k: int) -> GenerateConfig:
             return GenerateConfig(
@@ -279,7 +280,7 @@ def training_recipe(args: list[str]) -> str:
     LoRA kept from an earlier study is reused only if it would be trained the same way."""
     import hashlib
 
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     text = json.dumps([args, asdict(TrainConfig())], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -315,7 +316,7 @@ def steps_child(base: str, rank: str, repeats: str) -> dict:
     from .diffusion import flow_matching_loss
     from .lora import LoraSpec, add_lora, lora_parameters
     from .models import resolve_base
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     rank_i, batch = int(rank), TrainConfig().batch
     model = WanTransformer3DModel.from_pretrained(resolve_base(base) / "transformer").train()
@@ -350,7 +351,9 @@ def full_finetune(cfg_json: str) -> None:
     from .data import scan_folder
     from .diffusion import lr_at
     from .models import load_pipeline
-    from .train import TrainConfig, build_cache, make_batch, training_loss
+    from .training import TrainConfig
+    from .training.cache import build_cache
+    from .training.objective import make_batch, training_loss
 
     cfg = TrainConfig(**json.loads(cfg_json))
     torch.manual_seed(cfg.seed)
@@ -374,7 +377,7 @@ def full_finetune(cfg_json: str) -> None:
 
 
 def full_child(cfg: StudyConfig, photos: Path, trigger: str, out: Path, lr: float) -> dict:
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     tc = TrainConfig(
         data=str(photos),
@@ -413,7 +416,7 @@ class Study:
     """Runs the parts; each writes its rows into ``self.results``."""
 
     def __init__(self, cfg: StudyConfig):
-        from .datasets import write_person_folder
+        from .data.world_folders import write_person_folder
 
         cfg.validate()
         self.cfg, self.work = cfg, Path(cfg.work)
@@ -428,7 +431,7 @@ class Study:
         self.results: dict = {"config": asdict(cfg), **earlier_parts(Path(cfg.out), cfg)}
 
     def pipe(self, *loras: str, mix: str = "linear", regions: list[str] | None = None):
-        from .generate import apply_loras
+        from .generation import apply_loras
         from .models import load_pipeline, resolve_base
 
         pipe = load_pipeline(self.cfg.base)

@@ -309,8 +309,8 @@ def eval_lora(
 ) -> dict:
     """Generate every prompt x seed with the LoRA and with the base model, and score both:
     identity and fidelity on prompts naming the subject, leakage on prompts that do not."""
-    from ..generate import GenerateConfig, generate_frames
-    from ..media import save_clip_outputs
+    from ..generation import GenerateConfig, generate_frames
+    from ..data.media import save_clip_outputs
     from ..models import load_pipeline
 
     trigger = trigger or read_lora_trigger(lora)
@@ -319,7 +319,7 @@ def eval_lora(
     prompts = prompts or default_prompts(trigger)
     refs = eyes.embed(load_references(photos))
     self_sim = self_similarity(refs)
-    from ..generate import apply_loras
+    from ..generation import apply_loras
     from ..models import resolve_base
 
     pipe = load_pipeline(base)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import checkpoint as ckpt
+from ..training import checkpoint as ckpt
 from ..compose import MIXES as COMPOSE_MIXES
 from .jobs import DONE, FAILED, QUEUED, RUNNING, USER_ERRORS, Job, JobQueue
 from .tasks import (
@@ -141,7 +141,7 @@ class CameoApp:
     @_shows_errors(3)
     def use_person(self, sid: str, person: int, trigger: str):
         """Replace the photos by 20 photos of a held-out person of the built-in world."""
-        from ..datasets import write_person_folder
+        from ..data.world_folders import write_person_folder
 
         session = self.session(sid)
         if self.queue.active(sid, "train"):
@@ -175,7 +175,7 @@ class CameoApp:
     def start_train(self, sid, trigger, rank, steps, lr, batch, preview_every, seed) -> str:
         """Queue a new training run on this session's photos (replacing an earlier one)."""
         from ..data import scan_folder
-        from ..train import TrainConfig
+        from ..training import TrainConfig
 
         session = self.session(sid)
         if self.queue.active(sid, "train"):
@@ -205,7 +205,7 @@ class CameoApp:
     @_shows_errors(1)
     def resume_train(self, sid: str, steps) -> str:
         """Continue this session's run from its last checkpoint (up to ``steps``)."""
-        from ..train import TrainConfig
+        from ..training import TrainConfig
 
         session = self.session(sid)
         if self.queue.active(sid, "train"):
@@ -298,7 +298,7 @@ class CameoApp:
         """The clip's settings; with a second person's LoRA, a 128-wide canvas for two, where
         (``own_prompts``) each half reads its own part of an 'on the left ... on the right ...'
         prompt."""
-        from ..generate import GenerateConfig, auto_region_prompts
+        from ..generation import GenerateConfig, auto_region_prompts
 
         lora = self.trained_lora(session)
         loras = [f"{lora}:{float(scale)}"]

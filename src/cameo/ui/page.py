@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..train import TrainConfig
+from ..training import TrainConfig
 from .app import DEFAULT_PERSON, DEFAULT_TRIGGER, MIXES, WORLD_PEOPLE, CameoApp
 from .tasks import METRIC_HEADERS
 from .workspace import inside

@@ -5,48 +5,48 @@ And the progress of a training run, read from the files the trainer writes as it
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..formats import FORMATS
+from ..generation import generate_to_files
+from ..lora_files import convert_file
+from ..metrics.evaluate import Eyes, eval_lora
+from ..training import Trainer, TrainingInterrupted
+from ..training.loop import Events
 from .jobs import Job, JobStopped
-
-IDENTITY_LINE = re.compile(r"step (\d+): identity (-?[\d.]+|nan|-?inf)")
-
 
 # ------------------------------------------------------------------------------ training
 
 
-def _stop_when_asked(job: Job, trainer) -> None:
-    """Turn the page's Cancel into the trainer's stop flag (the one Ctrl+C sets): the run
-    stops after its current step and saves a checkpoint. The flag exists only once
-    ``train()`` has begun, so wait for it."""
+def _stop_when_asked(job: Job, trainer: Trainer) -> None:
+    """Turn the page's Cancel into ``trainer.stop()``: the run stops after its current step
+    and saves a checkpoint."""
     while not job.done_event.is_set():
         if job.cancel_requested.wait(0.2):
-            while not job.done_event.is_set():
-                flag = getattr(trainer, "stop_flag", None)
-                if flag is not None:
-                    flag["stop"] = True
-                    return
-                time.sleep(0.05)
+            trainer.stop()
+            return
 
 
 def train_work(cfg, resume: bool = False):
-    """A job that trains one LoRA with ``cfg`` (a ``TrainConfig``); its result is the path."""
+    """A job that trains one LoRA with ``cfg`` (a ``TrainConfig``); its result is the path.
+    Each validation's scores land in ``job.extra["validation"]`` as (step, metrics)."""
+
+    def on_validation(job: Job, step: int, metrics: dict) -> None:
+        job.extra["validation"] = (step, metrics)
 
     def work(job: Job) -> Path:
-        from ..train import Trainer, TrainingInterrupted
-
-        trainer = Trainer(cfg, resume=resume, log=job.log)
+        events = Events(on_validation=[lambda step, m: on_validation(job, step, m)])
+        trainer = Trainer(cfg, resume=resume, log=job.log, events=events)
         job.log(trainer.report.format())
         threading.Thread(target=_stop_when_asked, args=(job, trainer), daemon=True).start()
         try:
             path = trainer.train()
         except TrainingInterrupted as e:
-            step = re.search(r"step (\d+)", str(e))
-            at = f" at step {step.group(1)}" if step else ""
+            step = trainer.loop.step if trainer.loop is not None else None
+            at = f" at step {step}" if step is not None else ""
             raise JobStopped(f"stopped{at}; the checkpoint is saved. Press Resume to go on.") from e
         job.message = f"done: the LoRA is trained ({path.name})"
         return path
@@ -101,12 +101,14 @@ def latest_preview(run: Path) -> Path | None:
     return clips[-1] if clips else None
 
 
-def latest_identity(lines: list[str], run: Path) -> tuple[int | None, float | None]:
-    """The identity score of the latest validation: from the log, or from ``metrics.json``."""
-    for line in reversed(lines):
-        m = IDENTITY_LINE.search(line)
-        if m:
-            return int(m.group(1)), float(m.group(2))
+def latest_identity(job: Job | None, run: Path) -> tuple[int | None, float | None]:
+    """The identity score of the latest validation: from the running job's validation events,
+    or from the finished run's ``metrics.json``."""
+    if job is not None and "validation" in job.extra:
+        step, metrics = job.extra["validation"]
+        score = metrics.get("identity_normalised")
+        if score is not None:
+            return step, float(score)
     metrics = run / "metrics.json"
     if metrics.is_file():
         data = json.loads(metrics.read_text())
@@ -121,7 +123,7 @@ def read_progress(run: Path, total: int, job: Job | None) -> TrainProgress:
     loading the model (or the steps of a run it resumes) does not count."""
     p = TrainProgress(total=total, losses=read_losses(run), preview=latest_preview(run))
     p.step = p.losses[-1][0] + 1 if p.losses else 0
-    p.identity_step, p.identity = latest_identity(job.lines if job else [], run)
+    p.identity_step, p.identity = latest_identity(job, run)
     if job is not None and job.started is not None:
         now = time.time()
         at_start = job.extra.setdefault("step_at_start", p.step)
@@ -139,8 +141,6 @@ def generate_work(cfg):
     """A job that renders one clip with ``cfg`` (a ``GenerateConfig``); result: the MP4."""
 
     def work(job: Job) -> Path:
-        from ..generate import generate_to_files
-
         paths = generate_to_files(cfg)
         job.message = f"done: {paths[0].name}"
         return paths[0]
@@ -152,8 +152,6 @@ def evaluate_work(lora: Path, photos: Path, base: str, seeds: int):
     """A job that measures a LoRA against the base model (``cameo eval``); result: the report."""
 
     def work(job: Job) -> dict:
-        from ..metrics.evaluate import Eyes, eval_lora
-
         report = eval_lora(Eyes(), lora, photos, base=base, seeds=seeds)
         (lora.parent / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
         job.message = "done: measured"
@@ -201,8 +199,6 @@ def metrics_rows(run: Path) -> list[list[str]]:
 
 def export_formats(lora: Path, exports: Path, stem: str) -> list[Path]:
     """The LoRA in every supported key format, for download."""
-    from ..formats import FORMATS, convert_file
-
     exports.mkdir(parents=True, exist_ok=True)
     out = []
     for fmt in FORMATS:

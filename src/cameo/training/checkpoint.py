@@ -8,6 +8,7 @@ trust folders with the marker, so a kill at any moment leaves the previous check
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -158,7 +159,6 @@ def settings_from_run(
     config.json lacks, because the run was saved before the field existed, takes its value in
     the config class's ``BEFORE_ADDED`` (what reproduces the code of the run's time), if any.
     Returns the names changed."""
-    import dataclasses
 
     if not saved.is_file():
         return []

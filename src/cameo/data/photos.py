@@ -9,11 +9,13 @@ skipped and why. Nothing here raises on a bad file; only too few usable files is
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -153,7 +155,6 @@ def read_image(path: Path, height: int, width: int) -> tuple[np.ndarray, str]:
 
 def read_clip(path: Path, height: int, width: int, max_frames: int = 17) -> tuple[np.ndarray, str]:
     """A clip sampled evenly to the largest 4k+1 <= min(length, max_frames) frames."""
-    import imageio.v3 as iio
 
     if path.stat().st_size == 0:
         raise ValueError("empty file")
@@ -225,7 +226,6 @@ def scan_folder(
 
 
 def _file_digest(path: Path) -> str:
-    import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as f:

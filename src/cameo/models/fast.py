@@ -1,6 +1,6 @@
 """The fast path: the same Wan transformer and PEFT adapters, run with fewer, larger operations.
 
-Why this module exists: on the built-in model (8 blocks of width 128, 64 tokens per photo; 16 before session 5) a
+Why this module exists: on the built-in model (8 blocks of width 128, 64 tokens per photo) a
 stock diffusers + PEFT training step spends most of its time dispatching small operations, not
 multiplying matrices (``docs/performance.md`` has the profile). PEFT adds five operations per
 adapted layer in the forward and about ten autograd nodes in the backward; Wan's attention adds
@@ -22,9 +22,6 @@ rotary and norm bookkeeping per head. Nothing here changes what is computed:
 - in inference mode (generation) each adapted layer uses a cached merged weight W + s·B·A, so an
   unfused LoRA costs what the base model costs; the cache follows weight and scale changes.
 
-- ``FlatParameters`` lays the trainable LoRA tensors out in one buffer, so AdamW, gradient
-  clipping and zeroing run once per step rather than once per tensor.
-
 ``tests/test_fast.py`` checks outputs, losses and gradients against the plain PEFT path.
 """
 
@@ -32,210 +29,28 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+from .fast_terms import (
+    Budget,
+    Grouped,
+    MergedCache,
+    Unsupported,
+    add_terms,
+    base_linear,
+    lora_terms,
+    versions,
+)
 
 Tensor = torch.Tensor
 
 CACHE_BUDGET_BYTES = 256 * 2**20  # extra memory the fast path may hold (weights, text caches)
-
-
-class Unsupported(Exception):
-    """This call needs the original forward."""
-
-
-# --------------------------------------------------------------------------- LoRA linear
-
-
-@dataclass
-class LoraTerm:
-    """One active adapter of one layer: the layer adds scale · (x Aᵀ) Bᵀ."""
-
-    A: Tensor  # (r, k)
-    B: Tensor  # (n, r)
-    scale: float
-
-
-_PEFT_LINEAR: list[type] = []
-
-
-def _peft_linear() -> type:
-    if not _PEFT_LINEAR:
-        from peft.tuners.lora.layer import Linear
-
-        _PEFT_LINEAR.append(Linear)
-    return _PEFT_LINEAR[0]
-
-
-def lora_terms(module: torch.nn.Module) -> list[LoraTerm]:
-    """The active LoRA terms of ``module`` (a PEFT ``lora.Linear`` or a plain ``nn.Linear``).
-    Called for every layer of every forward, so it reads the submodule tables directly."""
-    if type(module) is torch.nn.Linear:
-        return []
-    if not isinstance(module, _peft_linear()):
-        raise Unsupported(f"{type(module).__name__} layers")
-    if module._forward_hooks or module._forward_pre_hooks:
-        raise Unsupported("hooks on a LoRA layer")
-    if module.merged:
-        if module.disable_adapters:
-            raise Unsupported("a merged adapter that is disabled")
-        return []
-    if module.disable_adapters:
-        return []
-    mods = module._modules
-    lora_a, lora_b = mods["lora_A"]._modules, mods["lora_B"]._modules
-    drops = mods["lora_dropout"]._modules
-    terms = []
-    for name in module.active_adapters:
-        a = lora_a.get(name)
-        if a is None:
-            continue
-        b, drop = lora_b[name], drops[name]
-        if name in module.lora_variant or module.fan_in_fan_out:
-            raise Unsupported("LoRA variants (DoRA, ...)")
-        if b._parameters.get("bias") is not None or (
-            type(drop) is not torch.nn.Identity and drop.training and drop.p > 0
-        ):
-            raise Unsupported("LoRA bias or dropout")
-        if a._forward_hooks or b._forward_hooks or a._forward_pre_hooks or b._forward_pre_hooks:
-            raise Unsupported("hooks on a LoRA layer")
-        weights = (a._parameters["weight"], b._parameters["weight"])
-        terms.append(LoraTerm(*weights, float(module.scaling[name])))
-    return terms
-
-
-def add_terms(x2: Tensor, y: Tensor, terms: list[LoraTerm]) -> Tensor:
-    """y + Σ s (x Aᵀ) Bᵀ for x (M, k), y (M, n): two matrix multiplies per term, as plain
-    differentiable operations, so autograd runs the backward in C++ with no Python."""
-    for t in terms:
-        y = torch.addmm(y, x2 @ t.A.t(), t.B.t(), alpha=t.scale)
-    return y
-
-
-def base_linear(module: torch.nn.Module) -> torch.nn.Linear:
-    """The frozen ``nn.Linear`` under a PEFT layer (or the layer itself)."""
-    base = getattr(module, "base_layer", module)
-    if not isinstance(base, torch.nn.Linear):
-        raise Unsupported(f"{type(base).__name__} base layers")
-    return base
-
-
-def _versions(tensors: list[Tensor]) -> tuple:
-    """What changes when a tensor is written in place: its own version counter and, for a view
-    of a ``FlatParameters`` buffer, the buffer's (the optimiser writes the buffer, and a view
-    made through ``.data`` does not share the buffer's counter)."""
-    return tuple((id(t), t._version, getattr(t, "_cameo_flat", t)._version) for t in tensors)
-
-
-class Grouped:
-    """Linear layers that read the same input, run as one: the frozen weights concatenated
-    (a copy, rebuilt if a weight changes in place), and when every layer has one alike LoRA
-    term (q, k and v of one adapter) all of them in one more matmul plus one batched matmul."""
-
-    def __init__(self, modules: list[torch.nn.Module]):
-        self.modules = modules
-        self.sizes = [base_linear(m).out_features for m in modules]
-        self.weight: Tensor | None = None
-        self.bias: Tensor | None = None
-        self.key: tuple = ()
-
-    def frozen(self) -> tuple[Tensor, Tensor | None]:
-        bases = [base_linear(m) for m in self.modules]
-        if len(bases) == 1:
-            return bases[0].weight, bases[0].bias
-        key = _versions([t for b in bases for t in (b.weight, b.bias) if t is not None])
-        if key != self.key:
-            self.weight, self.bias = _concat(bases)
-            self.key = key
-        return self.weight, self.bias
-
-    def __call__(self, x: Tensor, base: Tensor | None = None) -> Tensor:
-        """x (..., k) -> (..., Σ n); ``base`` (..., Σ n) replaces x Wᵀ + b when it is cached."""
-        x2 = x.reshape(-1, x.shape[-1])
-        if base is None:
-            weight, bias = self.frozen()
-            y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        else:
-            y = base.reshape(x2.shape[0], -1)
-        per = [lora_terms(m) for m in self.modules]
-        if any(per):
-            y = self._lora(x2, y, per)
-        return y.view(*x.shape[:-1], y.shape[-1])
-
-    def _lora(self, x2: Tensor, y: Tensor, per: list[list[LoraTerm]]) -> Tensor:
-        shapes = {(p[0].A.shape, p[0].B.shape, p[0].scale) for p in per if len(p) == 1}
-        if len(per) == 1 or len(shapes) != 1 or any(len(p) != 1 for p in per):
-            parts = y.split(self.sizes, dim=1) if len(per) > 1 else [y]
-            parts = [add_terms(x2, o, p) for o, p in zip(parts, per, strict=True)]
-            return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        terms = [p[0] for p in per]
-        (r, _), (n, _), s = terms[0].A.shape, terms[0].B.shape, terms[0].scale
-        m, g = x2.shape[0], len(terms)
-        u = x2 @ torch.cat([t.A for t in terms]).t()  # (M, G·r)
-        bt = torch.stack([t.B for t in terms]).transpose(1, 2)  # (G, r, n)
-        delta = torch.bmm(u.view(m, g, r).transpose(0, 1), bt)  # (G, M, n)
-        return torch.add(y.view(m, g, n), delta.transpose(0, 1), alpha=s).reshape(m, g * n)
-
-
-class Budget:
-    """Bytes of extra memory the fast path may still take (grouped weights, caches)."""
-
-    def __init__(self, total: int):
-        self.left = total
-
-    def take(self, nbytes: int) -> bool:
-        if nbytes > self.left:
-            return False
-        self.left -= nbytes
-        return True
-
-
-class MergedCache:
-    """Inference: per group of layers, the concatenated W + Σ s B A, rebuilt when a weight or
-    a scale changes. Past the memory budget it multiplies the factors instead."""
-
-    def __init__(self, budget: Budget):
-        self.budget = budget
-        self.entries: dict[tuple, tuple[tuple, Tensor, Tensor | None]] = {}
-
-    def __call__(self, x: Tensor, modules: list[torch.nn.Module]) -> Tensor:
-        bases = [base_linear(m) for m in modules]
-        per = [lora_terms(m) for m in modules]
-        if len(modules) == 1 and not per[0]:
-            return F.linear(x, bases[0].weight, bases[0].bias)
-        ident = tuple(id(m) for m in modules)
-        tensors = [t for lin in bases for t in (lin.weight, lin.bias) if t is not None]
-        factors = [m for p in per for t in p for m in (t.A, t.B)]
-        key = (_versions([*tensors, *factors]), *(t.scale for p in per for t in p))
-        hit = self.entries.get(ident)
-        if hit is None and not self.budget.take(sum(lin.weight.nbytes for lin in bases)):
-            return Grouped(modules)(x)
-        if hit is None or hit[0] != key:
-            with torch.no_grad():
-                weight, bias = _concat(bases)
-                weight = weight.clone() if len(bases) == 1 else weight
-                for rows, p in zip(weight.split([b.out_features for b in bases]), per, strict=True):
-                    for t in p:
-                        rows.addmm_(t.B, t.A, alpha=t.scale)
-            hit = self.entries[ident] = (key, weight, bias)
-        return F.linear(x, hit[1], hit[2])
-
-
-def _concat(bases: list[torch.nn.Linear]) -> tuple[Tensor, Tensor | None]:
-    if len(bases) == 1:
-        return bases[0].weight, bases[0].bias
-    if len({b.bias is None for b in bases}) > 1:
-        raise Unsupported("grouped layers with and without bias")
-    with torch.no_grad():
-        weight = torch.cat([b.weight for b in bases])
-        bias = None if bases[0].bias is None else torch.cat([b.bias for b in bases])
-    return weight, bias
-
 
 # ---------------------------------------------------------------------------- the forward
 
@@ -354,7 +169,6 @@ class FastForward:
             )
         if not return_dict:
             return (out,)
-        from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
         return Transformer2DModelOutput(sample=out)
 
@@ -539,7 +353,7 @@ class FastForward:
             "lengths": lengths,  # (N,)
             "offsets": torch.cumsum(lengths, 0) - lengths,  # (N,) first row of each prompt
             "padded": not full,
-            "key": _versions(self._text_sources()),
+            "key": versions(self._text_sources()),
         }
         return True
 
@@ -564,7 +378,7 @@ class FastForward:
             or text.dtype != c["table"].dtype
         ):
             return None
-        if _versions(self._text_sources()) != c["key"]:
+        if versions(self._text_sources()) != c["key"]:
             self.text = None
             return None
         idx = ((text.flatten(1) @ c["probe"])[:, None] - c["prints"][None]).abs().argmin(1)
@@ -673,132 +487,3 @@ def pipeline(pipe) -> Iterator[None]:
             if getattr(pipe, name, None) is not None:
                 stack.enter_context(enabled(getattr(pipe, name)))
         yield
-
-
-SMALL_WIDTH = 512  # hidden width up to which CPU training runs on one thread by default
-
-
-def cpu_threads(requested: int, transformer) -> int:
-    """Torch CPU threads for a training loop: ``requested`` if set, else the user's
-    OMP_NUM_THREADS, else 1 for small models, whose operations are too short to share (on the
-    2-core machine of docs/performance.md two threads are no faster when the machine is idle
-    and 10-40x slower when another job holds a core), else torch's default."""
-    if requested > 0:
-        return requested
-    if os.environ.get("OMP_NUM_THREADS") or not hasattr(transformer, "config"):
-        return torch.get_num_threads()
-    c = transformer.config
-    width = c.num_attention_heads * c.attention_head_dim
-    return 1 if width <= SMALL_WIDTH else torch.get_num_threads()
-
-
-def fused_adamw(params, **kwargs) -> torch.optim.AdamW:
-    """AdamW as one fused kernel over all tensors where this torch supports it (CPU and CUDA
-    since 2.4), else the foreach implementation."""
-    try:
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(params, foreach=True, **kwargs)
-
-
-def clip_grad_norm_(accelerator, params: list[Tensor], max_norm: float) -> Tensor:
-    """``accelerator.clip_grad_norm_`` with torch's multi-tensor (foreach) kernels, which torch
-    only picks by itself on GPUs; sharded setups (FSDP, DeepSpeed) keep Accelerate's own."""
-    from accelerate.utils import DistributedType
-
-    plain = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-    if accelerator.distributed_type not in plain:
-        return accelerator.clip_grad_norm_(params, max_norm)
-    accelerator.unscale_gradients()
-    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-
-
-class FlatParameters:
-    """Trainable tensors as views of one flat parameter, and their gradients as views of one flat
-    gradient. AdamW, gradient clipping and zeroing then run once over one tensor instead of once
-    per tensor (128 of them for the default targets), which on a CPU costs more in dispatch than
-    in arithmetic. The maths is the same elementwise; the one difference is that a tensor that
-    got no gradient in a step still takes an AdamW step on a zero gradient (per-tensor AdamW
-    skips it), which cannot happen when every adapted layer is in the forward.
-
-    Create it after the model has reached its device (moving a module replaces its tensors and
-    would cut the views), and zero with ``zero_grad`` (the flat gradient is kept, never None,
-    so that autograd accumulates into the views in place). The optimiser state converts to
-    and from the per-tensor layout, which is what checkpoints store."""
-
-    def __init__(self, params: list[torch.nn.Parameter]):
-        if not params:
-            raise ValueError("no trainable tensors to lay out")
-        first = params[0]
-        if any(p.dtype != first.dtype or p.device != first.device for p in params):
-            raise ValueError("trainable tensors of several dtypes or devices")
-        self.views = params
-        self.sizes = [p.numel() for p in params]
-        total = sum(self.sizes)
-        self.param = torch.nn.Parameter(torch.empty(total, dtype=first.dtype, device=first.device))
-        self.param.grad = torch.zeros_like(self.param)
-        with torch.no_grad():
-            for p, d in zip(params, self.param.data.split(self.sizes), strict=True):
-                d.copy_(p.detach().reshape(-1))
-                p.data = d.view_as(p)
-                p._cameo_flat = self.param  # for _versions: the optimiser writes the buffer
-        self.attach_grads()
-
-    def zero_grad(self) -> None:
-        self.param.grad.zero_()
-
-    def attach_grads(self) -> None:
-        """Point each view's gradient back into the flat gradient (after code that set them
-        to None or replaced them)."""
-        for p, g in zip(self.views, self.param.grad.split(self.sizes), strict=True):
-            p.grad = g.view_as(p)
-
-    def per_tensor_state(self, state: dict) -> dict:
-        """A state_dict of an optimiser over ``[self.param]`` as if it ran over the views."""
-        flat = state["state"].get(0)
-        groups = [{**g, "params": list(range(len(self.views)))} for g in state["param_groups"]]
-        if not flat:  # no step taken yet
-            return {"state": {}, "param_groups": groups}
-        per = {}
-        for i, (p, part) in enumerate(zip(self.views, self._parts(flat), strict=True)):
-            per[i] = {k: (flat[k] if v is None else v.view_as(p)).clone() for k, v in part}
-        return {"state": per, "param_groups": groups}
-
-    def flat_state(self, state: dict) -> dict:
-        """The inverse of ``per_tensor_state``; a flat state passes through unchanged."""
-        groups = state["param_groups"]
-        if len(groups) == 1 and groups[0]["params"] == [0] and len(self.views) != 1:
-            return state
-        per = state["state"]
-        n = len(self.views)
-        if len(groups) != 1 or len(groups[0]["params"]) != n:
-            raise ValueError(
-                f"the optimiser state holds {sum(len(g['params']) for g in groups)} tensors in "
-                f"{len(groups)} groups; this adapter trains {n} in one"
-            )
-        if per and (
-            sorted(per) != list(range(n)) or any(per[i].keys() != per[0].keys() for i in per)
-        ):
-            raise ValueError(
-                "the optimiser state covers only some of the adapter's tensors (one never got a "
-                "gradient?); resume with --no-fast, or start again"
-            )
-        flat = {}
-        if per:
-            first = per[0]
-            for k, v in first.items():
-                if torch.is_tensor(v) and v.dim() > 0:
-                    flat[k] = torch.cat([per[i][k].reshape(-1) for i in range(n)])
-                else:
-                    flat[k] = v  # the step count, shared by all tensors
-        return {"state": {0: flat} if flat else {}, "param_groups": [{**groups[0], "params": [0]}]}
-
-    def _parts(self, flat: dict):
-        """Per view: (key, slice of the flat tensor, or None for scalars such as the step)."""
-        split = {
-            k: v.split(self.sizes) if torch.is_tensor(v) and v.dim() > 0 else None
-            for k, v in flat.items()
-        }
-        return [
-            [(k, s[i] if s else None) for k, s in split.items()] for i in range(len(self.views))
-        ]

@@ -12,9 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .generate import GenerateConfig, apply_loras, generate_frames
-from .media import save_clip_outputs
-from .models import load_pipeline
+from ..data.media import save_clip_outputs
+from ..lora_files import read_metadata
+from ..metrics.evaluate import Eyes, load_references, score_clip
+from ..metrics.scores import self_similarity
+from ..models import load_pipeline
+from .config import GenerateConfig
+from .loras import apply_loras
+from .sampling import generate_frames
 
 
 def run_sweep(
@@ -28,7 +33,6 @@ def run_sweep(
     seed: int = 0,
     overwrite: bool = False,
 ) -> dict:
-    from .lora import read_metadata
 
     if not scales:
         raise ValueError("no scales given")
@@ -47,8 +51,6 @@ def run_sweep(
         clips.append(frames)
         row: dict = {"scale": s}
         if eyes is not None:
-            from .metrics.evaluate import score_clip
-
             p = score_clip(eyes, frames, prompt, refs, self_sim)["people"][0]
             row.update(
                 {k: p.get(k) for k in ("identity_normalised", "identified", "prompt_fidelity")}
@@ -77,8 +79,6 @@ def run_sweep(
 def _eyes_and_refs(photos: Path | None):
     if photos is None:
         return None, None, None
-    from .metrics.evaluate import Eyes, load_references
-    from .metrics.scores import self_similarity
 
     eyes = Eyes()
     refs = eyes.embed(load_references(photos))

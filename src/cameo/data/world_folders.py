@@ -8,9 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data import TRIGGER_PLACEHOLDER
+from ..world import person_sample
 from .media import save_clip_outputs
-from .world import person_sample
+from .photos import TRIGGER_PLACEHOLDER
 
 
 def _ensure_empty_dir(out: Path, overwrite: bool) -> None:

@@ -1,0 +1,158 @@
+"""Sampling a clip with a stock ``WanPipeline``: initial noise, the flow-matching sampler, and
+the call that puts LoRAs, regions and the fast path together."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+from ..compose import regional, regional_prompts, window_denoising
+from ..data.media import save_clip_outputs
+from ..models import fast, load_pipeline, resolve_base, text_tokens_for
+from .config import GenerateConfig
+from .loras import LoadedLoras, apply_loras
+from .regions import prompt_inputs, regional_masks, stacked_text, window_plan
+
+
+def initial_noise(pipe, cfg: GenerateConfig) -> torch.Tensor:
+    """The noise the pipeline starts from for ``cfg``'s size and seed, (1, C, F', H/s, W/s):
+    given back to ``generate_frames`` as ``noise`` it gives the same clip; a crop of a wider
+    clip's noise gives a narrower clip that starts from the same numbers (paired comparisons)."""
+    model = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+    return pipe.prepare_latents(
+        1,
+        model.config.in_channels,
+        cfg.height,
+        cfg.width,
+        cfg.frames,
+        torch.float32,
+        pipe._execution_device,
+        torch.Generator("cpu").manual_seed(cfg.seed),
+    )
+
+
+def sampling_scheduler(own, sampler: str = "base", shift: float = 0.0):
+    """The scheduler to sample with: ``own`` (the base's) unless another ``sampler`` or a sigma
+    ``shift`` is asked for (0: the base's own shift). Every choice is a flow-matching sampler
+    with that shift, each spacing its steps its own way: ``euler`` (FlowMatchEulerDiscrete,
+    cameo-tiny's), ``unipc`` (UniPC, which Wan's checkpoints ship) or ``dpm++`` (DPM-Solver++
+    multistep). The first calls the shift ``shift``, the other two ``flow_shift``."""
+
+    key = next((k for k in ("flow_shift", "shift") if k in own.config), None)
+    if key is None:
+        raise ValueError(f"the base's {type(own).__name__} is not a flow-matching scheduler")
+    shift = shift or own.config[key]
+    cls = {
+        "base": type(own),
+        "euler": FlowMatchEulerDiscreteScheduler,
+        "unipc": UniPCMultistepScheduler,
+        "dpm++": DPMSolverMultistepScheduler,
+    }[sampler]
+    if cls is type(own):  # keep the base's other settings (solver order, ...)
+        return own if own.config[key] == shift else cls.from_config(own.config, **{key: shift})
+    steps = own.config.num_train_timesteps
+    if cls is FlowMatchEulerDiscreteScheduler:
+        return cls(num_train_timesteps=steps, shift=shift)
+    return cls(
+        num_train_timesteps=steps,
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+    )
+
+
+@contextlib.contextmanager
+def swapped_scheduler(pipe, scheduler):
+    """``pipe`` samples with ``scheduler`` inside the block, and with its own again after it."""
+    own = pipe.scheduler
+    pipe.scheduler = scheduler
+    try:
+        yield
+    finally:
+        pipe.scheduler = own
+
+
+def generate_frames(
+    pipe,
+    cfg: GenerateConfig,
+    loaded: LoadedLoras | None = None,
+    noise: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Run the pipeline; returns uint8 frames (F, H, W, 3). ``noise``: the starting latents
+    (1, C, F', H/s, W/s), instead of those drawn from ``cfg.seed``."""
+
+    gen = torch.Generator("cpu").manual_seed(cfg.seed)
+    windows = loaded is not None and loaded.windows
+    if windows:  # the adapters decide the mix; region_prompts reads it from the config
+        cfg = replace(cfg, mix="windows")
+    masks = None
+    if loaded is not None and loaded.regional and not windows:
+        masks = regional_masks(pipe, cfg, loaded)
+    # with windows, each window reads its own text chunk instead of a cross-attention mask
+    text, text_mask = (stacked_text(pipe, cfg), None) if windows else prompt_inputs(pipe, cfg)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        scheduler = sampling_scheduler(pipe.scheduler, cfg.sampler, cfg.shift)
+        stack.enter_context(swapped_scheduler(pipe, scheduler))
+        if cfg.fast and not masks and text_mask is None:
+            stack.enter_context(fast.pipeline(pipe))
+        if windows:  # after the fast path, so that each window's pass runs through it
+            stack.enter_context(
+                window_denoising(
+                    pipe.transformer, window_plan(pipe, cfg, loaded), text_tokens_for(pipe)
+                )
+            )
+        if masks:
+            stack.enter_context(regional(pipe.transformer, masks))
+        if text_mask is not None:
+            stack.enter_context(regional_prompts(pipe.transformer, text_mask))
+        video = pipe(
+            **text,
+            height=cfg.height,
+            width=cfg.width,
+            num_frames=cfg.frames,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance,
+            generator=gen,
+            latents=noise,
+            max_sequence_length=text_tokens_for(pipe),
+            output_type="np",
+        ).frames[0]
+    return (np.clip(video, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def generate_clip(cfg: GenerateConfig, pipe=None) -> np.ndarray:
+    """Frames (F, H, W, 3) uint8 for ``cfg``, with its LoRAs at their scales.
+
+    Without ``pipe`` the base is loaded and the LoRAs are applied (fused if ``cfg.fuse``). With
+    a ``pipe`` that the caller owns, the LoRAs are loaded as adapters for this clip only and
+    removed afterwards, so the pipe is left as it was given."""
+    cfg.validate()
+    if pipe is None:
+        pipe = load_pipeline(cfg.base)
+        loaded = apply_loras(pipe, cfg.lora, cfg.fuse, resolve_base(cfg.base), cfg.mix, cfg.region)
+        return generate_frames(pipe, cfg, loaded)
+    before = set(pipe.get_list_adapters().get("transformer", [])) if cfg.lora else set()
+    loaded = apply_loras(pipe, cfg.lora, False, resolve_base(cfg.base), cfg.mix, cfg.region)
+    try:
+        return generate_frames(pipe, cfg, loaded)
+    finally:
+        if loaded.names:
+            pipe.delete_adapters(loaded.names)
+            if before:
+                pipe.set_adapters(sorted(before))
+
+
+def generate_to_files(cfg: GenerateConfig, pipe=None) -> list[Path]:
+    """Generate and write the MP4, GIF, PNG contact sheet and a JSON of the settings."""
+    frames = generate_clip(cfg, pipe)
+    return save_clip_outputs(frames, Path(cfg.out), fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg))

@@ -1,0 +1,237 @@
+"""``TrainConfig``: every option of ``cameo train``, validated in one place and written beside
+the LoRA as config.json."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..lora import (
+    DEFAULT_TARGETS,
+    LoraSpec,
+)
+from ..models import (
+    FLOW_SHIFT,
+)
+
+PRIOR_SOURCES = ("photos", "generated")
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``cameo train``; the resolved config is written beside the LoRA."""
+
+    # Settings added after runs were saved without them: the value that trains as the code
+    # before them did, for a --resume of such a run (its config.json lacks the key).
+    BEFORE_ADDED: ClassVar[dict[str, Any]] = {"prior_strangers": 0.0}
+
+    data: str = field(default="", metadata={"help": "folder of photos (and clips) with captions"})
+    name: str = field(default="subject", metadata={"help": "name of the LoRA file"})
+    trigger: str = field(default="", metadata={"help": "word that names the person in prompts"})
+    out: str = field(default="runs/lora", metadata={"help": "output folder"})
+    base: str = field(
+        default="cameo-tiny",
+        metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"},
+    )
+    height: int = field(
+        default=64, metadata={"help": "training height: photos are resized and cropped to it"}
+    )
+    width: int = field(default=64, metadata={"help": "training width (multiple of 16)"})
+    rank: int = field(default=16, metadata={"help": "LoRA rank r"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale alpha/r)"})
+    targets: str = field(
+        default=DEFAULT_TARGETS, metadata={"help": "adapted modules (name suffixes)"}
+    )
+    ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})
+    rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA scaling"})
+    expert: str = field(
+        default="high",
+        metadata={
+            "help": "Wan 2.2 A14B: which expert to adapt, high (noisy steps, `transformer`) or low (`transformer_2`)"
+        },
+    )
+    orthogonal_slot: int = field(
+        default=-1,
+        metadata={
+            "help": "composition-ready training: freeze A to this slot of a shared orthogonal basis (-1 = off)"
+        },
+    )
+    orthogonal_seed: int = field(
+        default=0,
+        metadata={
+            "help": "seed of the shared orthogonal basis (the same for people who will be combined)"
+        },
+    )
+    steps: int = field(
+        default=200,
+        metadata={
+            "help": "optimiser steps; identity plateaus after about 100 on cameo-tiny, and 200 "
+            "trains in under 2 minutes on a 2-core CPU (docs/quality.md)"
+        },
+    )
+    batch: int = field(default=8, metadata={"help": "global batch size"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
+    schedule: str = field(default="cosine", metadata={"help": "cosine | constant (after warmup)"})
+    warmup: int = field(default=25, metadata={"help": "warmup steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    seed: int = field(default=0, metadata={"help": "seed of batches, noise and initialisation"})
+    caption_dropout: float = field(default=0.05, metadata={"help": "share of empty prompts"})
+    sigma_shift: float = field(
+        default=FLOW_SHIFT,
+        metadata={
+            "help": "shift of the logit-normal training sigmas (SD3, eq. 23): above 1 spends more "
+            "steps at high noise, where layout and face shape form; below 1 at low noise, where "
+            "fine details do; the default is the base's own, shared with sampling"
+        },
+    )
+    still_clips: int = field(
+        default=0,
+        metadata={
+            "help": "also train on each photo as a still clip of this many frames (4k+1; 0 = off), "
+            "so that the latent frames after the first, which photos never fill, see the person"
+        },
+    )
+    trigger_only: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of samples captioned with the trigger alone, so that the trigger, not "
+            "the caption's description of the person, must carry their look"
+        },
+    )
+    prior_preservation: float = field(
+        default=0.5,
+        metadata={
+            "help": "weight of the base model's prediction for the trigger-free class prompt (0 = off); "
+            "0.5 cut leakage from +0.13 to +0.02 on cameo-tiny (docs/quality.md)"
+        },
+    )
+    class_word: str = field(
+        default="a person",
+        metadata={
+            "help": "replaces the trigger in class prompts (those not given to strangers, see "
+            "--prior-strangers, and those of --trigger-only samples)"
+        },
+    )
+    prior_strangers: float = field(
+        default=1.0,
+        metadata={
+            "help": "share of prior-preservation samples whose class prompt names someone else "
+            "(one of the base model's people, described: 'a woman with a brown bob') instead of "
+            "the class word, so the LoRA learns to leave other people as the base draws them; "
+            "1.0 cut leakage from +0.055 to +0.001 on cameo-tiny (docs/quality.md); with "
+            "--prior-source generated it does not apply"
+        },
+    )
+    prior_source: str = field(
+        default="photos",
+        metadata={
+            "help": "what prior preservation keeps: photos = the base model's prediction on the "
+            "person's own noised photos under the class prompt (differential output "
+            "preservation); generated = the base model's own samples of the class prompts, "
+            "made once before training (DreamBooth's class images)"
+        },
+    )
+    ema: float = field(
+        default=0.0, metadata={"help": "EMA decay of the LoRA weights saved at the end (0 = off)"}
+    )
+    grad_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in backward to save memory"}
+    )
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (bf16 on GPU)"})
+    fast: bool = field(
+        default=True,
+        metadata={
+            "help": "fast path (cameo.fast): same maths, fewer operations; --no-fast runs the plain diffusers + PEFT forward"
+        },
+    )
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "CPU threads for training; 0 = auto: 1 for small models like cameo-tiny (more only add waits, see docs/performance.md)"
+        },
+    )
+    checkpoint_every: int = field(
+        default=100, metadata={"help": "steps between resumable checkpoints"}
+    )
+    validate_every: int = field(
+        default=100,
+        metadata={"help": "steps between identity validations (0 = only at the end, -1 = never)"},
+    )
+    early_stop: int = field(
+        default=0,
+        metadata={"help": "stop after this many validations without identity gain (0 = never)"},
+    )
+    min_photos: int = field(default=4, metadata={"help": "refuse to train on fewer usable photos"})
+    init_from: str = field(default="", metadata={"help": "start from this LoRA file"})
+    log_with: str = field(
+        default="tensorboard",
+        metadata={"help": "Accelerate tracker: tensorboard, wandb, ... or none"},
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an existing LoRA of the same name"}
+    )
+
+    def lora_spec(self) -> LoraSpec:
+        return LoraSpec(self.rank, self.alpha, self.targets, self.ffn, self.rslora)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError("--data is required: a folder of photos with captions")
+        if not self.trigger.strip() or len(self.trigger.split()) != 1:
+            raise ValueError(
+                "--trigger must be one word that names the person, e.g. --trigger mike"
+            )
+        for name in ("steps", "batch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"--lr must be in (0, 1), not {self.lr}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError("--schedule must be cosine or constant")
+        if self.expert not in ("high", "low"):
+            raise ValueError("--expert must be high or low")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError("--mixed-precision must be no, bf16 or fp16")
+        if not 0 <= self.ema < 1 or not 0 <= self.caption_dropout < 1:
+            raise ValueError("--ema and --caption-dropout must be in [0, 1)")
+        if not 0 < self.sigma_shift <= 20:
+            raise ValueError(f"--sigma-shift must be in (0, 20], not {self.sigma_shift}")
+        if not 0 <= self.trigger_only < 1:
+            raise ValueError("--trigger-only must be in [0, 1)")
+        if self.prior_source not in PRIOR_SOURCES:
+            raise ValueError(f"--prior-source must be {' or '.join(PRIOR_SOURCES)}")
+        if self.still_clips and (self.still_clips < 5 or (self.still_clips - 1) % 4):
+            raise ValueError("--still-clips must be 0 or 4k+1 frames (5, 9, 13, 17, ...)")
+        if not 0 <= self.prior_strangers <= 1:
+            raise ValueError("--prior-strangers must be in [0, 1]")
+        if self.height % 16 or self.width % 16 or min(self.height, self.width) < 16:
+            raise ValueError("--height and --width must be multiples of 16")
+        self.lora_spec().validate()
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides) -> TrainConfig:
+        """Read a TOML config (keys as the flags, with _ or -), then apply overrides."""
+        raw = tomllib.loads(Path(path).read_text())
+        raw = {k.replace("-", "_"): v for k, v in raw.get("train", raw).items()}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {', '.join(unknown)}")
+        return cls(**{**raw, **overrides})
+
+
+# Settings of one invocation (how fast it runs, what it logs, whether it may replace files),
+# not of the adapter; a --resume takes every other one from the run's config.json unless given
+# (checkpoint.settings_from_run), so the adapter keeps its rank, targets and schedule.
+PER_INVOCATION = (
+    "out",
+    "threads",
+    "checkpoint_every",
+    "log_with",
+    "overwrite",
+    "fast",
+    "grad_checkpointing",
+    "mixed_precision",
+)
