@@ -2,12 +2,12 @@
 
     .venv/bin/python benchmarks/base_quality.py [--seeds 2]
 
-Writes docs/base_quality.json; docs/quality.md quotes it. Measures: VAE reconstruction PSNR on
-held-out world frames and clips; prompt following (hair colour, background colour, glasses,
-speaking vs silent) on generated clips; identity through the VAE (held-out renders identified
-before and after a VAE round trip: the cap on every clone); famous people identified by name among
-the famous set, and their real clips after a VAE round trip (the cap on that); held-out people
-described in text, identified among 100 people.
+Writes docs/base_quality.json (--json names another file under docs/); docs/quality.md quotes
+its parts. Measures: VAE reconstruction PSNR on held-out world frames and clips; prompt following
+(hair colour, background colour, glasses, speaking vs silent) on generated clips; identity through
+the VAE (held-out renders identified before and after a VAE round trip: the cap on every clone);
+famous people identified by name among the famous set, and their real clips after a VAE round
+trip (the cap on that); held-out people described in text, identified among 100 people.
 """
 
 from __future__ import annotations

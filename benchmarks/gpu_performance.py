@@ -9,7 +9,7 @@ nothing is downloaded, random weights are fine for speed).
 Seconds per step (variants timed in turns, median), peak tensor memory of each variant alone,
 and the achieved FLOP/s (torch's FlopCounterMode over one step: matmuls and attention) as a
 fraction of the GPU's measured bf16 matrix-multiply peak. ``--smoke`` runs the same code on
-the CPU with cameo-tiny's transformer in fp32, to check the script where no GPU is lent.
+the CPU with cameo-tiny's transformer in fp32, to check the script where no GPU is available.
 """
 
 from __future__ import annotations

@@ -221,8 +221,7 @@ def markdown(r: dict) -> str:
         f"batch 8, rank 16, targets {r.get('targets', 'to_q,to_k,to_v,to_out.0')}, fp32, "
         "cached latents and prompt embeddings). cameo's step is `Trainer._step` of `cameo train` (batch sampling, loss, "
         "backward, clipping, AdamW) on 20 captioned photos of a person, with the defaults but "
-        "prior preservation off, so both loops optimise the same objective (runs from before "
-        "prior preservation became the default measured exactly that).",
+        "prior preservation off, so both loops optimise the same objective.",
         "",
         "## Targets",
         "",
@@ -234,7 +233,7 @@ def markdown(r: dict) -> str:
         "",
         "## Where the time goes (torch.profiler, 5 steps each)",
         "",
-        "The built-in model is small (width 128, 64 tokens per photo since session 5 (16 before), 64 prompt tokens), so a",
+        "The built-in model is small (width 128, 64 tokens per photo, 64 prompt tokens), so a",
         "step is mostly the cost of issuing operations, not of doing arithmetic (see the FLOP/s",
         "row above). The profiler's own overhead inflates every row; the shares are what count.",
         "",
@@ -290,8 +289,8 @@ def two_people(
         *[f"| {k} | {v:.2f} |" for k, v in w["median_s"].items()],
         "",
         f"Windows through the fast path take {w['windows fast / plain']:.2f}x the time of the "
-        "plain forward (the windows chose each pass's adapter with output hooks before session 18, "
-        "which kept them off the fast path). A windows clip costs "
+        "plain forward: each pass chooses its adapter by PEFT scaling, so every pass runs the "
+        "fast path. A windows clip costs "
         f"{w['windows fast / linear merge fast']:.2f}x a merged-LoRA clip of the same size: each "
         "step runs the whole canvas without adapters and each half with its own, twice the "
         "tokens, and the merge loses one of the people (docs/results.md).",
@@ -301,7 +300,7 @@ def two_people(
 
 def tried() -> list[str]:
     return [
-        "## Tried and not kept",
+        "## Tried and not adopted",
         "",
         "Measured by hand on this machine while building the fast path (not part of the suite):",
         "",
@@ -311,7 +310,7 @@ def tried() -> list[str]:
         "  `aot_eager` backend compiled in 28 s and was slower than eager (133 against 114 ms,",
         "  one thread), and diffusers' `compile_repeated_blocks` compiled in 62 s and ran at",
         "  259 ms.",
-        "- **`torch.compile` of the fast path's block** (`FastForward._block`, inductor), session 4:",
+        "- **`torch.compile` of the fast path's block** (`FastForward._block`, inductor):",
         "  52 s to compile and run 3 steps, then 49.3 ms per step against 46.7 ms eager (one",
         "  thread, AMD EPYC, the other core busy); dynamo compiled one graph per block index and",
         "  hit its recompile limit at the eighth.",
@@ -334,7 +333,7 @@ def notes(r: dict) -> list[str]:
     return [
         "## Notes",
         "",
-        "- The fast path (`src/cameo/fast.py`) runs the same weights and PEFT adapters with",
+        "- The fast path (`src/cameo/models/fast.py`) runs the same weights and PEFT adapters with",
         "  fewer operations; `tests/test_fast.py` checks outputs, losses and gradients against",
         "  the plain PEFT forward. It falls back to the stock forward for what it does not",
         "  cover (mixed precision, gradient checkpointing, DoRA, dropout, hooks such as regional",

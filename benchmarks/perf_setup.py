@@ -74,7 +74,7 @@ def interleaved(fns: dict[str, Timed], repeats: int, inner: int, warmup: int = 2
 
 class Alternate:
     """Calls its functions in turn, one per call (copies of one variant, to average out where
-    each copy's tensors landed in memory)."""
+    each copy's tensors were placed in memory)."""
 
     def __init__(self, fns: list):
         self.fns, self.i = fns, 0

@@ -106,7 +106,7 @@ def _set_flat(trainer, on: bool) -> None:
 
 def training(ctx: dict) -> dict:
     """Headline ratios, the before/after chain of every change, and thread counts. Two
-    identical models here can differ by several percent (where their tensors landed in memory),
+    identical models here can differ by several percent (where their tensors were placed in memory),
     so every variant alternates between two copies of itself, and a second pair of frozen
     forwards is timed as a control."""
     trainers, base = ctx["trainers"], ctx["base"]
@@ -214,7 +214,7 @@ def generation(ctx: dict) -> dict:
     """Whole ``generate`` calls (text encoder, denoising with CFG, VAE decode) and the
     denoising alone: cameo's path and stock diffusers, each without LoRA, with an unfused LoRA
     and with a fused one. Two identical pipelines here can differ by several percent (where
-    their tensors landed in memory), so each variant alternates between two copies of itself,
+    their tensors were placed in memory), so each variant alternates between two copies of itself,
     and a second copy of cameo's base is timed as a control."""
     from cameo.generation import GenerateConfig
 

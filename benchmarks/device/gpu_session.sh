@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One lent-GPU session, prepared to fit a 10-minute call: pretrain cameo-tiny on the GPU with
+# One GPU run, prepared to fit a 10-minute call: pretrain cameo-tiny on the GPU with
 # time budgets per stage (and, with ESTIMATE_S > 0, first check real Wan configs against
-# `cameo estimate`, done in session 2). ARCH names the shapes (default: the 4x VAE that
+# `cameo estimate`; docs/estimate_gpu.json). ARCH names the shapes (default: the 4x VAE that
 # benchmarks/vae_pilot.py chose, docs/quality.md); ARCH= (empty) keeps the shipped shapes.
 # Run from the repo root there, with .whl (diffusers wheel) and .minilm (minilm_transport.py
 # pack) carried. Results go to $OUT: estimate_gpu.json, run.tgz, logs.
@@ -21,7 +21,7 @@ ESTIMATE_S=${ESTIMATE_S:-0}
 if [ "$ESTIMATE_S" -gt 0 ]; then
   timeout "$ESTIMATE_S" python3 benchmarks/estimate_gpu.py --out "$OUT/estimate_gpu.json" --budget-s $(( ESTIMATE_S - 35 )) 2>&1 | tail -8
 fi
-# 1b. the performance suite on the GPU (issue 7, item 3): cameo's step vs the stock loop on a
+# 1b. the performance suite on the GPU: cameo's step vs the stock loop on a
 # random Wan2.1-1.3B at 480x832x33, bf16; off by default (about 2 minutes: lower PRETRAIN_S).
 PERF_S=${PERF_S:-0}
 if [ "$PERF_S" -gt 0 ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Second lent-GPU call: the transformer stage alone, on a VAE checkpoint carried in .gpuvae/vae
+# A second GPU call: the transformer stage alone, on a VAE checkpoint carried in .gpuvae/vae
 # (written here from the shipped cameo-tiny VAE), so the new transformer fits the shipped VAE.
 set -u
 OUT=${OUT:-/tmp/out}

@@ -1,10 +1,10 @@
 """Carry cameo's text encoder to an offline GPU machine that cannot install the MiniLM wheel.
 
-The lent GPU machines reach no package registry, and what travels there is capped at 64 MiB,
+The offline GPU machines reach no package registry, and what travels there is capped at 64 MiB,
 while the wheel's fp32 MiniLM is 87 MiB. World captions use only a few hundred of MiniLM's
 30,522 word pieces, so ``pack`` keeps those rows of the word-embedding table and stores every
-weight in fp16 (22 MB); ``unpack`` rebuilds a full fp32 BertModel folder there. Rows that were
-not kept become NaN, so a caption outside the packed vocabulary cannot pass unnoticed (its
+weight in fp16 (22 MB); ``unpack`` rebuilds a full fp32 BertModel folder there. Rows left out
+of the pack become NaN, so a caption outside the packed vocabulary cannot pass unnoticed (its
 embedding, and the loss that uses it, turn NaN). The pretraining cache stores text embeddings in
 fp16 anyway, so fp16 weights cost no precision that training would have kept.
 
