@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cameo.models import fast
-
-from cameo.training import flat
 from cameo.diffusion import flow_matching_loss
 from cameo.lora import LoraSpec, adapters_disabled, add_lora, lora_parameters
+from cameo.models import fast
+from cameo.training import flat
 from conftest import tiny_parts, train_config
 
 # fp32 sums taken in another order; the outputs are O(1)
@@ -68,6 +67,14 @@ def _predict(model, b):
         return model(b["x0"], b["sigmas"] * 1000, b["text"], return_dict=False)[0]
 
 
+def _assert_ran_fast(ff, calls_before: int = 0) -> int:
+    """The fast path computed the calls since ``calls_before`` itself: an equality with the plain
+    path proves nothing if every call fell back to it."""
+    assert not ff.fallbacks, ff.fallbacks
+    assert ff.served > calls_before, "the fast path never ran"
+    return ff.served
+
+
 def _assert_same_grads(g0: dict, g1: dict):
     assert g0.keys() == g1.keys() and g0
     for k in g0:
@@ -87,7 +94,7 @@ def test_training_matches_plain_peft(name, cache):
         merged = ff._cached_base(b["text"])["mask"] is not None
         assert merged == ("padded" in cache)  # rows 0-2 end in padding from position 5 on
     loss1, grads1 = _loss_and_grads(model, b)
-    assert not ff.fallbacks, ff.fallbacks
+    _assert_ran_fast(ff)
     torch.testing.assert_close(loss1, loss0, atol=ATOL, rtol=RTOL)
     _assert_same_grads(grads0, grads1)
 
@@ -104,7 +111,7 @@ def test_shapes_and_inference_match(frames, size):
     loss1, grads1 = _loss_and_grads(model, b)
     torch.testing.assert_close(loss1, loss0, atol=ATOL, rtol=RTOL)
     _assert_same_grads(grads0, grads1)
-    assert not ff.fallbacks
+    _assert_ran_fast(ff)
 
 
 def test_every_option_alone_matches():
@@ -121,6 +128,7 @@ def test_every_option_alone_matches():
         torch.testing.assert_close(loss, want_loss, atol=ATOL, rtol=RTOL, msg=option)
         _assert_same_grads(want_grads, grads)
         torch.testing.assert_close(_predict(model, b), want_out, atol=ATOL, rtol=RTOL)
+        assert _assert_ran_fast(ff) == 2, option  # the training call and the prediction
 
 
 def test_unpadded_lengths():
@@ -138,10 +146,12 @@ def test_prompts_outside_the_cache_and_changed_text_weights():
     ff = fast.enable(model)
     ff.cache_text(b["table"][:1])  # the other prompts of the batch are not cached
     torch.testing.assert_close(_predict(model, b), want, atol=ATOL, rtol=RTOL)
+    served = _assert_ran_fast(ff)
     ff.cache_text(b["table"])
     with torch.no_grad():  # a frozen text weight changes in place: the cache must notice
         model.condition_embedder.text_embedder.linear_1.weight.mul_(1.5)
     got = _predict(model, b)
+    _assert_ran_fast(ff, served)
     fast.disable(model)
     want = _predict(model, b)
     assert not torch.allclose(got, _predict(_model(), b))
@@ -159,7 +169,9 @@ def test_merged_inference_follows_updates_and_scales():
         fast.disable(model)
         want = _predict(model, b)
         model.forward = ff
+        served = ff.served
         torch.testing.assert_close(_predict(model, b), want, atol=ATOL, rtol=RTOL)
+        _assert_ran_fast(ff, served)
         return want
 
     ff = fast.enable(model)
@@ -187,8 +199,10 @@ def test_frozen_down_projection():
             p.requires_grad_(False)
     b = _inputs()
     _, want = _loss_and_grads(model, b)
-    fast.enable(model).cache_text(b["table"])
+    ff = fast.enable(model)
+    ff.cache_text(b["table"])
     _, got = _loss_and_grads(model, b)
+    _assert_ran_fast(ff)
     assert all("lora_B" in k for k in got)
     _assert_same_grads(want, got)
 
@@ -237,39 +251,39 @@ def test_flat_parameters_train_like_separate_tensors():
     b = _inputs()
     separate = lora_parameters(plain)
     views = lora_parameters(flat_model)
-    flat = flat.FlatParameters(views)
+    buf = flat.FlatParameters(views)
     assert all(
-        v.untyped_storage().data_ptr() == flat.param.untyped_storage().data_ptr() for v in views
+        v.untyped_storage().data_ptr() == buf.param.untyped_storage().data_ptr() for v in views
     )
     a = flat.fused_adamw(separate, lr=0.05, weight_decay=0.01)
-    f = flat.fused_adamw([flat.param], lr=0.05, weight_decay=0.01)
+    f = flat.fused_adamw([buf.param], lr=0.05, weight_decay=0.01)
     for _ in range(3):
-        for model, opt, params in ((plain, a, separate), (flat_model, f, [flat.param])):
+        for model, opt, params in ((plain, a, separate), (flat_model, f, [buf.param])):
             loss = flow_matching_loss(model, b["x0"], b["text"], b["sigmas"], b["noise"]).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.5, foreach=True)
             opt.step()
         a.zero_grad(set_to_none=True)
-        flat.zero_grad()
+        buf.zero_grad()
         assert all(v.grad is not None and not v.grad.any() for v in views)
     for p, q in zip(separate, views, strict=True):
         torch.testing.assert_close(q, p)
     start = lora_parameters(_model())
     assert all(not torch.equal(v, s) for v, s in zip(views, start, strict=True))  # all trained
-    per = flat.per_tensor_state(f.state_dict())
+    per = buf.per_tensor_state(f.state_dict())
     ref = a.state_dict()
     assert per["param_groups"][0]["params"] == ref["param_groups"][0]["params"]
     for i, st in ref["state"].items():
         for k, v in st.items():
             assert torch.equal(per["state"][i][k], v), (i, k)
-    back = flat.flat_state(per)
+    back = buf.flat_state(per)
     for k, v in f.state_dict()["state"][0].items():
         assert torch.equal(back["state"][0][k], v), k
     partial = {**per, "state": {0: per["state"][0]}}
     with pytest.raises(ValueError, match="only some"):
-        flat.flat_state(partial)
+        buf.flat_state(partial)
     own = f.state_dict()
-    assert flat.flat_state(own) is own  # a flat state passes through
+    assert buf.flat_state(own) is own  # a flat state passes through
 
 
 def test_merged_inference_follows_a_flat_buffer_step():
@@ -277,22 +291,24 @@ def test_merged_inference_follows_a_flat_buffer_step():
     (the views' own version counters do not move then), and a copy into a view."""
     model = _model()
     b = _inputs()
-    flat = flat.FlatParameters(lora_parameters(model))
-    fast.enable(model)
-    opt = torch.optim.SGD([flat.param], lr=0.5)
+    buf = flat.FlatParameters(lora_parameters(model))
+    ff = fast.enable(model)
+    opt = torch.optim.SGD([buf.param], lr=0.5)
     before = _predict(model, b)
-    flat.param.grad.normal_()
+    buf.param.grad.normal_()
     opt.step()
     after = _predict(model, b)
+    _assert_ran_fast(ff)
     assert not torch.allclose(before, after)
     fast.disable(model)
     torch.testing.assert_close(after, _predict(model, b), atol=ATOL, rtol=RTOL)  # plain PEFT
-    fast.enable(model)
+    ff = fast.enable(model)
     cached = _predict(model, b)  # fills the cache again
     with torch.no_grad():
-        for v in flat.views:
+        for v in buf.views:
             v.copy_(torch.zeros_like(v))  # as the EMA weights are copied in at the end
     zeroed = _predict(model, b)
+    assert _assert_ran_fast(ff) == 2
     assert not torch.allclose(cached, zeroed)
     fast.disable(model)
     torch.testing.assert_close(zeroed, _predict(model, b), atol=ATOL, rtol=RTOL)
@@ -329,7 +345,8 @@ def test_cameo_train_fast_and_plain_give_the_same_losses(photos, tiny_pipeline_d
         losses[flag] = [json.loads(line)["loss"] for line in lines]
         if flag:
             ff = fast.get(trainer.pipe.transformer)
-            assert ff is not None and ff.text is not None and not ff.fallbacks
+            assert ff is not None and ff.text is not None
+            assert _assert_ran_fast(ff) >= 4  # every training step's forward
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
     assert len(set(losses[True])) > 1
 
@@ -344,8 +361,21 @@ def test_generate_fast_and_plain_give_the_same_frames(tiny_pipeline_dir, tmp_pat
         for p in lora_parameters(pipe.transformer):
             p.add_(torch.randn_like(p) * 0.3)
     cfg = dict(prompt="mike, smiling", frames=5, height=32, width=32, steps=3, guidance=3.0)
-    plain = generate_frames(pipe, GenerateConfig(**cfg, fast=False)).astype(int)
-    quick = generate_frames(pipe, GenerateConfig(**cfg, fast=True)).astype(int)
+    served = []
+    real_forward = fast.FastForward._forward
+
+    def counted(self, *args):
+        served.append(1)
+        return real_forward(self, *args)
+
+    fast.FastForward._forward = counted
+    try:
+        plain = generate_frames(pipe, GenerateConfig(**cfg, fast=False)).astype(int)
+        assert not served  # --no-fast never enters the fast path
+        quick = generate_frames(pipe, GenerateConfig(**cfg, fast=True)).astype(int)
+    finally:
+        fast.FastForward._forward = real_forward
+    assert len(served) >= 3  # at least one fast forward per sampling step
     assert fast.get(pipe.transformer) is None  # switched off again after the call
     assert np.abs(plain - quick).max() <= 1
     assert plain.std() > 0

@@ -129,7 +129,8 @@ class FastForward:
         self.rope: dict[tuple, object] = {}
         self.merged = MergedCache(self.budget)
         self.text: dict | None = None
-        self.fallbacks: dict[str, int] = {}
+        self.fallbacks: dict[str, int] = {}  # why a call ran the original forward, how often
+        self.served = 0  # calls the fast path computed itself
         self.blocks = [self._plan(b) for b in model.blocks]
 
     def _plan(self, block) -> dict:
@@ -167,6 +168,7 @@ class FastForward:
                 return_dict=return_dict,
                 attention_kwargs=attention_kwargs,
             )
+        self.served += 1
         if not return_dict:
             return (out,)
 
