@@ -302,7 +302,7 @@ def tried() -> list[str]:
     return [
         "## Tried and not adopted",
         "",
-        "Measured by hand on this machine while building the fast path (not part of the suite):",
+        "Measured by hand on a 2-core AMD EPYC, outside the suite:",
         "",
         "- **`torch.compile` (inductor)** of the PEFT-adapted transformer, batch 8, photos: 88 s",
         "  to compile, then 48 ms per step against 132 ms eager (2 threads, loaded machine). The",
