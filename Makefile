@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch==2.13.0 is the CPU build on this machine kind; installing it first keeps pip
+# torch==2.13.0 from the CPU wheel index of this environment; installing it first keeps pip
 # from pulling multi-GB CUDA wheels. GPU users: see README, "GPU install".
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -41,8 +41,8 @@ class VAEConfig:
     base_dim: int = field(default=16, metadata={"help": "channels of the first encoder stage"})
     z_dim: int = field(default=8, metadata={"help": "latent channels"})
     dim_mult: list[int] = field(
-        # cameo-tiny's shape since session 5: two halvings, a 64x64 frame -> 16x16 latents
-        # (the 8x8 of three halvings lost the face; docs/quality.md "What caps identity").
+        # cameo-tiny's shape: two halvings, a 64x64 frame -> 16x16 latents (the 8x8 of three
+        # halvings lost the face; docs/log.md, 2026-12-01).
         default_factory=lambda: [1, 2, 4],
         metadata={"help": "stage widths; each stage after the first halves H and W (3 = 4x)"},
     )

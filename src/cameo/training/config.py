@@ -68,7 +68,7 @@ class TrainConfig:
         default=200,
         metadata={
             "help": "optimiser steps; identity plateaus after about 100 on cameo-tiny, and 200 "
-            "trains in under 2 minutes on a 2-core CPU (docs/quality.md)"
+            "trains in under 2 minutes on a 2-core CPU (docs/log.md)"
         },
     )
     batch: int = field(default=8, metadata={"help": "global batch size"})
@@ -104,7 +104,7 @@ class TrainConfig:
         default=0.5,
         metadata={
             "help": "weight of the base model's prediction for the trigger-free class prompt (0 = off); "
-            "0.5 cut leakage from +0.13 to +0.02 on cameo-tiny (docs/quality.md)"
+            "0.5 cut leakage from +0.13 to +0.02 on cameo-tiny (docs/log.md)"
         },
     )
     class_word: str = field(
@@ -120,7 +120,7 @@ class TrainConfig:
             "help": "share of prior-preservation samples whose class prompt names someone else "
             "(one of the base model's people, described: 'a woman with a brown bob') instead of "
             "the class word, so the LoRA learns to leave other people as the base draws them; "
-            "1.0 cut leakage from +0.055 to +0.001 on cameo-tiny (docs/quality.md); with "
+            "1.0 cut leakage from +0.055 to +0.001 on cameo-tiny (docs/log.md); with "
             "--prior-source generated it does not apply"
         },
     )
