@@ -134,3 +134,28 @@ def test_keys_for_another_model_are_an_error(native, tiny_pipeline_dir, tmp_path
     pipe = load_pipeline(tiny_pipeline_dir)
     with pytest.raises(ValueError, match="match no layer"):
         load_adapter(pipe.transformer, bad, "x")
+
+
+def test_malformed_metadata_and_matrices_are_conversion_errors(native):
+    sd, meta = read_lora_file(native)
+    bad_meta = [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"transformer.lora_alpha": "many"}', "malformed alpha"),
+        ('{"transformer.alpha_pattern": {"(": 1.0}}', "malformed alpha"),
+    ]
+    for text, reason in bad_meta:
+        with pytest.raises(ConversionError, match=reason) as e:
+            convert_state_dict(sd, "kohya", {**meta, "lora_adapter_metadata": text})
+        assert type(e.value) is ConversionError
+    a, b = (
+        "transformer.blocks.0.attn1.to_q.lora_A.weight",
+        "transformer.blocks.0.attn1.to_q.lora_B.weight",
+    )
+    for bad in ({a: sd[a][0]}, {b: sd[b][:, :2]}):
+        with pytest.raises(ConversionError, match="not the two matrices of one low-rank change"):
+            convert_state_dict({**sd, **bad}, "comfyui", meta)
+    comfy, _, _ = convert_state_dict(sd, "comfyui", meta)
+    alpha = "diffusion_model.blocks.0.self_attn.q.alpha"
+    with pytest.raises(ConversionError, match="alpha has 2 values"):
+        convert_state_dict({**comfy, alpha: torch.ones(2)}, "diffusers")

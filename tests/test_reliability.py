@@ -271,10 +271,17 @@ _VALID = {
     "transformer.blocks.1.ffn.net.2.lora_A.weight": torch.randn(4, 32, generator=_G),
     "transformer.blocks.1.ffn.net.2.lora_B.weight": torch.randn(16, 4, generator=_G),
 }
-_REFUSED = re.compile(
-    r"only \.safetensors LoRA files|not a readable safetensors file|holds no tensors"
-    r"|not floating point|non-finite values"
-)
+_REFUSED = {  # the reason each kind of bad file must be refused for (None: read or refused)
+    "bytes": None,
+    "flipped": None,
+    "truncated": "not a readable safetensors file",
+    "pickle": "not a readable safetensors file",
+    "suffix": r"only \.safetensors LoRA files are loaded \(pickle files can run code\)",
+    "nonfinite": "non-finite values in 1 tensors",
+    "integer": "1 tensors are not floating point",
+    "empty": "holds no tensors",
+}
+_REASONS = re.compile("|".join(r for r in _REFUSED.values() if r))
 
 
 def _valid_lora(fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -284,24 +291,13 @@ def _valid_lora(fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return sd, meta
 
 
-@settings(max_examples=FUZZ, deadline=None, suppress_health_check=list(HealthCheck))
-@given(
-    kind=st.sampled_from(["bytes", "flipped", "truncated", "pickle", "suffix"]),
-    fmt=st.sampled_from(FORMATS),
-    blob=st.binary(max_size=4096),
-    draw=st.data(),
-)
-def test_fuzz_lora_files_are_read_whole_or_refused_cleanly(tmp_path_factory, kind, fmt, blob, draw):
-    """Random bytes, a valid file with bytes changed or cut short, a pickle under a safetensors
-    name, or a file of another type: each is either read (float, finite tensors; the very same
-    tensors while the bytes are the valid file's) or refused with a ValueError that names the
-    file and the reason, never another error and never by unpickling it. What is read then
-    converts, or is refused with a ConversionError."""
-    path = tmp_path_factory.mktemp("fz") / "x.safetensors"
+def _bad_file(path: Path, kind: str, fmt: str, blob: bytes, draw) -> tuple[Path, bytes, bytes]:
+    """Write a file of ``kind`` made from a valid LoRA in ``fmt``: (path, its bytes, valid bytes)."""
     sd, meta = _valid_lora(fmt)
     write_safetensors(path, sd, meta)
     valid = path.read_bytes()
     data = bytearray(valid)
+    key = draw.draw(st.sampled_from(sorted(sd)))
     if kind == "bytes":
         data = bytearray(blob)
     elif kind == "flipped":
@@ -310,19 +306,54 @@ def test_fuzz_lora_files_are_read_whole_or_refused_cleanly(tmp_path_factory, kin
             data[i] = value
     elif kind == "truncated":
         data = data[: draw.draw(st.integers(0, len(data) - 1))]
-    elif kind == "pickle":
+    elif kind == "pickle":  # a pickle under a safetensors name
         buf = io.BytesIO()
         torch.save(sd, buf)
         data = bytearray(buf.getvalue())
-    else:
+    elif kind == "suffix":
         path = path.rename(path.with_suffix(draw.draw(st.sampled_from([".pt", ".ckpt", ".bin"]))))
+    elif kind in ("nonfinite", "integer", "empty"):
+        if kind == "nonfinite":
+            bad = sd[key].clone().flatten()
+            bad[draw.draw(st.integers(0, bad.numel() - 1))] = draw.draw(
+                st.sampled_from([float("nan"), float("inf"), float("-inf")])
+            )
+            sd = {**sd, key: bad.view(sd[key].shape)}
+        elif kind == "integer":
+            sd = {**sd, key: sd[key].to(draw.draw(st.sampled_from([torch.int32, torch.int8])))}
+        else:
+            sd = {}
+        path.unlink()
+        write_safetensors(path, sd, meta)
+        data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data))
+    return path, bytes(data), valid
+
+
+@settings(max_examples=FUZZ, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    kind=st.sampled_from(list(_REFUSED)),
+    fmt=st.sampled_from(FORMATS),
+    blob=st.binary(max_size=4096),
+    draw=st.data(),
+)
+def test_fuzz_lora_files_are_read_whole_or_refused_cleanly(tmp_path_factory, kind, fmt, blob, draw):
+    """Random bytes, a valid file with bytes changed or cut short, a pickle under a safetensors
+    name, a file of another type, non-finite or integer weights, no tensors: each is refused with
+    a ValueError that names the file and the reason (never another error, never by unpickling
+    it), or, where the bytes may still form a valid file, read as float, finite tensors (the very
+    same tensors and metadata while the bytes are the valid file's). What is read then converts,
+    or is refused with a ConversionError."""
+    path = tmp_path_factory.mktemp("fz") / "x.safetensors"
+    path, data, valid = _bad_file(path, kind, fmt, blob, draw)
+    want, _ = _valid_lora(fmt)
     unpickled = []
 
     def no_pickle(*args, **kwargs):
         unpickled.append(args)
         raise AssertionError("a LoRA file was unpickled")
 
+    got = error = None
     with (
         mock.patch("torch.load", no_pickle),
         mock.patch("pickle.load", no_pickle),
@@ -331,18 +362,19 @@ def test_fuzz_lora_files_are_read_whole_or_refused_cleanly(tmp_path_factory, kin
         try:
             got, got_meta = read_lora_file(path)
         except ValueError as e:
-            assert type(e) is ValueError, f"{type(e).__name__}: {e}"
-            assert str(path) in str(e) and _REFUSED.search(str(e)), str(e)
-            got = None
+            error = e
     assert not unpickled
-    if kind in ("pickle", "suffix") or (kind == "truncated" and len(data) < len(valid)):
-        assert got is None, f"{kind} file was read"
-    if got is None:
+    if error is not None:
+        assert type(error) is ValueError, f"{type(error).__name__}: {error}"
+        assert str(error).startswith(f"{path}: "), str(error)
+        assert re.search(_REFUSED[kind] or _REASONS, str(error)), str(error)
+        assert data != valid or kind == "suffix", "the valid file was refused"
         return
+    assert _REFUSED[kind] is None, f"the {kind} file was read"
     assert all(v.is_floating_point() and torch.isfinite(v).all() for v in got.values())
-    if bytes(data) == valid:
-        assert got.keys() == sd.keys() and got_meta == meta
-        assert all(torch.equal(got[k], sd[k]) for k in sd)
+    if data == valid:
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+        assert got_meta == _valid_lora(fmt)[1]
     try:
         convert_state_dict(got, "comfyui", got_meta)
     except ConversionError as e:
