@@ -6,8 +6,11 @@ import pytest
 import torch
 from diffusers import WanPipeline
 
+from cameo.cli import main
+from cameo.formats import ConversionError, convert_state_dict, layer_shapes, to_canonical
 from cameo.lora import DEFAULT_TARGETS, LoraSpec, adapter_state_dict, add_lora
-from cameo.lora_files import convert_file, save_lora_file
+from cameo.lora_files import base_layer_shapes, convert_file, read_lora_file, save_lora_file
+from conftest import TINY_TRANSFORMER, tiny_parts
 
 TARGET_SETS = {
     "default": LoraSpec(rank=4, alpha=2.0),
@@ -17,8 +20,9 @@ TARGET_SETS = {
 EXPORTS = ("diffusers", "comfyui", "kohya")
 
 
-def _lora_file(base_dir, spec, path):
-    """A cameo LoRA for ``base_dir`` whose B matrices are not zero (so it changes the clip)."""
+def _lora_file(base_dir, spec, path, base=None):
+    """A cameo LoRA for ``base_dir`` whose B matrices are not zero (so it changes the clip);
+    its metadata names ``base`` (default: ``base_dir``) as the base model."""
     pipe = WanPipeline.from_pretrained(base_dir)
     add_lora(pipe.transformer, spec)
     g = torch.Generator().manual_seed(0)
@@ -26,7 +30,7 @@ def _lora_file(base_dir, spec, path):
         for n, p in pipe.transformer.named_parameters():
             if "lora_" in n:
                 p.add_(torch.randn(p.shape, generator=g) * 0.3)
-    meta = {"trigger": "mike", "base": str(base_dir)}
+    meta = {"trigger": "mike", "base": str(base if base is not None else base_dir)}
     return save_lora_file(path, adapter_state_dict(pipe.transformer), spec, meta)
 
 
@@ -71,3 +75,51 @@ def test_every_export_loads_in_stock_diffusers_and_gives_the_native_clip(
 
 def test_default_targets_are_the_ones_tested():
     assert TARGET_SETS["default"].target_list() == DEFAULT_TARGETS.split(",")
+
+
+def test_cli_kohya_export_of_a_default_lora(tiny_pipeline_dir, tmp_path):
+    """``cameo convert --to kohya`` finds the feed-forward sizes from the file's base model;
+    the file holds every module diffusers' reader asks for, and reads back as the same LoRA."""
+    native = _lora_file(tiny_pipeline_dir, LoraSpec(rank=4), tmp_path / "native.safetensors")
+    out = tmp_path / "kohya.safetensors"
+    assert main(["convert", str(native), str(out), "--to", "kohya"]) == 0
+    sd, meta = read_lora_file(out)
+    per_block = {
+        k.split("_", 4)[-1].split(".")[0] for k in sd if k.startswith("lora_unet_blocks_0_")
+    }
+    assert per_block == {
+        *(f"{a}_attn_{p}" for a in ("self", "cross") for p in "qkvo"),
+        "ffn_0",
+        "ffn_2",
+    }
+    back, _ = to_canonical(sd, meta)
+    want, _ = to_canonical(*read_lora_file(native))
+    assert back.keys() == want.keys()  # the zero padding reads back as nothing
+    assert all(torch.equal(back[m].up, want[m].up) for m in want)
+
+
+def test_kohya_export_without_the_base_model_says_what_it_needs(tiny_pipeline_dir, tmp_path):
+    native = _lora_file(
+        tiny_pipeline_dir, LoraSpec(rank=4), tmp_path / "n.safetensors", base=tmp_path / "gone"
+    )
+    with pytest.raises(
+        ConversionError, match=r"ffn\.net\.0\.proj, ffn\.net\.2.*give the base model"
+    ):
+        convert_file(native, tmp_path / "k.safetensors", "kohya")
+    assert not (tmp_path / "k.safetensors").exists()
+    convert_file(native, tmp_path / "k.safetensors", "kohya", base=tiny_pipeline_dir)
+    sd, meta = read_lora_file(native)
+    with pytest.raises(ConversionError, match="give the base model"):
+        convert_state_dict(sd, "kohya", meta)
+
+
+def test_layer_shapes_are_the_models(tiny_pipeline_dir):
+    _, transformer = tiny_parts()
+    shapes = layer_shapes(TINY_TRANSFORMER)
+    assert base_layer_shapes(tiny_pipeline_dir) == shapes
+    layers = dict(transformer.named_modules())
+    for name, (out_features, in_features) in shapes.items():
+        layer = layers[f"blocks.1.{name}"]
+        assert (layer.out_features, layer.in_features) == (out_features, in_features), name
+    builtin = base_layer_shapes("cameo-tiny")
+    assert builtin["ffn.net.0.proj"] == (512, 128) and builtin["attn1.to_q"] == (128, 128)

@@ -254,12 +254,13 @@ def _with_every_required_module(
     modules: dict[str, Module], shapes: dict[str, tuple[int, int]]
 ) -> dict[str, Module]:
     """diffusers' reader of kohya/musubi Wan LoRAs (``_convert_musubi_wan_lora_to_diffusers``)
-    takes the block count from the file and then requires, in every block from 0 up, all eight
-    attention projections (q, k, v, o of self- and cross-attention), both feed-forward layers,
-    and the image keys and values if any block has them; a file that adapts fewer fails there
-    with a KeyError. The missing ones are added as pairs whose up matrix is zero (ΔW = B A = 0
-    exactly), at the LoRA's own rank, so every module has one rank and readers that derive one
-    scale from the most common rank keep the real modules' scale."""
+    counts the distinct blocks in the file, n, and then requires in each of blocks 0 to n-1 all
+    eight attention projections (q, k, v, o of self- and cross-attention), both feed-forward
+    layers, and the image keys and values if any block has them; a file that adapts fewer fails
+    there with a KeyError. The missing ones, in every block up to the last the LoRA adapts, are
+    added as all-zero pairs (ΔW = B A = 0 exactly; ``to_canonical`` drops them again) at the
+    LoRA's own rank: with one rank throughout, readers that take a single scale from the most
+    common rank keep the real modules' scale."""
     if not modules:
         return modules
     found: dict[str, tuple[int, int]] = {}
