@@ -1,0 +1,209 @@
+"""``cameo train``, ``estimate``, ``pretrain`` and ``model``: cloning a person, predicting what a
+run costs, and making and shipping the built-in model."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from ..data import DatasetError
+from ..estimate import estimate, to_json
+from ..lora import DEFAULT_TARGETS, LoraSpec
+from ..models import TINY_DIR, resolve_base, tiny_model_dir
+from ..pretrain import PER_INVOCATION as PRETRAIN_PER_INVOCATION
+from ..pretrain import (
+    PretrainConfig,
+    PretrainSetupError,
+    check_warm_start,
+    export_model,
+    resolve_architecture,
+    run_pretrain,
+)
+from ..training import PER_INVOCATION, TrainConfig, TrainingInterrupted, run_training
+from ..training.config import PRIOR_SOURCES
+from .args import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    UserError,
+    add_dataclass_args,
+    dataclass_from_args,
+    given_on_command_line,
+    restore_run_settings,
+)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    explicit = {
+        k: v
+        for k, v in vars(args).items()
+        if k in {f.name for f in dataclasses.fields(TrainConfig)}
+    }
+    try:
+        if args.config:
+            given = given_on_command_line(args)
+            overrides = {k: v for k, v in given.items() if k in explicit}
+            cfg = TrainConfig.from_toml(Path(args.config), **overrides)
+        else:
+            cfg = TrainConfig(**explicit)
+            if args.resume:
+                restore_run_settings(cfg, args, PER_INVOCATION)
+        run_training(cfg, resume=args.resume)
+    except TrainingInterrupted as e:
+        print(f"cameo train: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FloatingPointError as e:
+        print(f"cameo train: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (ValueError, DatasetError) as e:
+        raise UserError(str(e)) from e
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    spec = LoraSpec(rank=args.rank, alpha=args.rank, targets=args.targets, ffn=args.ffn)
+    try:
+        spec.validate()
+        e = estimate(
+            resolve_base(args.base),
+            spec=spec,
+            batch=args.batch,
+            frames=args.frames,
+            height=args.height,
+            width=args.width,
+            precision=args.precision,
+            grad_checkpointing=args.grad_checkpointing,
+            fused_attention=args.fused_attention,
+            matmul_tflops=args.tflops,
+            prior_preservation=args.prior_preservation > 0,
+            prior_source=args.prior_source,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    print(to_json(e) if args.json else e.format())
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    cfg = dataclass_from_args(PretrainConfig, args)
+    try:
+        if args.resume:
+            restore_run_settings(cfg, args, PRETRAIN_PER_INVOCATION)
+        resolve_architecture(cfg, args.resume)
+        cfg.validate()
+        check_warm_start(cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    try:
+        out = run_pretrain(cfg, resume=args.resume)
+    except FileExistsError as e:
+        print(f"cameo pretrain: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    except PretrainSetupError as e:  # a missing stage to refine, a mismatched denoiser
+        raise UserError(str(e)) from e
+    if out is not None:
+        print(f"pipeline written to {out}")
+    return 0
+
+
+def cmd_model_export(args: argparse.Namespace) -> int:
+    dest = Path(args.to) if args.to else TINY_DIR
+    print(f"exported to {export_model(Path(args.run), dest, args.notes, args.overwrite)}")
+    return 0
+
+
+def cmd_model_path(args: argparse.Namespace) -> int:
+    print(tiny_model_dir())
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """train, pretrain, estimate and model."""
+    t = sub.add_parser(
+        "train", help="clone a person: train a LoRA from a folder of captioned photos"
+    )
+    t.add_argument(
+        "--config", default=None, help="TOML file with these settings (flags given here win)"
+    )
+    add_dataclass_args(t, TrainConfig)
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in --out"
+    )
+    t.set_defaults(func=cmd_train)
+
+    pt = sub.add_parser("pretrain", help="train the built-in model cameo-tiny from the world")
+    add_dataclass_args(pt, PretrainConfig)
+    pt.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with the run's own settings "
+        "(its config.json) for every option this command line does not give",
+    )
+    pt.set_defaults(func=cmd_pretrain)
+    _add_estimate_parser(sub)
+    _add_model_parser(sub)
+
+
+def _add_estimate_parser(sub) -> None:
+    es = sub.add_parser("estimate", help="predict peak memory and time per step of a training run")
+    es.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")
+    es.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    es.add_argument("--targets", default=DEFAULT_TARGETS, help="adapted modules")
+    es.add_argument("--ffn", action="store_true", help="also adapt the feed-forward layers")
+    es.add_argument("--batch", type=int, default=8, help="batch size")
+    es.add_argument("--frames", type=int, default=1, help="frames per sample (1 for photos)")
+    es.add_argument("--height", type=int, default=64, help="height in pixels")
+    es.add_argument("--width", type=int, default=64, help="width in pixels")
+    es.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="weight/activation precision",
+    )
+    es.add_argument(
+        "--grad-checkpointing", action="store_true", help="recompute activations in backward"
+    )
+    es.add_argument(
+        "--fused-attention", action="store_true", help="flash/memory-efficient attention (GPU)"
+    )
+    es.add_argument(
+        "--tflops",
+        type=float,
+        default=None,
+        help="sustained matmul TFLOP/s (default: measured here)",
+    )
+    es.add_argument(
+        "--prior-preservation",
+        type=float,
+        default=TrainConfig.prior_preservation,
+        help="weight of the prior-preservation term, as in cameo train (0 = off; default: "
+        f"{TrainConfig.prior_preservation})",
+    )
+    es.add_argument(
+        "--prior-source",
+        choices=PRIOR_SOURCES,
+        default=TrainConfig.prior_source,
+        help="as in cameo train: photos (the base's prediction, one more forward per step) or "
+        f"generated (class samples made before training) (default: {TrainConfig.prior_source})",
+    )
+    es.add_argument("--json", action="store_true", help="print JSON")
+    es.set_defaults(func=cmd_estimate)
+
+
+def _add_model_parser(sub) -> None:
+    m = sub.add_parser("model", help="the built-in model")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    mp = msub.add_parser(
+        "path", help="print the cameo-tiny directory (loadable with WanPipeline.from_pretrained)"
+    )
+    mp.set_defaults(func=cmd_model_path)
+    mx = msub.add_parser(
+        "export", help="copy a finished pretraining run's pipeline here, with its model card"
+    )
+    mx.add_argument("--run", default="runs/pretrain", help="the pretraining run folder")
+    mx.add_argument("--to", default=None, help="destination (default: the package's cameo-tiny)")
+    mx.add_argument("--notes", default="", help="text added to the model card")
+    mx.add_argument("--overwrite", action="store_true", help="replace the model in --to")
+    mx.set_defaults(func=cmd_model_export)
