@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from cameo.training import checkpoint as ckpt
 from cameo.cli import main
 from cameo.data import DatasetError, scan_folder
 from cameo.data.world_folders import write_person_folder
@@ -37,6 +36,7 @@ from cameo.formats import (
 from cameo.lora_files import check_compatible, read_lora_file, write_safetensors
 from cameo.models import load_pipeline
 from cameo.training import Trainer
+from cameo.training import checkpoint as ckpt
 from conftest import train_argv, train_config
 
 KILL_ROUNDS = int(os.environ.get("CAMEO_KILL_ROUNDS", "3"))

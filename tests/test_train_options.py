@@ -130,7 +130,6 @@ def test_trigger_only_captions_some_samples_with_the_trigger_alone():
     import torch
 
     from cameo.training import TrainConfig
-
     from cameo.training.objective import make_batch
 
     _, cache = _toy_cache()
@@ -180,8 +179,8 @@ def test_the_cache_holds_each_caption_with_strangers_in_place_of_the_person(
 ):
     from cameo.data import scan_folder
     from cameo.models import load_pipeline
-    from cameo.training.cache import STRANGERS_PER_CAPTION, build_cache
     from cameo.training import TrainConfig
+    from cameo.training.cache import STRANGERS_PER_CAPTION, build_cache
 
     pipe, report = load_pipeline(str(tiny_pipeline_dir)), scan_folder(photos, "mike")
     cfg = TrainConfig(data=str(photos), trigger="mike")
@@ -234,7 +233,6 @@ def test_sigma_shift_moves_the_training_sigmas_and_nothing_else():
     import torch
 
     from cameo.training import TrainConfig
-
     from cameo.training.objective import make_batch
 
     cache = {

@@ -24,7 +24,7 @@ from .lora_files import read_lora_file
 # The default: all of self-attention, and of cross-attention only the keys and values made from
 # the text. The cross-attention query and output act on every prompt alike, and adapting them
 # moved unrelated prompts towards the person; without them, over 5 held-out people, leakage fell
-# from +0.052 to +0.043 and identification rose from 0.55 to 0.65 (docs/quality.md).
+# from +0.052 to +0.043 and identification rose from 0.55 to 0.65 (docs/log.md).
 DEFAULT_TARGETS = "attn1.to_q,attn1.to_k,attn1.to_v,attn1.to_out.0,attn2.to_k,attn2.to_v"
 FFN_TARGETS = ["ffn.net.0.proj", "ffn.net.2"]
 
