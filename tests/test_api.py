@@ -95,7 +95,7 @@ def test_init_from_writes_the_loaded_adapters_rank_and_alpha(photos, tiny_pipeli
     second = run_training(cfg, log=lambda *_: None)
     with safe_open(str(second), "pt") as f:
         meta = f.metadata()
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     spec = json.loads(meta["cameo.lora_spec"])
     assert (spec["rank"], spec["alpha"]) == (2, 8.0)
     peft = json.loads(meta["lora_adapter_metadata"])
