@@ -2,14 +2,34 @@
 that stock diffusers loads."""
 
 import json
+import shutil
 
 import pytest
+import torch
 from diffusers import WanPipeline
+from safetensors.torch import load_file
 
-from cameo.training import checkpoint as ckpt
+from cameo import models
 from cameo.cli import EXIT_REFUSED, main
 from cameo.models import TransformerConfig, VAEConfig
-from cameo.pretrain import PretrainConfig, _transformer_weights_file, run_pretrain, stage_minutes
+from cameo.pretrain import (
+    PretrainConfig,
+    check_denoiser,
+    famous_sample_weights,
+    load_redraw,
+    run_pretrain,
+    stage_minutes,
+    train_transformer,
+    train_vae,
+    warm_start,
+)
+from cameo.pretrain import stage as stage_module
+from cameo.pretrain.data import _transformer_batch
+from cameo.pretrain.decoder import _grown_decoder, _latest_decoder
+from cameo.pretrain.transformer import _pipeline_for
+from cameo.pretrain.transformer_init import _transformer_weights_file
+from cameo.training import checkpoint as ckpt
+from cameo.world import FAMOUS
 from conftest import TINY_TRANSFORMER, TINY_VAE
 
 
@@ -117,9 +137,6 @@ def test_architecture_errors_are_plain_messages(tmp_path):
 def test_decoder_stage_before_the_transformer_goes_into_its_export(tmp_path):
     """VAE, then the decoder fine-tuned on full clips (no export yet), then the transformer:
     the exported VAE has the fine-tuned decoder and the unchanged encoder."""
-    import torch
-    from safetensors.torch import load_file
-
     out = tmp_path / "run"
     assert run_pretrain(_cfg(out, stage="vae")) is None
     assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=2), resume=True) is None
@@ -139,19 +156,12 @@ def test_widened_decoder_stage_grows_from_the_narrow_one_and_is_exported(tmp_pat
     """--decoder-width: the run's latest decoder grows wider in its own stage folder, resumes
     there (the CLI keeps the width), and the exported VAE (stock diffusers) has the wide decoder
     over the same encoder; before it has trained, exports keep the narrow one."""
-    import torch
-    from safetensors.torch import load_file
-
-    from cameo import models, pretrain
-
     out = tmp_path / "run"
     assert run_pretrain(_cfg(out, stage="vae")) is None
     assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=1), resume=True) is None
     narrow = load_file(str(ckpt.latest(out / "decoder") / "model.safetensors"))
     wide = dict(stage="decoder", decoder_width=16)
-    untrained = pretrain._latest_decoder(
-        _cfg(out, **wide), out, models.VAEConfig(**TINY_VAE).build()
-    )
+    untrained = _latest_decoder(_cfg(out, **wide), out, models.VAEConfig(**TINY_VAE).build())
     assert untrained.config.decoder_base_dim is None  # no wide checkpoint yet: the narrow one
     grown_from = []
     real_widen = models.widen_decoder
@@ -172,7 +182,7 @@ def test_widened_decoder_stage_grows_from_the_narrow_one_and_is_exported(tmp_pat
     assert (
         tuned["decoder.conv_out.weight"].shape[1] == 2 * narrow["decoder.conv_out.weight"].shape[1]
     )
-    pretrain._grown_decoder(_cfg(out, stage="decoder", decoder_width=24), out)
+    _grown_decoder(_cfg(out, stage="decoder", decoder_width=24), out)
     assert models.decoder_width(grown_from[-1]) == 16  # a second widening grows the wide one
 
     exported = run_pretrain(_cfg(out, stage="transformer", steps=1, decoder_width=16), resume=True)
@@ -194,9 +204,6 @@ def test_widened_decoder_stage_grows_from_the_narrow_one_and_is_exported(tmp_pat
 def test_init_transformer_warm_starts_from_another_pipeline(tmp_path):
     """--init-transformer loads another run's exported transformer before the first step (with
     lr 0 the weights stay exactly the loaded ones); a differently shaped one is refused."""
-    import torch
-    from safetensors.torch import load_file
-
     first = run_pretrain(_cfg(tmp_path / "a", steps=1))
     theirs = load_file(str(first / "transformer" / "diffusion_pytorch_model.safetensors"))
     out = tmp_path / "b"
@@ -228,8 +235,6 @@ def test_init_transformer_warm_starts_from_another_pipeline(tmp_path):
         )
     # A VAE with twice the latent channels: every layer but the latent input and output ones
     # comes from the source; those two keep their fresh initialisation.
-    from cameo.pretrain import warm_start
-
     io = {**TINY_TRANSFORMER, "text_dim": 384}
     io["in_channels"] = 2 * io["in_channels"]
     model = TransformerConfig(**io).build()
@@ -247,8 +252,6 @@ def test_init_transformer_warm_starts_from_another_pipeline(tmp_path):
 def test_cli_resume_keeps_the_runs_own_schedule(tmp_path, capsys):
     """A resume that names only the stage and the budget continues the run's own step count,
     data size and batches (config.json), not the defaults; a flag it gives still wins."""
-    from cameo.cli import main
-
     arch = tmp_path / "arch.toml"
     arch.write_text(
         "[vae]\nbase_dim = 8\nz_dim = 4\n[transformer]\nnum_attention_heads = 2\n"
@@ -283,11 +286,6 @@ def test_stage_minutes_leaves_out_pauses_between_invocations(tmp_path):
 
 
 def test_famous_weight_draws_named_people_more_often():
-    import torch
-
-    from cameo.pretrain import _transformer_batch, famous_sample_weights
-    from cameo.world import FAMOUS
-
     captions = ["", f"{FAMOUS[3]}, speaking, in front of a red wall", "a man with short hair"]
     ids = torch.tensor([1] * 10 + [2] * 90)  # 10% of the group names a famous person
 
@@ -318,22 +316,17 @@ def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path,
     """--decoder-denoiser: the redraw changes latents (and keeps them at clean share 1), the stage
     refines the decoder stage's checkpoint in decoder-denoised/ and the export takes it over the
     same encoder; a denoiser whose encoder is another run's, or a missing one, is refused."""
-    import torch
-    from safetensors.torch import load_file
-
-    from cameo import pretrain
-
     out = tmp_path / "run"
     assert run_pretrain(_cfg(out, stage="vae")) is None
     assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=1), resume=True) is None
     exported = run_pretrain(_cfg(out, stage="transformer", steps=1), resume=True)
     z = torch.randn(2, TINY_VAE["z_dim"], 2, 4, 4)  # (B, C, F', h, w)
     captions = ["a man with short red hair", "a woman with glasses"]
-    redrawn = pretrain.load_redraw(
+    redrawn = load_redraw(
         _cfg(out, decoder_denoiser=str(exported), decoder_clean_share=0.0), torch.device("cpu")
     )(z, captions, torch.Generator().manual_seed(0))
     assert redrawn.shape == z.shape and (redrawn - z).abs().mean() > 1e-3
-    kept = pretrain.load_redraw(
+    kept = load_redraw(
         _cfg(out, decoder_denoiser=str(exported), decoder_clean_share=1.0), torch.device("cpu")
     )(z, captions, torch.Generator().manual_seed(0))
     assert torch.equal(kept, z)
@@ -354,7 +347,7 @@ def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path,
 
     other = run_pretrain(_cfg(tmp_path / "other", seed=1, steps=1))
     with pytest.raises(ValueError, match="encoder is not this run's"):
-        pretrain.check_denoiser(_cfg(out, stage="decoder", decoder_denoiser=str(other)), out)
+        check_denoiser(_cfg(out, stage="decoder", decoder_denoiser=str(other)), out)
     with pytest.raises(ValueError, match="--decoder-denoiser"):
         _cfg(out, decoder_denoiser=str(tmp_path / "nowhere")).validate()
     config = (out / "config.json").read_text()
@@ -379,11 +372,6 @@ def test_denoised_decoder_stage_refines_the_decoder_on_redrawn_latents(tmp_path,
 def test_warm_start_grows_narrower_feed_forwards_without_changing_the_output(tmp_path):
     """A transformer with twice the feed-forward width warm-starts from a narrower one and
     predicts exactly what it predicted; one training step then moves the new units."""
-    import torch
-    from safetensors.torch import load_file
-
-    from cameo.pretrain import warm_start
-
     first = run_pretrain(_cfg(tmp_path / "a", steps=1))
     narrow = WanPipeline.from_pretrained(first).transformer.float().eval()
     wide_cfg = {**TINY_TRANSFORMER, "text_dim": 384, "ffn_dim": TINY_TRANSFORMER["ffn_dim"] * 2}
@@ -425,3 +413,85 @@ def test_warm_start_grows_narrower_feed_forwards_without_changing_the_output(tmp
     narrow_arch.write_text(arch.read_text().replace(f"ffn_dim = {2 * n}", f"ffn_dim = {n}"))
     assert main([*grow[:8], "--steps", "2", "--architecture", str(narrow_arch)]) != 0
     assert main([*grow[:8], "--steps", "2", "--architecture", str(arch)]) == 0
+
+
+def _weights(run, stage):
+    return load_file(str(ckpt.latest(run / stage) / "model.safetensors"))
+
+
+def _losses(run):
+    """The run's logged values, without their times: (stage, step, loss, psnr...)."""
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "t"} for r in records]
+
+
+def _assert_resumed_equals_straight(stopped, straight, name, initial):
+    """Same checkpoint step, same weights to 1e-6, far from the initial weights."""
+    ours, theirs = _weights(stopped, name), _weights(straight, name)
+    assert ckpt.latest(stopped / name).name == ckpt.latest(straight / name).name
+    assert max((ours[k] - initial[k]).abs().max() for k in ours) > 1e-3
+    for k in theirs:
+        torch.testing.assert_close(ours[k], theirs[k], rtol=0, atol=1e-6)
+
+
+def test_resumed_stages_equal_an_uninterrupted_run(tmp_path):
+    """A VAE stage and a transformer stage stopped after one step (by the time budget, which
+    saves a checkpoint) and resumed take the steps an uninterrupted stage takes: the same
+    weights and the same logged losses. Both stages move far from where they started, and a
+    resume that loses the optimiser state ends elsewhere, so the comparison can fail."""
+    cpu, steps = torch.device("cpu"), dict(vae_steps=4, steps=4, warmup=2, checkpoint_every=100)
+    straight, stopped, lost = tmp_path / "straight", tmp_path / "stopped", tmp_path / "lost"
+    for run in (straight, stopped):
+        run.mkdir()
+
+    vae = train_vae(_cfg(straight, **steps), straight, cpu)
+    assert train_vae(_cfg(stopped, max_minutes=1e-9, **steps), stopped, cpu) is None
+    assert ckpt.latest(stopped / "vae").name == "step-0000001"  # the budget's checkpoint
+    shutil.copytree(stopped, lost)
+    (ckpt.latest(lost / "vae") / "optim.pt").unlink()
+    assert train_vae(_cfg(stopped, **steps), stopped, cpu) is not None
+    torch.manual_seed(0)
+    _assert_resumed_equals_straight(
+        stopped, straight, "vae", VAEConfig(**TINY_VAE).build().state_dict()
+    )
+
+    vae.register_to_config(latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    pipe = _pipeline_for(vae)
+    train_transformer(_cfg(straight, **steps), straight, vae, pipe, cpu)
+    shutil.copy(straight / "cache.pt", stopped / "cache.pt")
+    budget = _cfg(stopped, max_minutes=1e-9, **steps)
+    assert train_transformer(budget, stopped, vae, pipe, cpu) is None
+    assert ckpt.latest(stopped / "transformer").name == "step-0000001"
+    assert train_transformer(_cfg(stopped, **steps), stopped, vae, pipe, cpu) is not None
+    torch.manual_seed(1)
+    initial = _cfg(straight).transformer.build().state_dict()
+    _assert_resumed_equals_straight(stopped, straight, "transformer", initial)
+
+    assert _losses(stopped) == _losses(straight)
+    assert all(r["loss"] > 0 for r in _losses(straight))
+    assert [(r["stage"], r["step"]) for r in _losses(straight)] == [
+        ("vae", 0),
+        ("vae", 3),
+        ("transformer", 0),
+        ("transformer", 3),
+    ]
+    assert train_vae(_cfg(lost, **steps), lost, cpu) is not None
+    ours, theirs = _weights(lost, "vae"), _weights(straight, "vae")
+    assert max((ours[k] - theirs[k]).abs().max() for k in theirs) > 1e-4
+
+
+def test_stage_minutes_fix_the_step_count_and_a_resume_keeps_it(tmp_path, monkeypatch):
+    """--vae-minutes: after timing a few steps, the stage's step count is cut to what fits (here
+    nothing more: one step past the timing) and written to vae_plan.json; the stage ends there
+    with a checkpoint, and a resume asking for more steps keeps the plan."""
+    monkeypatch.setattr(stage_module, "TIMED_STEPS", 2)
+    timed, cpu = stage_module.SKIPPED_STEPS + 2, torch.device("cpu")
+    small = dict(vae_batch_images=1, vae_batch_clips=0)
+    budget = _cfg(tmp_path, vae_steps=20, vae_minutes=1e-9, **small)
+    assert train_vae(budget, tmp_path, cpu) is not None
+    plan = json.loads((tmp_path / "vae_plan.json").read_text())
+    assert plan["steps"] == timed + 1 and plan["minutes"] == 1e-9
+    assert ckpt.latest(tmp_path / "vae").name == f"step-{timed + 1:07d}"
+    assert _losses(tmp_path)[-1]["step"] == timed  # the last step is logged
+    assert train_vae(_cfg(tmp_path, vae_steps=30, **small), tmp_path, cpu) is not None
+    assert ckpt.latest(tmp_path / "vae").name == f"step-{timed + 1:07d}"
