@@ -22,12 +22,15 @@ so they accept files in any supported key format. ΔW = (alpha / r) · B · A pe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from peft.utils import merge_utils
 
 from .formats import Module, from_canonical, peft_metadata, to_canonical
 from .lora_files import read_lora_file, write_safetensors
@@ -157,7 +160,6 @@ def merge(
     ``rank`` (default: the sum of the input ranks)."""
     if method not in MERGES:
         raise ValueError(f"unknown merge {method!r}; choose from {', '.join(MERGES)}")
-    from peft.utils import merge_utils
 
     names = sorted(set().union(*loras))
     out = {}
@@ -194,8 +196,6 @@ def save_modules(path: Path, modules: dict[str, Module], meta: dict[str, str]) -
 
 def orthogonal_basis(in_features: int, module: str, seed: int) -> torch.Tensor:
     """A seeded random orthogonal (in, in) matrix for one layer, the same on every machine."""
-    import hashlib
-
     h = int.from_bytes(hashlib.sha256(f"{seed}/{module}".encode()).digest()[:8], "little")
     g = torch.Generator().manual_seed(h)
     q, r = torch.linalg.qr(torch.randn(in_features, in_features, generator=g, dtype=torch.float64))
@@ -455,8 +455,6 @@ def window_denoising(
     The text passed to the transformer is the main prompt followed by the region prompts,
     (B, (1+R)·text_len, D), as ``generate`` builds it; the unconditional pass gets the negative
     prompt repeated to the same length, so it is windowed alike."""
-    from diffusers.models.modeling_outputs import Transformer2DModelOutput
-
     original = transformer.forward
     names = sorted({w.adapter for w in windows})
 

@@ -16,9 +16,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data.world_folders import write_person_folder
-from .generation import GenerateConfig, generate_frames
 from .data.media import contact_sheet, save_clip_outputs, write_png
+from .data.world_folders import write_person_folder
+from .generation import GenerateConfig, apply_loras, generate_frames
+from .metrics.evaluate import Eyes, load_references, score_clip, summarise
+from .metrics.scores import self_similarity
+from .models import load_pipeline
+from .training import TrainConfig, run_training
+from .world import identity
+from .world.captions import full_description
 
 # Person 12 (a bald man with square glasses), chosen by running the demo on six held-out people
 # (docs/trials/demo_people.json): his description alone gives the base model identity 0.27 and
@@ -43,12 +49,6 @@ def run_demo(
     out: Path, overwrite: bool = False, person: int = DEMO_PERSON, steps: int | None = None
 ) -> dict:
     """Run the whole clone flow into ``out`` and return the report."""
-    from .metrics.evaluate import Eyes, load_references, score_clip, summarise
-    from .metrics.scores import self_similarity
-    from .training import TrainConfig, run_training
-    from .world import identity
-    from .world.captions import full_description
-
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already holds a demo")
@@ -113,9 +113,6 @@ def run_demo(
 
 
 def _pipes(lora: Path):
-    from .generation import apply_loras
-    from .models import load_pipeline
-
     base = load_pipeline()
     clone = load_pipeline()
     apply_loras(clone, [str(lora)], fuse=True)

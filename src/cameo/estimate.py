@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from diffusers import WanTransformer3DModel
 
 from .lora import LoraSpec
 
@@ -53,8 +54,6 @@ class Estimate:
 
 
 def meta_transformer(base_dir: Path):
-    from diffusers import WanTransformer3DModel
-
     cfg = WanTransformer3DModel.load_config(Path(base_dir) / "transformer")
     with torch.device("meta"):
         return WanTransformer3DModel.from_config(cfg), cfg

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import AutoImageProcessor, AutoModel
 
 
 class HFImageEncoder:
@@ -19,8 +20,6 @@ class HFImageEncoder:
     L2-normalised. Pre-processing follows the directory's image processor when it has one."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
-        from transformers import AutoModel
-
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
@@ -30,8 +29,6 @@ class HFImageEncoder:
         self.device = device
         self.processor = None
         if (path / "preprocessor_config.json").is_file():
-            from transformers import AutoImageProcessor
-
             self.processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
         cfg = self.model.config
         self.size = int(getattr(cfg, "image_size", 224))

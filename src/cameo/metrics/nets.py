@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -142,8 +144,6 @@ def save_net(net: nn.Module, path: Path, card: dict) -> None:
 
 
 def _load(cls, path: Path):
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     config = json.loads(meta.get("config", "{}"))
@@ -178,8 +178,6 @@ def recalibrate_batchnorm(
     A net trained on batches of two shapes (64x64 people, 64x128 scenes) keeps running
     statistics that mix both; evaluated on one shape it drifts. Averaging the statistics over
     batches of the shape it will read restores what each head saw in training."""
-    import numpy as np
-
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in bns:
         m.reset_running_stats()

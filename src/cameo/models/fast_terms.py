@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora.layer import Linear
 
 Tensor = torch.Tensor
 
@@ -36,8 +37,6 @@ _PEFT_LINEAR: list[type] = []
 
 def _peft_linear() -> type:
     if not _PEFT_LINEAR:
-        from peft.tuners.lora.layer import Linear
-
         _PEFT_LINEAR.append(Linear)
     return _PEFT_LINEAR[0]
 

@@ -14,13 +14,20 @@ import json
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
-from ..training import checkpoint as ckpt
 from ..compose import MIXES as COMPOSE_MIXES
+from ..data import DatasetError, scan_folder
+from ..data.world_folders import write_person_folder
+from ..generation import GenerateConfig, auto_region_prompts
+from ..metrics.evaluate import read_lora_trigger
+from ..training import TrainConfig
+from ..training import checkpoint as ckpt
 from .jobs import DONE, FAILED, QUEUED, RUNNING, USER_ERRORS, Job, JobQueue
 from .tasks import (
     METRIC_HEADERS,
@@ -103,8 +110,6 @@ class CameoApp:
 
     def _photos_view(self, session: Session, trigger: str, notes: list[str] | None = None):
         """(status, report, captions) for the Photos tab, from the folder as it is now."""
-        from ..data import DatasetError, scan_folder
-
         rows = caption_rows(session.photos)
         table = _table(rows, ["file", "caption"])
         head = "\n".join(notes or [])
@@ -141,8 +146,6 @@ class CameoApp:
     @_shows_errors(3)
     def use_person(self, sid: str, person: int, trigger: str):
         """Replace the photos by 20 photos of a held-out person of the built-in world."""
-        from ..data.world_folders import write_person_folder
-
         session = self.session(sid)
         if self.queue.active(sid, "train"):
             raise UploadError("training is using these photos; cancel it first")
@@ -174,9 +177,6 @@ class CameoApp:
     @_shows_errors(1)
     def start_train(self, sid, trigger, rank, steps, lr, batch, preview_every, seed) -> str:
         """Queue a new training run on this session's photos (replacing an earlier one)."""
-        from ..data import scan_folder
-        from ..training import TrainConfig
-
         session = self.session(sid)
         if self.queue.active(sid, "train"):
             raise UploadError("this page already has a training run; cancel it first")
@@ -205,8 +205,6 @@ class CameoApp:
     @_shows_errors(1)
     def resume_train(self, sid: str, steps) -> str:
         """Continue this session's run from its last checkpoint (up to ``steps``)."""
-        from ..training import TrainConfig
-
         session = self.session(sid)
         if self.queue.active(sid, "train"):
             raise UploadError("this page's training run is still waiting or running")
@@ -298,8 +296,6 @@ class CameoApp:
         """The clip's settings; with a second person's LoRA, a 128-wide canvas for two, where
         (``own_prompts``) each half reads its own part of an 'on the left ... on the right ...'
         prompt."""
-        from ..generation import GenerateConfig, auto_region_prompts
-
         lora = self.trained_lora(session)
         loras = [f"{lora}:{float(scale)}"]
         if second:
@@ -400,8 +396,6 @@ class CameoApp:
 
 
 def _now() -> float:
-    import time
-
     return time.time()
 
 
@@ -415,8 +409,6 @@ def _waiting(position: int) -> str:
 
 def _default_prompt(lora: Path, second: Path | None) -> str:
     """A prompt in a scene the photos lack, naming the person (or both people) by trigger."""
-    from ..metrics.evaluate import read_lora_trigger
-
     first = read_lora_trigger(lora) or DEFAULT_TRIGGER
     if second is None:
         return f"{first}, speaking, in front of a blue wall"
@@ -452,14 +444,10 @@ def _hide_path(text: str, session: Session) -> str:
 
 
 def _table(rows: list[list[str]], headers: list[str]):
-    import pandas as pd
-
     return pd.DataFrame(rows, columns=headers)
 
 
 def _loss_frame(losses: list[tuple[int, float]]):
-    import pandas as pd
-
     return pd.DataFrame(losses, columns=["step", "loss"])
 
 

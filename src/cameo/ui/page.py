@@ -14,6 +14,8 @@ from pathlib import Path
 import gradio as gr
 
 from ..training import TrainConfig
+from ..world import identity
+from ..world.captions import full_description
 from .app import DEFAULT_PERSON, DEFAULT_TRIGGER, MIXES, WORLD_PEOPLE, CameoApp
 from .tasks import METRIC_HEADERS
 from .workspace import inside
@@ -30,9 +32,6 @@ INTRO = """# cameo: clone a person into a video model
 
 
 def _people() -> list[tuple[str, int]]:
-    from ..world import identity
-    from ..world.captions import full_description
-
     return [
         (f"person {i}: {full_description(identity('heldout', i))}", i) for i in range(WORLD_PEOPLE)
     ]

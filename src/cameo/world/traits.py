@@ -9,6 +9,7 @@ sampled from a seeded ``random.Random``, so a seed fully determines them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,8 +257,6 @@ class Motion:
     def sample(rng: random.Random, scene: Scene, frames: int, fps: float = 8.0) -> Motion:
         """Speech opens and closes the mouth at a syllable rhythm (about 3-5 per second);
         people blink every few seconds; turning and nodding move the head smoothly."""
-        import math
-
         t = [i / fps for i in range(frames)]
         if scene.action == "speaking":
             # Syllables: a sequence of open-close cycles with varied length and loudness.
