@@ -35,8 +35,9 @@ StepFn = Callable[[int], dict[str, Tensor | float]]
 @dataclass
 class Events:
     """Listeners of a run. ``on_step(step, logs)`` after every optimiser step (``step`` counts
-    the steps done, logs are floats); it may return True to stop the run early (after a
-    checkpoint). ``on_checkpoint(step, path)`` after each checkpoint is complete.
+    the steps done, logs are floats, read on the steps the loop checks: every
+    ``check_every``-th and the last; empty on the others); it may return True to stop the run
+    early (after a checkpoint). ``on_checkpoint(step, path)`` after each checkpoint is complete.
     ``on_validation(step, metrics)``: trainers that validate call these with what they measured
     (the LoRA trainer: identity and prompt fidelity of its previews)."""
 
@@ -93,8 +94,10 @@ class OptimisationLoop:
 
     ``clip`` replaces the gradient clipping (Accelerate's or a fused one) and returns the norm;
     ``zero_grad`` replaces the optimiser's; ``after_step`` runs after each optimiser step (an
-    EMA). A non-finite loss or gradient norm raises ``FloatingPointError`` and leaves the last
-    checkpoint as it was."""
+    EMA). On every ``check_every``-th step and the last, the loop reads the step's values back
+    from the device (a wait for it): a non-finite loss or gradient norm raises
+    ``FloatingPointError`` and leaves the last checkpoint as it was, and ``on_step`` gets the
+    values; on the other steps the device runs ahead and ``on_step`` gets an empty dict."""
 
     def __init__(
         self,
@@ -209,7 +212,7 @@ class OptimisationLoop:
         if self.after_step is not None:
             self.after_step(step)
         self.step = step + 1
-        values = {k: float(v) for k, v in logs.items()} if self.events.on_step else {}
+        values = {k: float(v) for k, v in logs.items()} if self.events.on_step and check else {}
         return any(bool(fn(self.step, values)) for fn in self.events.on_step)
 
 
