@@ -4,7 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v2 as imageio
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
 from cameo.cli import main
+from cameo.cli import ui as cli_ui
+from cameo.data.media import write_mp4
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -55,7 +62,6 @@ def test_generate_writes_mp4_gif_sheet(tiny_pipeline_dir, tmp_path):
         ]
     )
     assert code == 0
-    import imageio.v3 as iio
 
     video = iio.imread(out)
     assert video.shape[0] == 5 and video.shape[-1] == 3
@@ -80,11 +86,6 @@ def test_demo_refuses_a_negative_person_before_writing(tmp_path, capsys):
 
 
 def test_mp4_of_odd_width_is_padded_not_resized(tmp_path):
-    import imageio.v2 as imageio
-    import numpy as np
-
-    from cameo.data.media import write_mp4
-
     frames = np.zeros((5, 64, 130, 3), np.uint8)  # 130 * 4 = 520 px, not a multiple of 16
     frames[:, :, -1] = 200  # the last column must survive, not be resampled away
     write_mp4(frames, tmp_path / "odd.mp4", 8)
@@ -92,3 +93,40 @@ def test_mp4_of_odd_width_is_padded_not_resized(tmp_path):
     assert first.shape == (256, 528, 3)
     assert abs(int(first[128, 516:520].mean()) - 200) < 20  # the original pixels, at 4x
     assert first[128, 524:].mean() > 240  # then white padding (a resize would smear it grey)
+
+
+def test_missing_input_files_are_named_in_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "nope.safetensors")
+    for argv in (
+        ["convert", missing, str(tmp_path / "out.safetensors"), "--to", "kohya"],
+        ["inspect", missing],
+        ["resize", missing, "--rank", "2", "--out", str(tmp_path / "small.safetensors")],
+        ["eyes", "recalibrate", "--probe", missing, "--counter", missing, "--bank", missing],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{missing} does not exist" in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_study_and_eyes_training_are_recipes_not_commands(capsys):
+    for argv in (["study"], ["eyes", "train"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err
+
+
+def test_ui_without_gradio_or_a_free_port_says_so(monkeypatch, capsys):
+    def no_gradio(**_):
+        raise ModuleNotFoundError("No module named 'gradio'", name="gradio")
+
+    def port_taken(**_):
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(cli_ui, "launch", no_gradio)
+    assert main(["ui"]) == 2
+    assert "needs gradio" in capsys.readouterr().err
+    monkeypatch.setattr(cli_ui, "launch", port_taken)
+    assert main(["ui", "--port", "7861"]) == 2
+    assert "try --port" in capsys.readouterr().err
