@@ -165,6 +165,7 @@ def run_stage(
         deadline=deadline(cfg),
         check_every=LOG_EVERY,
         name=stage,
+        hint="Lower the stage's learning rate (--vae-lr, --lr).",
     )
     loop.resume()
     workers = cfg.workers if workers is None else workers

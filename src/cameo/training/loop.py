@@ -118,6 +118,7 @@ class OptimisationLoop:
         is_main_process: bool = True,
         events: Events | None = None,
         name: str = "train",
+        hint: str = "Lower --lr, or use --mixed-precision no.",
     ):
         self.optimizer, self.params, self.step_fn = optimizer, params, step_fn
         self.total_steps, self.schedule = total_steps, schedule
@@ -126,6 +127,7 @@ class OptimisationLoop:
         self.zero_grad = zero_grad or (lambda: optimizer.zero_grad(set_to_none=True))
         self.after_step, self.deadline, self.check_every = after_step, deadline, check_every
         self.is_main_process, self.events, self.name = is_main_process, events or Events(), name
+        self.hint = hint  # what the user can change when the values become non-finite
         self.step = 0
         self._stop = threading.Event()
 
@@ -199,13 +201,13 @@ class OptimisationLoop:
         logs = self.step_fn(step)
         check = step % self.check_every == 0 or step + 1 == self.total_steps
         if check:
-            _check_finite(logs, f"{self.name} step {step}", "loss")
+            _check_finite(logs, f"{self.name} step {step}", self.hint)
         if self.max_grad_norm is not None:
             norm = self.clip(self.params, self.max_grad_norm)
             if check and norm is not None and not math.isfinite(float(norm)):
                 raise FloatingPointError(
                     f"{self.name}: gradients became non-finite at step {step}; the last good "
-                    "checkpoint is kept. Lower --lr, or use --mixed-precision no."
+                    f"checkpoint is kept. {self.hint}"
                 )
         self.optimizer.step()
         self.zero_grad()
@@ -220,13 +222,12 @@ def _clip(params: list[Tensor], max_norm: float) -> Tensor:
     return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
-def _check_finite(logs: dict[str, Tensor | float], where: str, what: str) -> None:
+def _check_finite(logs: dict[str, Tensor | float], where: str, hint: str) -> None:
     values = {k: float(v) for k, v in logs.items()}
     if not all(math.isfinite(v) for v in values.values()):
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
         raise FloatingPointError(
-            f"{where}: {what} became non-finite ({bad}); the last good checkpoint is kept. "
-            "Lower --lr, or use --mixed-precision no."
+            f"{where}: values became non-finite ({bad}); the last good checkpoint is kept. {hint}"
         )
 
 
