@@ -10,7 +10,7 @@ import torch
 from cameo.cli import main
 from cameo.data.world_folders import write_person_clip, write_person_folder
 from cameo.metrics.evaluate import Eyes
-from cameo.metrics.train_eyes import random_still
+from cameo.metrics.stills import random_still
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cameo.metrics.nets import PROBE_CLASSES
 from cameo.metrics.scores import (
     centroid,
     frame_similarity,
@@ -14,6 +15,7 @@ from cameo.metrics.scores import (
     split_regions,
     temporal_consistency,
 )
+from cameo.metrics.train_eyes import class_weights, parse_head_weights, probe_loss
 from cameo.metrics.validate import roc_auc
 
 
@@ -93,9 +95,6 @@ def test_prompt_fidelity_fraction():
 
 
 def test_class_weights_favour_rare_classes_and_average_one():
-    from cameo.metrics.nets import PROBE_CLASSES
-    from cameo.metrics.train_eyes import class_weights
-
     base = {"hair": 0, "background": 0, "glasses": 0, "hat": 0, "people": 0}
     hats = [0] * 80 + [1] * 5 + [2] * 5 + [3] * 10
     labels = [dict(base, hat=h) for h in hats] + [dict(base, hair=-100)] * 5
@@ -112,8 +111,6 @@ def test_class_weights_favour_rare_classes_and_average_one():
 
 
 def test_head_weights_parse_and_reject_unknown_heads():
-    from cameo.metrics.train_eyes import parse_head_weights
-
     assert parse_head_weights("mouth=8, yaw=16,hat=2") == {"mouth": 8.0, "yaw": 16.0, "hat": 2.0}
     assert parse_head_weights("") == {}
     with pytest.raises(ValueError):
@@ -121,8 +118,6 @@ def test_head_weights_parse_and_reject_unknown_heads():
 
 
 def test_probe_loss_weights_heads_and_classes():
-    from cameo.metrics.train_eyes import probe_loss
-
     out = {"hat": torch.tensor([[2.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]]), "yaw": torch.zeros(2)}
     labels = [{"hat": 0, "yaw": 0.5}, {"hat": 3, "yaw": -0.5}]
     ce = F.cross_entropy(out["hat"], torch.tensor([0, 3]), reduction="none")
@@ -133,76 +128,6 @@ def test_probe_loss_weights_heads_and_classes():
     balance = {"hat": torch.tensor([1.0, 1.0, 1.0, 3.0])}
     balanced = probe_loss(out, labels, ["hat"], balance=balance)
     assert float(balanced) == pytest.approx(float((ce[0] + 3 * ce[1]) / 4), rel=1e-5)
-
-
-def _tiny_eyes_config(tmp_path, out, **kw):
-    import shutil
-
-    from cameo.metrics.nets import EYES_DIR
-    from cameo.metrics.train_eyes import EyesConfig
-
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(EYES_DIR / "identity.safetensors", out / "identity.safetensors")
-    return EyesConfig(
-        out=str(out),
-        identities=4,
-        photos_per_identity=2,
-        wide_photos=2,
-        steps=4,
-        probe_batch=4,
-        wide_batch=2,
-        probe_width=8,
-        bank=str(tmp_path / "bank.npz"),
-        only="probes",
-        threads=1,
-        **kw,
-    )
-
-
-def test_probe_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    """A run stopped after a checkpoint and restarted ends with the weights of an unbroken run."""
-    from safetensors.torch import load_file
-
-    import cameo.metrics.train_eyes as te
-    import cameo.metrics.validate as va
-
-    fake = {
-        "people": 1,
-        "identification_top1": 1.0,
-        "verification_auc": 1.0,
-        "hat_accuracy_single": 0.5,
-        "yaw_mae_rad": 0.1,
-        "mouth_mae": 0.1,
-        "speaking_threshold": 0.2,
-    }
-    monkeypatch.setattr(va, "validate_eyes", lambda enc, probe, counter=None: dict(fake))
-    whole = te.train_eyes(_tiny_eyes_config(tmp_path, tmp_path / "whole"))
-    assert whole["history"][-1]["config"]["steps"] == 4
-
-    ckpt = tmp_path / "ckpt.pt"
-    save = te._save_checkpoint
-
-    def save_then_stop(path, state):
-        save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(te, "_save_checkpoint", save_then_stop)
-    cfg = _tiny_eyes_config(tmp_path, tmp_path / "broken", checkpoint=str(ckpt), checkpoint_every=2)
-    with pytest.raises(KeyboardInterrupt):
-        te.train_eyes(cfg)
-    assert torch.load(ckpt, weights_only=False)["step"] == 2
-    monkeypatch.setattr(te, "_save_checkpoint", save)
-    te.train_eyes(cfg)
-    a = load_file(str(tmp_path / "whole" / "probes.safetensors"))
-    b = load_file(str(tmp_path / "broken" / "probes.safetensors"))
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    card = (tmp_path / "broken" / "README.md").read_text()
-    assert "probes.safetensors: `cameo" in card and "4 steps" in card
-    with pytest.raises(ValueError):  # other settings do not resume from it
-        te.train_eyes(
-            _tiny_eyes_config(tmp_path, tmp_path / "broken", checkpoint=str(ckpt), lr=1e-3)
-        )
 
 
 def test_scoring_and_generation_read_two_person_prompts_alike():

@@ -1,14 +1,18 @@
-"""``cameo eyes train``: train the identity encoder and attribute probes on world renders.
+"""What training cameo's eyes is made of: its settings, the rendered photo bank, augmentation
+and losses, and how finished weights ship (report, card, BatchNorm recalibration).
 
-They learn from the "eyes" split of the world (never shown to the base model) and are tested on
-held-out people, whom neither the base model nor the eyes have seen. Renders are blurred and
-noised at random during training so the eyes also read the softer frames a diffusion model
-draws.
+The eyes (identity encoder and attribute probes) learn from the "eyes" split of the world (never
+shown to the base model) and are tested on held-out people, whom neither the base model nor the
+eyes have seen. Renders are blurred and noised at random during training so the eyes also read
+the softer frames a diffusion model draws. The optimisation loop that puts these together is the
+recipe ``recipes/train_eyes.py``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import random
 import shlex
 import sys
@@ -19,25 +23,28 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
-from ..diffusion import lr_at
-from ..world import Figure, Motion, Scene, identity, render
-from ..world.traits import BACKGROUND_COLOURS
 from .nets import (
     EYES_DIR,
     PROBE_CLASSES,
     PROBE_REGRESSIONS,
     AttributeProbe,
     IdentityEncoder,
+    load_attribute_probe,
+    load_identity_encoder,
+    recalibrate_batchnorm,
     save_net,
     to_input,
 )
+from .stills import random_still
+from .validate import validate_eyes
 
 
 @dataclass
 class EyesConfig:
-    """Settings of ``cameo eyes train``; recorded in the model card."""
+    """Settings of the eyes' training (``recipes/train_eyes.py``); recorded in the model card."""
 
     out: str = field(
         default=str(EYES_DIR),
@@ -101,7 +108,10 @@ class EyesConfig:
     )
     checkpoint: str = field(
         default="",
-        metadata={"help": "training state saved here every --checkpoint-every steps; resumed"},
+        metadata={
+            "help": "folder for training checkpoints, saved every --checkpoint-every steps; a run "
+            "with the same settings resumes from the newest"
+        },
     )
     checkpoint_every: int = field(default=100, metadata={"help": "steps between checkpoints"})
     note: str = field(default="", metadata={"help": "a line for the model card about this run"})
@@ -112,42 +122,6 @@ class EyesConfig:
             "help": "train only 'identity' or only 'probes' (the other net is loaded from --out)"
         },
     )
-
-
-def random_still(split: str, index: int, rng: random.Random, width: int = 64, two: bool = False):
-    """A photo with a random mouth opening and blink, and its labels (for either net)."""
-    scene = Scene.sample(rng)
-    aspect = width / 64
-
-    def motion(sc: Scene) -> Motion:
-        mouth = 0.0 if rng.random() < 0.4 else rng.uniform(0.05, 1.0)
-        eye = 1.0 if rng.random() < 0.9 else rng.uniform(0.05, 1.0)
-        return Motion([mouth], [eye], [sc.yaw], [sc.pitch], [sc.roll], [0.0], [0.0])
-
-    if two:
-        other = rng.randrange(10**6)
-        figs = []
-        for key, slot in ((index, -aspect / 2), (other, aspect / 2)):
-            sc = Scene.sample(rng)
-            figs.append(Figure(identity(split, key), sc, motion(sc), slot_x=slot, scale=1.15))
-    else:
-        slot = rng.uniform(-(aspect - 1), aspect - 1) if width > 64 else 0.0
-        figs = [Figure(identity(split, index), scene, motion(scene), slot_x=slot)]
-    pix = render(figs, scene, 64, width)[0]
-    f = figs[0]
-    labels = {
-        "hair": -100
-        if f.identity.hair_style == "bald"
-        else PROBE_CLASSES["hair"].index(f.identity.hair_name),
-        "background": BACKGROUND_COLOURS.index(scene.background_name),
-        "glasses": PROBE_CLASSES["glasses"].index(f.identity.glasses),
-        "hat": PROBE_CLASSES["hat"].index(f.scene.hat),
-        "people": len(figs) - 1,
-        "mouth": f.motion.mouth_open[0],
-        "yaw": f.scene.yaw,
-        "pitch": f.scene.pitch,
-    }
-    return pix, labels
 
 
 def build_bank(cfg: EyesConfig) -> dict:
@@ -286,8 +260,8 @@ def probe_loss(
     return loss
 
 
-def _identity_loss(
-    enc, bank, by_id, cfg: EyesConfig, step: int, g: torch.Generator
+def identity_batch_loss(
+    enc: IdentityEncoder, bank: dict, by_id: list, cfg: EyesConfig, step: int, g: torch.Generator
 ) -> torch.Tensor:
     """P people x K photos each; each photo should find its K-1 siblings among the batch."""
     who = torch.randperm(cfg.identities, generator=g)[: cfg.ids_per_batch].tolist()
@@ -302,7 +276,14 @@ def _identity_loss(
 SINGLE_KEYS = ["hair", "background", "glasses", "hat", "people", "mouth", "yaw", "pitch"]
 
 
-def _probe_loss(probe, bank, cfg: EyesConfig, g: torch.Generator, weights=None, balance=None):
+def probe_batch_loss(
+    probe: AttributeProbe,
+    bank: dict,
+    cfg: EyesConfig,
+    g: torch.Generator,
+    weights: dict[str, float] | None = None,
+    balance: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Single photos train every head; wide photos (one or two people) the count and background."""
     cl = torch.channels_last
     pidx = torch.randint(len(bank["pix"]), (cfg.probe_batch,), generator=g).numpy()
@@ -316,126 +297,36 @@ def _probe_loss(probe, bank, cfg: EyesConfig, g: torch.Generator, weights=None, 
 
 
 # Settings that do not change what a run computes (a checkpoint resumes across them).
-_RESUMABLE = ("threads", "checkpoint", "checkpoint_every", "note", "out")
+RESUMABLE = ("threads", "checkpoint", "checkpoint_every", "note", "out")
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+def run_settings(cfg: EyesConfig) -> dict:
+    """The settings that shape what a run computes: a checkpoint resumes only under the same."""
+    return {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
 
 
-def _load_checkpoint(path: Path, cfg: EyesConfig) -> dict | None:
-    """The saved training state if it was made with the same settings (else None)."""
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
-    same = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
-    if state.get("config") != same:
-        raise ValueError(
-            f"checkpoint {path} was made with other settings; delete it or pass those settings"
-        )
-    return state
+def previous_report(out: Path) -> dict:
+    """The report.json of the eyes in ``out``, or {}."""
+    path = Path(out) / "report.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def train_eyes(cfg: EyesConfig) -> dict:
-    """Train the identity encoder and/or the probes (``cfg.only``), validate both on held-out
-    people, save weights, the report and a model card. With ``cfg.checkpoint`` the training
-    state is saved every ``cfg.checkpoint_every`` steps and a restarted run resumes from it."""
-    from .nets import load_identity_encoder
-
-    t0 = time.time()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    bank = build_bank(cfg)
-    out = Path(cfg.out)
-    train_id, train_probe = cfg.only in ("", "identity"), cfg.only in ("", "probes")
-    enc = (
-        IdentityEncoder(cfg.encoder_width).train()
-        if train_id
-        else load_identity_encoder(out / "identity.safetensors")
-    )
-    probe = AttributeProbe(
-        cfg.probe_width, cfg.probe_norm, cfg.probe_stem_norm, cfg.probe_pool
-    ).train()
-    probe = probe.to(memory_format=torch.channels_last)
-    params = [*(enc.parameters() if train_id else []), *(probe.parameters() if train_probe else [])]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(cfg.seed)
-    weights = parse_head_weights(cfg.head_weights)
-    balance = class_weights(bank["labels"], cfg.class_balance) if cfg.class_balance else None
-    by_id = [np.flatnonzero(bank["ids"] == i) for i in range(cfg.identities)] if train_id else []
-    start, minutes_before = 0, 0.0
-    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
-    state = _load_checkpoint(ckpt, cfg) if ckpt else None
-    if state is not None:
-        enc.load_state_dict(state["encoder"])
-        probe.load_state_dict(state["probe"])
-        opt.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"])
-        start, minutes_before = state["step"], state["minutes"]
-        print(f"resumed from {ckpt} at step {start} ({minutes_before:.1f} min before)")
-    bar = tqdm(
-        range(start, cfg.steps),
-        desc=f"eyes {cfg.only or 'both'}",
-        dynamic_ncols=True,
-        initial=start,
-        total=cfg.steps,
-    )
-    for step in bar:
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, cfg.steps, cfg.lr, 50)
-        id_loss = _identity_loss(enc, bank, by_id, cfg, step, g) if train_id else torch.zeros(())
-        p_loss = (
-            _probe_loss(probe, bank, cfg, g, weights, balance) if train_probe else torch.zeros(())
-        )
-        opt.zero_grad(set_to_none=True)
-        (id_loss + p_loss).backward()
-        opt.step()
-        bar.set_postfix(id=f"{id_loss.item():.3f}", probe=f"{p_loss.item():.3f}")
-        done = step + 1
-        if ckpt and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            _save_checkpoint(
-                ckpt,
-                {
-                    "config": {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE},
-                    "step": done,
-                    "minutes": minutes_before + (time.time() - t0) / 60,
-                    "encoder": enc.state_dict(),
-                    "probe": probe.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "generator": g.get_state(),
-                },
-            )
-    enc.eval()
-    probe.eval()
-    from .validate import validate_eyes
-
-    report = validate_eyes(enc, probe)
-    minutes = minutes_before + (time.time() - t0) / 60
-
+def ship_eyes(out: Path, card: dict, nets: dict[str, nn.Module]) -> dict:
+    """Append ``card`` to the runs recorded in ``out``/report.json, then write ``nets`` (file
+    name -> net, the card in each file's metadata), report.json and the README card. Returns
+    the card with its history."""
+    out = Path(out)
+    previous = previous_report(out)
     card = {
-        "config": asdict(cfg),
-        "command": shlex.join(["cameo", *sys.argv[1:]]),
-        "train_minutes": round(minutes, 1),
-        "machine": machine_description(cfg.threads),
-        "validation": report,
+        **card,
+        "history": [
+            *(previous.get("history") or ([previous] if previous else [])),
+            {k: v for k, v in card.items() if k != "history"},
+        ],
     }
-    if cfg.note:
-        card["note"] = cfg.note
-    previous = (
-        json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
-    )
-    card["history"] = [
-        *(previous.get("history") or ([previous] if previous else [])),
-        {k: v for k, v in card.items() if k != "history"},
-    ]
-    if train_id:
-        save_net(enc, out / "identity.safetensors", card)
-    if train_probe:
-        save_net(probe, out / "probes.safetensors", card)
+    for name, net in nets.items():
+        save_net(net, out / name, card)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(card, indent=2))
     write_card(out, card)
     return card
@@ -443,9 +334,6 @@ def train_eyes(cfg: EyesConfig) -> dict:
 
 def machine_description(threads: int = 0) -> str:
     """CPU model, core count and torch threads: where a run's minutes were spent."""
-    import os
-    import platform
-
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -461,41 +349,33 @@ def machine_description(threads: int = 0) -> str:
 
 
 def recalibrate_eyes(
-    probe_path: Path, counter_path: Path, out: Path, bank_path: Path, minutes_before: float = 0.0
+    probe_path: Path,
+    counter_path: Path,
+    out: Path,
+    bank_path: Path,
+    minutes_before: float = 0.0,
+    command: str | None = None,
 ) -> dict:
     """Ship a BatchNorm probe with its statistics re-estimated on single-person frames (it reads
     per-person 64x64 regions) beside a counter net for the people count on whole canvases;
-    validate both with the shipped identity encoder and write weights, report and card."""
-    from .nets import _load, load_identity_encoder, recalibrate_batchnorm
-    from .validate import validate_eyes
-
+    validate both with the shipped identity encoder and write weights, report and card.
+    ``command``: the command line recorded in the card (default: this process's, as ``cameo``)."""
     t0 = time.time()
-    probe = _load(AttributeProbe, Path(probe_path))
-    counter = _load(AttributeProbe, Path(counter_path))
+    out = Path(out)
+    probe = load_attribute_probe(Path(probe_path))
+    counter = load_attribute_probe(Path(counter_path))
     with np.load(bank_path, allow_pickle=False) as z:
         singles = z["pix"]
     recalibrate_batchnorm(probe, singles)
     enc = load_identity_encoder(out / "identity.safetensors")
     report = validate_eyes(enc, probe, counter)
-    out = Path(out)
-    previous = (
-        json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
-    )
     card = {
-        "config": {**previous.get("config", {}), "only": "recalibrate"},
-        "command": shlex.join(["cameo", *sys.argv[1:]]),
+        "config": {**previous_report(out).get("config", {}), "only": "recalibrate"},
+        "command": command or shlex.join(["cameo", *sys.argv[1:]]),
         "train_minutes": round(minutes_before + (time.time() - t0) / 60, 1),
         "validation": report,
     }
-    card["history"] = [
-        *(previous.get("history") or ([previous] if previous else [])),
-        {k: v for k, v in card.items()},
-    ]
-    save_net(probe, out / "probes.safetensors", card)
-    save_net(counter, out / "people.safetensors", card)
-    (out / "report.json").write_text(json.dumps(card, indent=2))
-    write_card(out, card)
-    return card
+    return ship_eyes(out, card, {"probes.safetensors": probe, "people.safetensors": counter})
 
 
 def _made(entry: dict, net: str) -> bool:
@@ -522,7 +402,7 @@ def _run_line(h: dict) -> str:
 def write_card(out: Path, card: dict, command: str | None = None) -> Path:
     """README.md beside the weights: which run made each file, and how well they see."""
     v = card["validation"]
-    command = command or card.get("command") or shlex.join(["cameo", *sys.argv[1:]])
+    command = command or card.get("command") or "?"
     acc = {k: v[k] for k in v if k.endswith("accuracy") or "accuracy_" in k}
     history = card.get("history") or [card]
     origin = {
@@ -533,7 +413,7 @@ def write_card(out: Path, card: dict, command: str | None = None) -> Path:
     lines = [
         "# cameo's eyes: identity encoder and attribute probes",
         "",
-        'Small CNNs trained by `cameo eyes train` on renders of the procedural world\'s "eyes" split',
+        'Small CNNs trained by `recipes/train_eyes.py` on renders of the procedural world\'s "eyes" split',
         "(people the base model never sees), validated on held-out people nobody trained on.",
         "",
         f"- latest command: `{command}`",

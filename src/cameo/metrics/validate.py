@@ -7,8 +7,9 @@ import random
 import numpy as np
 import torch
 
-from ..world import person_sample
+from ..world import Scene, person_sample
 from .nets import PROBE_CLASSES, AttributeProbe, IdentityEncoder, to_input
+from .stills import random_still
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -38,8 +39,6 @@ def identity_eval(
 ) -> dict:
     """1:N identification among ``people`` held-out people (gallery = mean of ``refs`` photos)
     and verification ROC AUC over all query pairs."""
-    from .train_eyes import random_still
-
     rng = random.Random(f"cameo-eyes/validate/{seed}")
     pix = np.stack(
         [random_still("heldout", p, rng)[0] for p in range(people) for _ in range(refs + queries)]
@@ -70,8 +69,6 @@ def _clip_mouth_range(probe: AttributeProbe, clips: list[np.ndarray]) -> np.ndar
 
 
 def _speech_clips(split: str, n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    from ..world import Scene
-
     rng = random.Random(f"cameo-eyes/speech/{split}/{seed}")
     clips, labels = [], []
     for i in range(n):
@@ -91,8 +88,6 @@ def probe_eval(
 ) -> dict:
     """Accuracy of each probe head on held-out renders, and speech detection on clips. With a
     ``counter``, the people count is read by it (as ``Eyes`` does)."""
-    from .train_eyes import random_still
-
     rng = random.Random(f"cameo-eyes/probe-eval/{seed}")
     singles = [random_still("heldout", 5000 + i, rng) for i in range(n)]
     wide = [
@@ -142,4 +137,5 @@ def probe_eval(
 def validate_eyes(
     enc: IdentityEncoder, probe: AttributeProbe, counter: AttributeProbe | None = None
 ) -> dict:
+    """Everything ``identity_eval`` and ``probe_eval`` measure, and the probe's class names."""
     return {**identity_eval(enc), **probe_eval(probe, counter=counter), "classes": PROBE_CLASSES}
