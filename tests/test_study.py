@@ -1,15 +1,24 @@
-"""`cameo study` end to end on a tiny random pipeline: every part runs through the real
+"""The study recipe end to end on a tiny random pipeline: every part runs through the real
 training, generation, composition and scoring code and writes its tables, JSON and plots.
-The numbers themselves mean nothing here (random weights); their presence and ranges do."""
+The numbers themselves mean nothing here (random weights); their presence and ranges do.
+Its full fine-tuning resumes from a checkpoint to the weights of an unbroken run."""
 
 import json
 
 import pytest
+import torch
 from diffusers import WanTransformer3DModel
+from safetensors.torch import load_file
 
+import full_finetune
+from cameo.data.world_folders import write_person_folder
 from cameo.estimate import lora_param_count
 from cameo.lora import LoraSpec
-from cameo.study import StudyConfig, lora_file_stats, run_study
+from cameo.training import checkpoint as ckpt
+from cameo.training.loop import Events
+from conftest import train_config
+from study import StudyConfig, lora_file_stats, run_study
+from study_report import paired_change
 
 
 @pytest.mark.slow
@@ -100,8 +109,52 @@ def test_study_refuses_bad_parts():
 
 
 def test_paired_change_is_the_mean_difference_with_its_standard_error():
-    from cameo.study_report import paired_change
-
     # differences 0, -0.1, -0.2: mean -0.1, sd 0.1, s.e. 0.1 / sqrt(3)
     assert paired_change([0.5, 0.4, 0.3], [0.5, 0.5, 0.5]) == "-0.100 ± 0.058"
     assert paired_change([0.6, 0.6], [0.5, 0.5]) == "+0.100 ± 0.000"
+
+
+class Crash(Exception):
+    """Stands for a kill right after a checkpoint."""
+
+
+def _crash_after_step_two(step, path):
+    if step == 2:
+        raise Crash
+
+
+def _transformer(out) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_full_finetune_resumes_as_if_uninterrupted(tiny_pipeline_dir, tmp_path):
+    photos = write_person_folder(3, tmp_path / "photos", 6)
+    flags = ["--data", str(photos), "--trigger", "mike", "--name", "mike",
+             "--base", str(tiny_pipeline_dir), "--steps", "4", "--batch", "2",
+             "--checkpoint-every", "2", "--lr", "1e-3"]  # fmt: skip
+    assert full_finetune.main([*flags, "--out", str(tmp_path / "whole")]) == 0
+
+    cut = tmp_path / "cut"
+    cfg = train_config(photos, tiny_pipeline_dir, cut, steps=4, checkpoint_every=2, lr=1e-3)
+    with pytest.raises(Crash):
+        full_finetune.full_finetune(cfg, events=Events(on_checkpoint=[_crash_after_step_two]))
+    assert not (cut / "transformer").exists()
+    last = ckpt.latest(cut / "checkpoints")
+    assert last is not None and last.name == "step-0000002"
+    halfway = ckpt.load(last)[0]
+    # Every weight trains from the first step: a resume that started again from the base (or
+    # lost the optimiser's moments) could not end where the unbroken run does.
+    base = WanTransformer3DModel.from_pretrained(tiny_pipeline_dir / "transformer").state_dict()
+    assert halfway.keys() == base.keys()
+    assert sum(not torch.equal(base[k], halfway[k]) for k in base) > len(base) // 2
+
+    assert full_finetune.main([*flags, "--out", str(cut), "--resume"]) == 0
+    a, b = _transformer(tmp_path / "whole"), _transformer(cut)
+    assert a.keys() == b.keys() == base.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(halfway[k], b[k]) for k in b)  # the resumed run trained on
+    with pytest.raises(ValueError, match="other settings"):
+        full_finetune.full_finetune(
+            train_config(photos, tiny_pipeline_dir, cut, steps=4, checkpoint_every=2, lr=2e-3),
+            resume=True,
+        )

@@ -1,4 +1,4 @@
-"""Writes ``cameo study`` results: results.json, results.md and matplotlib PNGs."""
+"""Writes the study's results (``recipes/study.py``): results.json, results.md and PNG plots."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 
 def _f(v, digits: int = 3) -> str:
@@ -34,16 +35,10 @@ def paired_change(clips: list[float], base: list[float]) -> str:
 
 
 def _plot(path: Path, draw) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
-    draw(ax)
+    fig = Figure(figsize=(5, 3.2), dpi=110)  # no pyplot: no GUI backend, nothing global
+    draw(fig.subplots())
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path.name
 
 
@@ -65,8 +60,6 @@ def _scale_plot(ax, rows):
 
 
 def _compose_plot(ax, rows, triggers):
-    import numpy as np
-
     x = np.arange(len(rows))
     for i, t in enumerate(triggers):
         ax.bar(x + 0.4 * i - 0.2, [r[f"{t}_identity"] or 0 for r in rows], 0.4, label=t)
@@ -94,7 +87,7 @@ def write_report(results: dict, out: Path) -> Path:
             if results.get("runs") and len(results["runs"]) > 1
             else ""
         )
-        + f"`cameo study --parts {cfg['parts']} --steps {cfg['steps']} --scenes {cfg['scenes']} --seeds {cfg['seeds']}`"
+        + f"`python recipes/study.py --parts {cfg['parts']} --steps {cfg['steps']} --scenes {cfg['scenes']} --seeds {cfg['seeds']}`"
         f" ({results['date']}, {results['machine']}). Raw numbers: `results.json`.",
         f"People: held-out world people {cfg['people']} (triggers {cfg['triggers']}), 20 photos each;"
         f" every LoRA trained with `cameo train` defaults for {cfg['steps']} steps. Identity is normalised by"

@@ -1,4 +1,6 @@
-"""``cameo study``: the technique's known trade-offs, measured on the built-in model.
+"""The study: the technique's known trade-offs, measured on the built-in model.
+
+    python recipes/study.py --parts rank,scale,full,compose
 
 Four parts, each a table (and a plot) in ``docs/results.md``, all from one command:
 
@@ -10,15 +12,18 @@ Four parts, each a table (and a plot) in ``docs/results.md``, all from one comma
 - compose: two people in one clip by each composition method, beside the overlap that
   ``cameo inspect`` predicts.
 
-Trainings run in child processes so that each one's peak memory (max RSS) is its own; the
-training and sampling settings are ``cameo train`` and ``cameo generate``'s defaults.
+Trainings run in child processes (``cameo train``, ``recipes/full_finetune.py``,
+``recipes/step_cost.py``) so that each one's peak memory (max RSS) is its own; the training and
+sampling settings are ``cameo train`` and ``cameo generate``'s defaults.
 """
 
 from __future__ import annotations
 
-import copy
+import argparse
 import functools
+import hashlib
 import json
+import random
 import subprocess
 import sys
 import time
@@ -27,7 +32,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import WanTransformer3DModel
+from safetensors import safe_open
 
+from cameo.cli.args import add_dataclass_args, dataclass_from_args
+from cameo.compose import interference_score, load_modules, overlap
+from cameo.data.world_folders import write_person_folder
+from cameo.generation import GenerateConfig, apply_loras, generate_frames
+from cameo.generation.sampling import initial_noise
+from cameo.metrics.evaluate import Eyes, load_references, score_clip, summarise
+from cameo.metrics.scores import centroid, self_similarity
+from cameo.metrics.stills import random_still
+from cameo.models import load_pipeline, resolve_base
+from cameo.training import TrainConfig
+from cameo.training import checkpoint as ckpt
+from cameo.world import FAMOUS
+from cameo.world.traits import BACKGROUND_COLOURS
+from study_report import write_report
+
+RECIPES = Path(__file__).resolve().parent
 TRAIN_MAIN = "import sys; from cameo.cli import main; sys.exit(main())"
 PARTS = ("rank", "scale", "full", "compose")
 COMPOSE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "regional")
@@ -48,7 +71,7 @@ def _floats(s: str) -> list[float]:
 
 @dataclass
 class StudyConfig:
-    """Options of ``cameo study``; written as study_config.json beside the results."""
+    """Options of the study; recorded in results.json as ``config``."""
 
     out: str = field(default="docs", metadata={"help": "folder for results.md/.json and plots"})
     work: str = field(default="runs/study", metadata={"help": "folder for photos, LoRAs, logs"})
@@ -122,14 +145,9 @@ class Judge:
     """Generates clips for prompts and scores them with cameo's eyes against one person."""
 
     def __init__(self, cfg: StudyConfig):
-        from .metrics.evaluate import Eyes
-
         self.cfg, self.eyes = cfg, Eyes()
 
     def references(self, photos: Path) -> tuple[torch.Tensor, float]:
-        from .metrics.evaluate import load_references
-        from .metrics.scores import self_similarity
-
         refs = self.eyes.embed(load_references(photos))
         return refs, self_similarity(refs)
 
@@ -146,8 +164,6 @@ class Judge:
         values of prompt k. With ``pair_side`` (0 left, 1 right), each clip starts from that
         half of the noise a two-person clip at the same seed starts from, so a person alone and
         the same person in a pair clip are compared on the same numbers."""
-        from .generation import GenerateConfig, generate_frames
-        from .generation.sampling import initial_noise
 
         def config(prompt: str, seed: int, k: int) -> GenerateConfig:
             return GenerateConfig(
@@ -175,8 +191,6 @@ class Judge:
     def score(self, pipe, prompts: list[str], photos: Path, pair_side: int | None = None) -> dict:
         """Mean identity (normalised), identification rate and prompt fidelity over the clips
         (``pair_side``: as in ``clips``)."""
-        from .metrics.evaluate import score_clip, summarise
-
         refs, self_sim = self.references(photos)
         frames = self.clips(pipe, prompts, pair_side=pair_side)
         ps = [p for p in prompts for _ in range(self.cfg.seeds)]
@@ -190,8 +204,6 @@ class Judge:
         }
 
     def fidelity(self, pipe, prompts: list[str]) -> float:
-        from .metrics.evaluate import score_clip, summarise
-
         frames = self.clips(pipe, prompts)
         ps = [p for p in prompts for _ in range(self.cfg.seeds)]
         return summarise(
@@ -203,12 +215,6 @@ class Judge:
         names alone: ``famous_top1``, the share nearest to their own person's centroid among
         those n; ``famous_similarity``, the mean cosine to it (graded, so a small loss shows
         before a clip changes rank)."""
-        import random
-
-        from .metrics.scores import centroid
-        from .metrics.train_eyes import random_still
-        from .world import FAMOUS
-
         rng = random.Random("cameo-study/famous")
         cents = torch.stack(
             [
@@ -232,8 +238,6 @@ class Judge:
 
 def scenes_for(trigger: str, photos: Path, n: int) -> list[str]:
     """Prompts naming the person, in backgrounds their photos never show."""
-    from .world.traits import BACKGROUND_COLOURS
-
     truth = json.loads((photos / "truth.json").read_text())
     seen = {p["background"]["background_name"] for p in truth["photos"]}
     free = [c for c in BACKGROUND_COLOURS if c not in seen] or list(BACKGROUND_COLOURS)
@@ -275,122 +279,36 @@ def lora_args(
     ]  # fmt: skip
 
 
-def training_recipe(args: list[str]) -> str:
+def training_digest(args: list[str]) -> str:
     """A digest of a LoRA's training: its arguments and ``cameo train``'s defaults, so that a
     LoRA kept from an earlier study is reused only if it would be trained the same way."""
-    import hashlib
-
-    from .training import TrainConfig
-
     text = json.dumps([args, asdict(TrainConfig())], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def measure_steps(base: str, rank: int, repeats: int = 5) -> dict:
-    """In a fresh process: median seconds of one training step at ``cameo train``'s default
-    batch on the photos' shape, and the memory those steps add over the loaded model (the RSS
-    high-water mark grows by what training holds: activations, gradients, optimiser state).
-    ``rank`` 0 means full fine-tuning (every transformer weight trains; same loss, AdamW)."""
-    code = "import json, sys; from cameo.study import steps_child; print(json.dumps(steps_child(*sys.argv[1:])))"
+    """``recipes/step_cost.py`` in a fresh process: median seconds of one training step at
+    ``cameo train``'s default batch and the memory those steps add over the loaded model.
+    ``rank`` 0 means full fine-tuning."""
+    argv = ["--base", base, "--rank", str(rank), "--repeats", str(repeats)]
     out = subprocess.run(
-        [sys.executable, "-c", code, base, str(rank), str(repeats)],
+        [sys.executable, str(RECIPES / "step_cost.py"), *argv],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _status_kib(key: str) -> int:
-    """A field of /proc/self/status (VmRSS: resident now; VmHWM: its high-water mark), KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def steps_child(base: str, rank: str, repeats: str) -> dict:
-    """The body of ``measure_steps`` (run in the child process). Only the transformer is
-    loaded; the RSS high-water mark is reset (Linux clear_refs) before the steps, so the
-    difference is what training itself holds."""
-    from diffusers import WanTransformer3DModel
-
-    from .diffusion import flow_matching_loss
-    from .lora import LoraSpec, add_lora, lora_parameters
-    from .models import resolve_base
-    from .training import TrainConfig
-
-    rank_i, batch = int(rank), TrainConfig().batch
-    model = WanTransformer3DModel.from_pretrained(resolve_base(base) / "transformer").train()
-    if rank_i == 0:
-        params = list(model.parameters())
-    else:
-        add_lora(model, LoraSpec(rank=rank_i, alpha=rank_i))
-        params = lora_parameters(model)
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    c = model.config
-    x0 = torch.randn(batch, c.in_channels, 1, 8, 8)  # (B, C, F, h, w): photos, one latent frame
-    text = torch.randn(batch, 64, c.text_dim)
-    before = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    times = []
-    for _ in range(int(repeats) + 2):  # two warm-up steps: allocator and optimiser state
-        t0 = time.perf_counter()
-        loss = flow_matching_loss(model, x0, text, torch.rand(batch), torch.randn_like(x0))
-        loss.mean().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    return {
-        "step_s": float(np.median(times[2:])),
-        "train_mib": (_status_kib("VmHWM") - before) / 1024,
-    }
-
-
-def full_finetune(cfg_json: str) -> None:
-    """Full fine-tuning of every transformer weight, with cameo's own loss and batches (the
-    LoRA run's data, objective and schedule); saves the transformer. Runs in a child process."""
-    from .data import scan_folder
-    from .diffusion import lr_at
-    from .models import load_pipeline
-    from .training import TrainConfig
-    from .training.cache import build_cache
-    from .training.objective import make_batch, training_loss
-
-    cfg = TrainConfig(**json.loads(cfg_json))
-    torch.manual_seed(cfg.seed)
-    pipe = load_pipeline(cfg.base)
-    report = scan_folder(
-        Path(cfg.data), cfg.trigger, height=cfg.height, width=cfg.width, min_usable=cfg.min_photos
-    )
-    cache = build_cache(pipe, report, cfg)
-    # the same prior-preservation term as the LoRA run, against a frozen copy of the base
-    teacher = copy.deepcopy(pipe.transformer).eval().requires_grad_(False)
-    model = pipe.transformer.train().requires_grad_(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for step in range(cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.schedule)
-        training_loss(model, make_batch(cache, cfg, step), cfg, teacher=teacher).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    model.eval().save_pretrained(Path(cfg.out) / "transformer", safe_serialization=True)
-
-
 def full_child(cfg: StudyConfig, photos: Path, trigger: str, out: Path, lr: float) -> dict:
-    from .training import TrainConfig
-
-    tc = TrainConfig(
-        data=str(photos),
-        trigger=trigger,
-        name=trigger,
-        out=str(out),
-        base=cfg.base,
-        steps=cfg.steps,
-        lr=lr,
-    )
+    """``recipes/full_finetune.py`` on ``photos`` at ``lr`` in a child process (continuing from
+    its checkpoint if an earlier one stopped); its wall time."""
+    args = [
+        "--data", str(photos), "--trigger", trigger, "--name", trigger, "--out", str(out),
+        "--base", cfg.base, "--steps", str(cfg.steps), "--lr", str(lr),
+    ]  # fmt: skip
+    if ckpt.latest(out / "checkpoints") is not None:
+        args.append("--resume")
     out.mkdir(parents=True, exist_ok=True)
-    code = "import sys; from cameo.study import full_finetune; full_finetune(sys.argv[1])"
-    return run_child(["-c", code, json.dumps(asdict(tc))], out / "train.log")
+    return run_child([str(RECIPES / "full_finetune.py"), *args], out / "train.log")
 
 
 # ------------------------------------------------------------------------------ the parts
@@ -404,8 +322,6 @@ class Person:
 
 
 def lora_file_stats(path: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as f:
         names = f.keys()
         n = sum(int(np.prod(f.get_slice(k).get_shape())) for k in names)
@@ -416,8 +332,6 @@ class Study:
     """Runs the parts; each writes its rows into ``self.results``."""
 
     def __init__(self, cfg: StudyConfig):
-        from .data.world_folders import write_person_folder
-
         cfg.validate()
         self.cfg, self.work = cfg, Path(cfg.work)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -431,9 +345,6 @@ class Study:
         self.results: dict = {"config": asdict(cfg), **earlier_parts(Path(cfg.out), cfg)}
 
     def pipe(self, *loras: str, mix: str = "linear", regions: list[str] | None = None):
-        from .generation import apply_loras
-        from .models import load_pipeline, resolve_base
-
         pipe = load_pipeline(self.cfg.base)
         loaded = apply_loras(
             pipe, list(loras), base_dir=resolve_base(self.cfg.base), mix=mix, regions=regions
@@ -451,11 +362,11 @@ class Study:
         extra = ["--orthogonal-slot", str(slot)] if slot >= 0 else []
         extra += ["--lr", str(lr)] if lr else []
         args = lora_args(self.cfg, person.photos, person.trigger, out, rank, extra)
-        recipe = training_recipe(args)
+        digest = training_digest(args)
         done = json.loads(usage_file.read_text()) if usage_file.exists() else {}
-        if not (path.exists() and done.get("recipe") == recipe):  # retrain when defaults change
+        if not (path.exists() and done.get("recipe") == digest):  # retrain when defaults change
             out.mkdir(parents=True, exist_ok=True)
-            usage = {**train_child(args, out / "train.log"), "recipe": recipe}
+            usage = {**train_child(args, out / "train.log"), "recipe": digest}
             usage_file.write_text(json.dumps(usage))
         return path, json.loads(usage_file.read_text())
 
@@ -493,8 +404,6 @@ class Study:
     def full_model(self, a: Person, lr: float):
         """Fine-tune (once) every weight of the transformer on ``a``'s photos at ``lr``; returns
         the pipeline with it and the run's usage."""
-        from diffusers import WanTransformer3DModel
-
         tag = "full" if lr == 1e-4 else f"full-lr{lr:g}"  # "full": the folder of earlier runs
         out = self.work / f"person-{a.index}" / tag
         if not (out / "transformer").exists():
@@ -541,8 +450,6 @@ class Study:
 
     # -- composition
     def compose_part(self) -> None:
-        from .compose import interference_score, load_modules, overlap
-
         a, b = self.people
 
         @functools.cache
@@ -612,8 +519,6 @@ class Study:
     def pair_prompts(self, a: Person, b: Person) -> tuple[list[str], list[list[str]]]:
         """The two-person prompts (one per wall), and for each the --region-prompt values that
         give each half its own person's words."""
-        from .world.traits import BACKGROUND_COLOURS
-
         walls = [BACKGROUND_COLOURS[k % len(BACKGROUND_COLOURS)] for k in range(self.cfg.scenes)]
         prompts = [
             f"two people side by side in front of a {wall} wall: "
@@ -632,8 +537,6 @@ class Study:
     def pair_scores(self, pipe, loaded, a: Person, b: Person, own_prompts: bool = False) -> dict:
         """Each person's identity, identification and fidelity in their half of two-person
         clips; with ``own_prompts``, each half also reads a prompt of its own person alone."""
-        from .metrics.evaluate import score_clip, summarise
-
         prompts, own = self.pair_prompts(a, b)
         ps = [p for p in prompts for _ in range(self.cfg.seeds)]
         frames = self.judge.clips(
@@ -675,8 +578,6 @@ class Study:
         return self.save()
 
     def save(self) -> Path:
-        from .study_report import write_report
-
         return write_report(self.results, Path(self.cfg.out))
 
 
@@ -717,3 +618,23 @@ def run_study(cfg: StudyConfig) -> Path:
             f"{Path(cfg.out) / 'results.json'} already holds the {', '.join(again)} part(s)"
         )
     return Study(cfg).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python recipes/study.py",
+        description="Measure LoRA's trade-offs (rank, scale, LoRA against full fine-tuning, "
+        "composition) into results.md and results.json.",
+    )
+    add_dataclass_args(parser, StudyConfig)
+    cfg = dataclass_from_args(StudyConfig, parser.parse_args(argv))
+    try:
+        cfg.validate()
+    except ValueError as e:
+        parser.error(str(e))
+    print(f"results written to {run_study(cfg)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
