@@ -11,10 +11,16 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import safe_open
 
+from ..data.media import save_clip_outputs
+from ..generation import GenerateConfig, apply_loras, generate_frames
+from ..models import load_pipeline, resolve_base
+from .encoders import HFImageEncoder
 from .nets import (
     PROBE_CLASSES,
     load_attribute_probe,
@@ -32,6 +38,8 @@ from .scores import (
     split_regions,
     temporal_consistency,
 )
+from .stills import random_still
+from .train_eyes import speaking_threshold
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 VIDEO_EXT = {".mp4", ".gif", ".webm", ".mov"}
@@ -58,12 +66,8 @@ class Eyes:
     ):
         """``encoder_dir``: a local transformers vision model to use as identity encoder (for real
         photos); cameo's own world encoder otherwise. The attribute probes are always cameo's."""
-        from .train_eyes import speaking_threshold
-
         self.external = None
         if encoder_dir is not None:
-            from .encoders import HFImageEncoder
-
             self.external = HFImageEncoder(encoder_dir)
         self.encoder = load_identity_encoder(identity_path)
         self.counter = load_people_counter()
@@ -101,8 +105,6 @@ class Eyes:
     def distractors(self) -> torch.Tensor:
         """Centroids of 99 fixed held-out people (5 renders each): the identification lineup."""
         if self._distractors is None:
-            from .train_eyes import random_still
-
             rng = random.Random("cameo-eval/distractors")
             cents = []
             for k in range(N_DISTRACTORS):
@@ -130,8 +132,6 @@ def to_model_size(frames: np.ndarray, height: int = 64) -> np.ndarray:
 
 def load_frames(path: Path) -> np.ndarray:
     """A clip (mp4/gif/webm) or an image as uint8 (F, H, W, 3)."""
-    import imageio.v3 as iio
-
     if path.suffix.lower() in IMAGE_EXT:
         return np.asarray(Image.open(path).convert("RGB"))[None]
     arr = iio.imread(path, index=None)
@@ -288,8 +288,6 @@ def default_prompts(trigger: str) -> dict[str, list[str]]:
 
 
 def read_lora_trigger(path: Path) -> str | None:
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     return meta.get("cameo.trigger")
@@ -309,18 +307,12 @@ def eval_lora(
 ) -> dict:
     """Generate every prompt x seed with the LoRA and with the base model, and score both:
     identity and fidelity on prompts naming the subject, leakage on prompts that do not."""
-    from ..generation import GenerateConfig, generate_frames
-    from ..data.media import save_clip_outputs
-    from ..models import load_pipeline
-
     trigger = trigger or read_lora_trigger(lora)
     if not trigger:
         raise ValueError("the LoRA file names no trigger word; pass --trigger")
     prompts = prompts or default_prompts(trigger)
     refs = eyes.embed(load_references(photos))
     self_sim = self_similarity(refs)
-    from ..generation import apply_loras
-    from ..models import resolve_base
 
     pipe = load_pipeline(base)
     apply_loras(pipe, [f"{lora}:{scale}"], base_dir=resolve_base(base))
