@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $${CAMEO_TORCH:-torch==2.13.0}
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,faces]"
 	$(BIN)/cameo model path > /dev/null
 	touch $(STAMP)
 

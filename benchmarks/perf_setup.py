@@ -12,12 +12,10 @@ from pathlib import Path
 
 import torch
 
-from cameo.models import fast
-
-from cameo.training import flat
 from cameo.diffusion import flow_matching_loss
 from cameo.lora import LoraSpec, add_lora, lora_parameters
-from cameo.training import TrainConfig, Trainer
+from cameo.models import fast
+from cameo.training import TrainConfig, Trainer, flat
 from cameo.training.objective import make_batch
 
 # ----------------------------------------------------------------------------- the timer

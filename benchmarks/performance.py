@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
 
-from cameo.models import fast
-from cameo.models import tiny_model_dir
+from cameo.models import fast, tiny_model_dir
 from cameo.training import TrainConfig
 from cameo.training.objective import make_batch
 from common import write_json

@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from base_quality import attributes_through_vae, identity_through_vae, vae_psnr
-from cameo.training import checkpoint as ckpt
 from cameo.metrics.evaluate import Eyes
 from cameo.models import load_pipeline
 from cameo.pretrain import PretrainConfig, _load_finished_vae, resolve_architecture
+from cameo.training import checkpoint as ckpt
 from common import commit, write_json
 
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from cameo.models import fast
 from cameo.cli import main
 from cameo.compose import (
     check_slots,
@@ -24,7 +23,7 @@ from cameo.compose import (
 from cameo.generation import GenerateConfig, apply_loras, generate_frames
 from cameo.lora import LoraSpec, adapter_state_dict, add_lora
 from cameo.lora_files import save_lora_file
-from cameo.models import encode_prompts, load_pipeline
+from cameo.models import encode_prompts, fast, load_pipeline
 
 GEN = dict(frames=5, height=32, width=64, steps=2, guidance=3.0, seed=0)
 
