@@ -337,7 +337,7 @@ def test_progress_reads_the_run_and_estimates_time(tmp_path, monkeypatch):
     run.mkdir()
     losses = run / "losses.jsonl"
     job = Job("train", "s", lambda job: None, started=100.0)
-    job.log("step 2: identity 0.412, prompt fidelity 0.50")
+    job.extra["validation"] = (2, {"identity_normalised": 0.412, "prompt_fidelity": 0.5})
     clock = iter([110.0, 120.0, 130.0])
     monkeypatch.setattr(tasks.time, "time", lambda: next(clock))
 
@@ -375,3 +375,28 @@ def test_two_people_read_their_own_half_of_the_prompt(ui_app, tmp_path, monkeypa
     assert len(region_prompts(windows)) == 2
     assert own_prompts_choice("windows")["interactive"] is False
     assert own_prompts_choice("regional")["interactive"] is True
+
+
+def test_training_job_shows_the_trainers_validation_events(
+    tmp_path, tiny_pipeline_dir, monkeypatch
+):
+    """The Train tab's identity comes from the trainer's on_validation events, not its log."""
+    import cameo.training.trainer as trainer_module
+    from cameo.data.world_folders import write_person_folder
+    from cameo.ui import tasks
+    from conftest import train_config
+
+    class FakeValidator:
+        def __init__(self, trainer):
+            pass
+
+        def run(self, step):
+            return {"identity_normalised": 0.25 * step, "prompt_fidelity": 1.0}
+
+    monkeypatch.setattr(trainer_module, "Validator", FakeValidator)
+    photos = write_person_folder(3, tmp_path / "photos", 4)
+    cfg = train_config(photos, tiny_pipeline_dir, tmp_path / "run", steps=4, validate_every=2)
+    job = Job("train", "s", tasks.train_work(cfg))
+    job.result = job.work(job)
+    assert job.extra["validation"] == (4, {"identity_normalised": 1.0, "prompt_fidelity": 1.0})
+    assert tasks.latest_identity(job, tmp_path / "run") == (4, 1.0)
