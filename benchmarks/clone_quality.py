@@ -97,7 +97,7 @@ def one_person(
     photos = write_person_folder(
         person, work / f"p{person}" / "photos", 20, captions=captions, overwrite=True
     )  # the same seed, the same photos: a kept --work folder's are rewritten alike
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_options(
         data=str(photos),
         trigger=trigger,
         name=trigger,

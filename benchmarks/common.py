@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import subprocess
@@ -54,11 +55,15 @@ def write_json(name: str, data: dict) -> Path:
 def parse_overrides(pairs: list[str], defaults: object) -> dict:
     """``key=value`` overrides of a config dataclass's fields, typed like the field's default."""
     out = {}
+    nested = [
+        getattr(defaults, f.name) for f in dataclasses.fields(defaults) if f.metadata.get("flatten")
+    ]
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if not hasattr(defaults, key):
+        owner = next((o for o in [defaults, *nested] if hasattr(o, key)), None)
+        if owner is None:
             raise SystemExit(f"{type(defaults).__name__} has no field {key!r}")
-        kind = type(getattr(defaults, key))
+        kind = type(getattr(owner, key))
         out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return out
 

@@ -141,7 +141,7 @@ def main() -> int:
     data = batches(cfg, shape, device)
     texts = torch.cat([b["text"] for b in data])
     spec = LoraSpec(rank=RANK, alpha=RANK)
-    train_cfg = TrainConfig(data=".", trigger="x", rank=RANK, alpha=RANK)
+    train_cfg = TrainConfig.from_options(data=".", trigger="x", rank=RANK, alpha=RANK)
 
     def make_cameo():
         return Synced(

@@ -103,7 +103,7 @@ def cameo_trainer(data: Path, out: Path, **overrides) -> Trainer:
     """The default ``cameo train`` on cameo-tiny (validation and logging off), set up; without
     prior preservation unless asked, so that its step has the objective of the reference loop
     (which has none: the default's extra class-prompt forwards are a different workload)."""
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_options(
         data=str(data),
         trigger="mike",
         out=str(out),
@@ -158,10 +158,10 @@ class StockLoop:
         else:
             transformer.requires_grad_(False)
             lora_config = LoraConfig(
-                r=cfg.rank,
-                lora_alpha=cfg.alpha,
+                r=cfg.lora.rank,
+                lora_alpha=cfg.lora.alpha,
                 init_lora_weights="gaussian",
-                target_modules=cfg.lora_spec().target_list(),
+                target_modules=cfg.lora.target_list(),
             )
             transformer.add_adapter(lora_config)
             cast_training_params(transformer, dtype=torch.float32)

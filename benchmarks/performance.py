@@ -319,7 +319,7 @@ def memory(ctx: dict) -> dict:
     texts, cfg = ctx["texts"], ctx["trainers"][0].cfg
     data = synthetic_batches(texts, cfg.batch, 1, n=3)
     kinds = {
-        "cameo": lambda m: ComponentSteps(m, cfg.lora_spec(), data, texts),
+        "cameo": lambda m: ComponentSteps(m, cfg.lora, data, texts),
         "stock": lambda m: StockLoop(m, cfg, data),
         "full": lambda m: StockLoop(m, cfg, data, full=True),
         "forward": lambda m: FrozenForward(m, data),
@@ -350,13 +350,13 @@ def scaling(ctx: dict) -> dict:
     base, cfg = ctx["base"], ctx["trainers"][0].cfg
     out = {"rank": [], "frames": [], "batch": []}
     for rank in ctx["ranks"]:
-        c = TrainConfig(rank=rank, alpha=float(rank))
+        c = TrainConfig.from_options(rank=rank, alpha=float(rank))
         data = synthetic_batches(texts, cfg.batch, 1)
-        cameo = ComponentSteps(load_transformer(base), c.lora_spec(), data, texts)
+        cameo = ComponentSteps(load_transformer(base), c.lora, data, texts)
         stock = StockLoop(load_transformer(base), c, data)
         res = interleaved({"cameo": cameo, "stock": stock}, ctx["repeats"], ctx["inner"])
         out["rank"].append({"rank": rank, **_pair(res)})
-    cameo = ComponentSteps(load_transformer(base), cfg.lora_spec(), [], texts)
+    cameo = ComponentSteps(load_transformer(base), cfg.lora, [], texts)
     stock = StockLoop(load_transformer(base), cfg, [])
     forward = FrozenForward(load_transformer(base), [])
     for key, shapes in (("frames", ctx["frames"]), ("batch", ctx["batches"])):
@@ -440,7 +440,7 @@ def lora_file(trainer, path: Path) -> Path:
     for _ in range(3):
         step()
     model = trainer.pipe.transformer
-    return save_lora_file(path, adapter_state_dict(model), trainer.cfg.lora_spec(), {}, True)
+    return save_lora_file(path, adapter_state_dict(model), trainer.cfg.lora, {}, True)
 
 
 def context(args, tmp: Path) -> dict:
@@ -488,7 +488,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cameo-perf-") as d:
         ctx = context(args, Path(d))
         result: dict = {"threads": args.threads, "quick": args.quick, "clock": CLOCK["clock"]}
-        result["targets"] = ctx["trainers"][0].cfg.targets  # the loops' shared LoRA targets
+        result["targets"] = ctx["trainers"][0].cfg.lora.targets  # the loops' shared LoRA targets
         result["turns"] = {
             k: ctx[f"{k}_repeats" if k != "scaling" else "repeats"]
             for k in ("train", "scaling", "gen", "denoise", "thread")

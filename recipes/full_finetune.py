@@ -33,7 +33,7 @@ from cameo.training.objective import make_batch, training_loss
 # TrainConfig's options that full fine-tuning does not read (the adapter's, the fast path's,
 # validation and logging); they are not offered as flags.
 UNUSED = (
-    "rank", "alpha", "targets", "ffn", "rslora", "expert", "orthogonal_slot", "orthogonal_seed",
+    "lora", "rank", "alpha", "targets", "ffn", "rslora", "expert", "orthogonal_slot", "orthogonal_seed",
     "ema", "grad_checkpointing", "mixed_precision", "fast", "threads", "validate_every",
     "early_stop", "init_from", "log_with", "overwrite",
 )  # fmt: skip

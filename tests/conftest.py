@@ -57,4 +57,4 @@ def train_config(photos, base, out, **overrides):
 
     cfg = dict(data=str(photos), trigger="mike", name="mike", out=str(out), base=str(base), steps=4, batch=2,
                rank=4, alpha=4, validate_every=0, log_with="none")  # fmt: skip
-    return TrainConfig(**{**cfg, **overrides})
+    return TrainConfig.from_options(**{**cfg, **overrides})

@@ -65,10 +65,11 @@ def test_generate_applies_the_lora_to_a_given_pipe_and_leaves_it_as_given(
 ):
     import cameo
 
-    cfg = train_config(photos, tiny_pipeline_dir, tmp_path / "run", steps=6, lr=5e-2)
-    lora = cameo.train(cfg.data, trigger="mike", **{
-        k: getattr(cfg, k) for k in ("name", "out", "base", "steps", "batch", "rank", "alpha",
-                                     "validate_every", "log_with", "lr")})  # fmt: skip
+    lora = cameo.train(
+        photos, trigger="mike", name="mike", out=str(tmp_path / "run"),
+        base=str(tiny_pipeline_dir), steps=6, batch=2, rank=4, alpha=4, lr=5e-2,
+        validate_every=-1, log_with="none",
+    )  # fmt: skip
     clip = dict(base=str(tiny_pipeline_dir), frames=5, height=32, width=32, steps=3, seed=3)
     own = cameo.generate("mike, smiling", lora=[f"{lora}:1.0"], **clip)
     pipe = load_pipeline(tiny_pipeline_dir)
@@ -102,4 +103,4 @@ def test_init_from_writes_the_loaded_adapters_rank_and_alpha(photos, tiny_pipeli
     assert peft["transformer.r"] == 2 and peft["transformer.lora_alpha"] == 8
     assert all(s[0] == 2 for k, s in shapes.items() if "lora_A" in k)
     written = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert (written["rank"], written["alpha"]) == (2, 8.0)
+    assert (written["lora"]["rank"], written["lora"]["alpha"]) == (2, 8.0)

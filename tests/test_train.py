@@ -32,7 +32,7 @@ def test_cli_train_then_generate(photos, tiny_pipeline_dir, tmp_path):
     assert keys and all(k.startswith("transformer.blocks.") for k in keys)
     assert {"to_q", "to_k", "to_v", "to_out"} <= {k.split(".")[4] for k in keys}
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["rank"] == 4 and cfg["trigger"] == "mike"
+    assert cfg["lora"]["rank"] == 4 and cfg["trigger"] == "mike"
     assert "6 usable" in (out / "dataset_report.txt").read_text()
     clip = tmp_path / "clip.mp4"
     code = main(

@@ -31,7 +31,7 @@ def test_toml_config_with_flag_overrides(photos, tiny_pipeline_dir, tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--config", str(toml), "--out", str(out), "--steps", "3"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["rank"] == 4 and cfg["steps"] == 3  # from the file, and the flag wins
+    assert cfg["lora"]["rank"] == 4 and cfg["steps"] == 3  # from the file, and the flag wins
     (tmp_path / "bad.toml").write_text("[train]\nrnak = 4\n")
     assert (
         main(
@@ -340,17 +340,22 @@ def test_resume_takes_the_adapters_settings_from_its_run(tmp_path, capsys):
 
     out = tmp_path / "mike"
     out.mkdir()
-    run = TrainConfig(data="photos", name="mike", out=str(out), rank=4, steps=7, threads=2)
-    run.targets = "to_q,to_v"
-    (out / "config.json").write_text(json.dumps(asdict(run)))
+    run = TrainConfig.from_options(
+        data="photos", name="mike", out=str(out), rank=4, steps=7, threads=2, targets="to_q,to_v"
+    )
+    saved = asdict(run)
+    flat = {**{k: v for k, v in saved.items() if k != "lora"}, **saved["lora"]}
     argv = ["train", "--data", "photos", "--name", "mike", "--out", str(out), "--resume"]
-    args = build_parser().parse_args([*argv, "--steps", "9"])
-    cfg = dataclass_from_args(TrainConfig, args)
-    assert cfg.rank != 4  # the default, before the run's settings are restored
-    restore_run_settings(cfg, args, PER_INVOCATION)
-    assert (cfg.rank, cfg.steps, cfg.threads) == (4, 9, TrainConfig().threads)
-    assert cfg.targets == run.targets
-    assert "rank" in capsys.readouterr().err
+    # config.json as written now (the LoRA spec nested) and as older runs wrote it (flat)
+    for written in (saved, flat):
+        (out / "config.json").write_text(json.dumps(written))
+        args = build_parser().parse_args([*argv, "--steps", "9", "--alpha", "2"])
+        cfg = dataclass_from_args(TrainConfig, args)
+        assert cfg.lora.rank != 4  # the default, before the run's settings are restored
+        restore_run_settings(cfg, args, PER_INVOCATION)
+        assert (cfg.lora.rank, cfg.steps, cfg.threads) == (4, 9, TrainConfig().threads)
+        assert (cfg.lora.targets, cfg.lora.alpha) == ("to_q,to_v", 2.0)  # the flag wins
+        assert "rank" in capsys.readouterr().err
 
 
 def test_resume_of_a_run_saved_before_a_setting_existed_trains_as_it_did(tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 from .data.media import save_clip_outputs
 from .generation import GenerateConfig, generate_clip
 from .lora_files import convert_file
-from .metrics.evaluate import Eyes, eval_clip_folder, eval_lora
+from .metrics.evaluate import eval_clip_folder, eval_lora
 from .training import TrainConfig, run_training
 
 __version__ = "0.1.0"
@@ -31,9 +31,11 @@ def train(data: str | Path, trigger: str, *, resume: bool = False, **options: An
     """Train a LoRA on a folder of captioned photos; returns the LoRA file's path.
 
     ``options`` are the fields of :class:`cameo.training.TrainConfig` (``name``, ``out``,
-    ``rank``, ``steps``, ``lr``, ``base``, ...), with the same defaults as ``cameo train``.
+    ``steps``, ``lr``, ``base``, ...) and of its LoRA spec (``rank``, ``alpha``, ``targets``,
+    ``ffn``, ``rslora``), with the same defaults as ``cameo train``.
     """
-    return run_training(TrainConfig(data=str(data), trigger=trigger, **options), resume=resume)
+    cfg = TrainConfig.from_options(data=str(data), trigger=trigger, **options)
+    return run_training(cfg, resume=resume)
 
 
 def generate(
@@ -62,15 +64,21 @@ def evaluate(
     photos: str | Path | None = None,
     lora: str | Path | None = None,
     clips: str | Path | None = None,
+    identity: str = "auto",
     **options: Any,
 ) -> dict:
     """Measure identity, prompt fidelity and leakage: of a LoRA (generating with it and with the
-    base model) or of a folder of clips. Returns the report ``cameo eval`` writes as JSON."""
+    base model) or of a folder of clips. Returns the report ``cameo eval`` writes as JSON.
+
+    ``identity``: ``world`` (cameo's eyes, for cameo-tiny's world), ``face`` (the face
+    descriptor, for real faces; the faces extra) or ``auto``, as ``cameo eval --identity``;
+    the report's ``identity_judge`` says which judged."""
     if (lora is None) == (clips is None):
         raise ValueError("give exactly one of lora= or clips=")
-    eyes = Eyes()
     if clips is not None:
-        return eval_clip_folder(eyes, Path(clips), Path(photos) if photos else None)
+        return eval_clip_folder(
+            None, Path(clips), Path(photos) if photos else None, identity=identity
+        )
     if photos is None:
         raise ValueError("evaluating a LoRA needs photos=, the subject's reference photos")
-    return eval_lora(eyes, Path(lora), Path(photos), **options)
+    return eval_lora(None, Path(lora), Path(photos), identity=identity, **options)

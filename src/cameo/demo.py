@@ -66,7 +66,7 @@ def run_demo(
     )
     if steps:
         cfg.steps = steps
-    print(f"2/4 training a rank-{cfg.rank} LoRA for {cfg.steps} steps")
+    print(f"2/4 training a rank-{cfg.lora.rank} LoRA for {cfg.steps} steps")
     lora = run_training(cfg, log=lambda m: print("    " + m.replace("\n", "\n    ")))
     print("3/4 rendering base model (described) vs clone (named), in scenes absent from the photos")
     eyes = Eyes()

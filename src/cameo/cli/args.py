@@ -25,6 +25,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         flag = "--" + f.name.replace("_", "-")
         if f.name in skip:
             continue
+        if f.metadata.get("flatten"):  # a nested config whose fields are flags of their own
+            add_dataclass_args(parser, f.default_factory, skip)
+            continue
         if f.name in ("region", "region_prompt"):
             parser.add_argument(
                 flag,
@@ -43,7 +46,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
                 help=f.metadata.get("help", ""),
             )
             continue
-        if f.default is dataclasses.MISSING:  # nested configs are set in TOML/JSON, not flags
+        if f.default is dataclasses.MISSING:  # other nested configs are set in TOML/JSON
             continue
         kind = type(f.default)
         help_ = f.metadata.get("help", "") + f" (default: {f.default})"
@@ -57,8 +60,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
 
 def dataclass_from_args(cls, args: argparse.Namespace, **extra: Any):
     """An instance of the dataclass ``cls`` from the parsed flags of its fields."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in vars(args).items() if k in names}
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flatten"):
+            values[f.name] = dataclass_from_args(f.default_factory, args)
+        elif f.name in vars(args):
+            values[f.name] = getattr(args, f.name)
     values.update(extra)
     return cls(**values)
 

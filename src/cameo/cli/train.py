@@ -22,7 +22,7 @@ from ..pretrain import (
     run_pretrain,
 )
 from ..training import PER_INVOCATION, TrainConfig, TrainingInterrupted, run_training
-from ..training.config import PRIOR_SOURCES
+from ..training.config import LORA_FIELDS, PRIOR_SOURCES
 from .args import (
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
@@ -36,18 +36,14 @@ from .args import (
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    explicit = {
-        k: v
-        for k, v in vars(args).items()
-        if k in {f.name for f in dataclasses.fields(TrainConfig)}
-    }
     try:
         if args.config:
+            names = {f.name for f in dataclasses.fields(TrainConfig)} | set(LORA_FIELDS)
             given = given_on_command_line(args)
-            overrides = {k: v for k, v in given.items() if k in explicit}
+            overrides = {k: v for k, v in given.items() if k in names}
             cfg = TrainConfig.from_toml(Path(args.config), **overrides)
         else:
-            cfg = TrainConfig(**explicit)
+            cfg = dataclass_from_args(TrainConfig, args)
             if args.resume:
                 restore_run_settings(cfg, args, PER_INVOCATION)
         run_training(cfg, resume=args.resume)

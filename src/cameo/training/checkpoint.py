@@ -165,13 +165,30 @@ def settings_from_run(
     theirs = {**getattr(cfg, "BEFORE_ADDED", {}), **json.loads(saved.read_text())}
     changed = []
     for f in dataclasses.fields(cfg):
-        if f.name in per_invocation or f.name in given or f.name not in theirs:
+        if f.name in per_invocation or f.name in given:
             continue
-        ours, value = getattr(cfg, f.name), theirs[f.name]
-        if dataclasses.is_dataclass(ours):  # nested configs have their own rules (architecture)
+        ours = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(ours):
+            if f.metadata.get("flatten"):  # its fields are flags: restored one by one
+                nested = {**theirs, **(theirs.get(f.name) or {})}  # flat in older runs
+                setattr(cfg, f.name, _restored(ours, nested, given, changed))
+            continue  # other nested configs have their own rules (architecture)
+        if f.name not in theirs:
             continue
+        value = theirs[f.name]
         value = tuple(value) if isinstance(ours, tuple) else value
         if value != ours:
             setattr(cfg, f.name, value)
             changed.append(f.name)
     return changed
+
+
+def _restored(ours: Any, theirs: dict, given: set[str], changed: list[str]) -> Any:
+    """``ours`` (a dataclass) with the fields that ``theirs`` holds and ``given`` does not."""
+    values = {}
+    for f in dataclasses.fields(ours):
+        if f.name in given or f.name not in theirs or theirs[f.name] == getattr(ours, f.name):
+            continue
+        values[f.name] = theirs[f.name]
+        changed.append(f.name)
+    return dataclasses.replace(ours, **values) if values else ours

@@ -4,19 +4,15 @@ the LoRA as config.json."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..lora import (
-    DEFAULT_TARGETS,
-    LoraSpec,
-)
-from ..models import (
-    FLOW_SHIFT,
-)
+from ..lora import LoraSpec
+from ..models import FLOW_SHIFT
 
 PRIOR_SOURCES = ("photos", "generated")
+LORA_FIELDS = tuple(f.name for f in fields(LoraSpec))  # given flat as flags and API options
 
 
 @dataclass
@@ -39,13 +35,13 @@ class TrainConfig:
         default=64, metadata={"help": "training height: photos are resized and cropped to it"}
     )
     width: int = field(default=64, metadata={"help": "training width (multiple of 16)"})
-    rank: int = field(default=16, metadata={"help": "LoRA rank r"})
-    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale alpha/r)"})
-    targets: str = field(
-        default=DEFAULT_TARGETS, metadata={"help": "adapted modules (name suffixes)"}
+    lora: LoraSpec = field(
+        default_factory=LoraSpec,
+        metadata={
+            "help": "the adapter: which matrices get a low-rank change, and how big",
+            "flatten": True,  # its fields are flags of their own: --rank, --alpha, --targets...
+        },
     )
-    ffn: bool = field(default=False, metadata={"help": "also adapt the feed-forward layers"})
-    rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA scaling"})
     expert: str = field(
         default="high",
         metadata={
@@ -173,8 +169,19 @@ class TrainConfig:
         default=False, metadata={"help": "replace an existing LoRA of the same name"}
     )
 
-    def lora_spec(self) -> LoraSpec:
-        return LoraSpec(self.rank, self.alpha, self.targets, self.ffn, self.rslora)
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):  # read back from config.json
+            self.lora = LoraSpec(**self.lora)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> TrainConfig:
+        """A config from flat options, as the command line and ``cameo.train`` give them: the
+        adapter's own (``rank``, ``alpha``, ``targets``, ``ffn``, ``rslora``) go into ``lora``."""
+        spec = {k: options.pop(k) for k in LORA_FIELDS if k in options}
+        cfg = cls(**options)
+        if spec:
+            cfg.lora = replace(cfg.lora, **spec)
+        return cfg
 
     def validate(self) -> None:
         if not self.data:
@@ -208,18 +215,19 @@ class TrainConfig:
             raise ValueError("--prior-strangers must be in [0, 1]")
         if self.height % 16 or self.width % 16 or min(self.height, self.width) < 16:
             raise ValueError("--height and --width must be multiples of 16")
-        self.lora_spec().validate()
+        self.lora.validate()
 
     @classmethod
     def from_toml(cls, path: Path, **overrides) -> TrainConfig:
         """Read a TOML config (keys as the flags, with _ or -), then apply overrides."""
         raw = tomllib.loads(Path(path).read_text())
         raw = {k.replace("-", "_"): v for k, v in raw.get("train", raw).items()}
-        known = {f.name for f in fields(cls)}
+        raw = {**raw.pop("lora", {}), **raw}  # a [train.lora] table or flat rank = ...
+        known = {f.name for f in fields(cls)} | set(LORA_FIELDS)
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"{path}: unknown settings {', '.join(unknown)}")
-        return cls(**{**raw, **overrides})
+        return cls.from_options(**{**raw, **overrides})
 
 
 # Settings of one invocation (how fast it runs, what it logs, whether it may replace files),

@@ -139,30 +139,23 @@ class Trainer:
         and targets then win over the flags, and are written to config.json and the file)."""
         cfg = self.cfg
         if not cfg.init_from:
-            add_lora(model, cfg.lora_spec(), "default")
+            add_lora(model, cfg.lora, "default")
             if cfg.orthogonal_slot >= 0:
-                set_orthogonal_down(model, cfg.orthogonal_slot, cfg.rank, cfg.orthogonal_seed)
-            return cfg.lora_spec()
+                set_orthogonal_down(model, cfg.orthogonal_slot, cfg.lora.rank, cfg.orthogonal_seed)
+            return cfg.lora
         model.requires_grad_(False)
         load_adapter(model, Path(cfg.init_from), "default")
         for n, p in model.named_parameters():
             p.requires_grad_("lora_" in n)
         spec = adapter_spec(model)
-        theirs = (spec.rank, spec.alpha, spec.rslora)
-        if theirs != (cfg.rank, cfg.alpha, cfg.rslora) or spec.target_list() != sorted(
-            cfg.lora_spec().target_list()
-        ):
+        flags = cfg.lora
+        same_shape = (spec.rank, spec.alpha, spec.rslora) == (flags.rank, flags.alpha, flags.rslora)
+        if not same_shape or spec.target_list() != sorted(flags.target_list()):
             self.log(
                 f"--init-from {cfg.init_from}: training its adapter (rank {spec.rank}, alpha "
                 f"{spec.alpha:g}, targets {spec.targets}); --rank/--alpha/--targets are ignored"
             )
-        cfg.rank, cfg.alpha, cfg.targets, cfg.ffn, cfg.rslora = (
-            spec.rank,
-            spec.alpha,
-            spec.targets,
-            False,
-            spec.rslora,
-        )
+        cfg.lora = spec
         return spec
 
     def _prepare_optimiser(self, model) -> None:

@@ -181,7 +181,7 @@ class CameoApp:
         if self.queue.active(sid, "train"):
             raise UploadError("this page already has a training run; cancel it first")
         trigger = _trigger(trigger)
-        cfg = TrainConfig(
+        cfg = TrainConfig.from_options(
             data=str(session.photos),
             trigger=trigger,
             name=safe_name(trigger),

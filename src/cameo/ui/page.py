@@ -84,7 +84,7 @@ def _train_tab(app: CameoApp, sid, trigger) -> None:
     d = TrainConfig()  # the page shows cameo train's own defaults
     with gr.Tab("2. Train", id="train"):
         with gr.Row():
-            rank = gr.Radio([4, 8, 16, 32], value=d.rank, label="Rank", elem_id="rank")
+            rank = gr.Radio([4, 8, 16, 32], value=d.lora.rank, label="Rank", elem_id="rank")
             steps = gr.Number(d.steps, precision=0, label="Steps", elem_id="steps")
         with gr.Accordion("More settings", open=False, elem_id="more-train"), gr.Row():
             lr = gr.Number(d.lr, label="Learning rate", elem_id="lr")
