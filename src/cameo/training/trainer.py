@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from tqdm import tqdm
 
 from ..compose import set_orthogonal_down
 from ..data import scan_folder
@@ -39,6 +38,7 @@ from .cache import build_cache, offload_encoders
 from .config import TrainConfig
 from .loop import Checkpointed, Events, LoopResult, OptimisationLoop, Schedule, stop_on_sigint
 from .objective import expert_and_range, make_batch, training_loss, unwrap_model
+from .progress import ProgressBar
 from .validation import Validator
 
 
@@ -240,16 +240,8 @@ class Trainer:
         if self._stop_early:
             self.loop.stop()
         t0, self.patience = time.time(), 0
-        self.bar = tqdm(
-            total=self.cfg.steps,
-            initial=self.loop.step,
-            desc=f"train {self.cfg.name}",
-            disable=not self.acc.is_main_process,
-            dynamic_ncols=True,
-        )
         with stop_on_sigint(self.loop):
             result = self.loop.run()
-        self.bar.close()
         if result.reason == "stopped":
             raise TrainingInterrupted(
                 f"stopped at step {result.step}; checkpoint saved, continue with --resume"
@@ -295,8 +287,6 @@ class Trainer:
         if self.acc.is_main_process:
             with open(self.out / "losses.jsonl", "a") as f:
                 f.write(json.dumps({"step": done - 1, "loss": loss}) + "\n")
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.4f}")
         self.acc.log({"loss": loss, "lr": self.opt.param_groups[0]["lr"]}, step=done - 1)
         if not self._validation_due(done):
             return False
@@ -438,8 +428,14 @@ class Trainer:
 def run_training(
     cfg: TrainConfig, resume: bool = False, log=None, events: Events | None = None
 ) -> Path:
-    """Train one LoRA; returns the path of the written file."""
+    """Train one LoRA, drawing a progress bar (the command line's and ``cameo.train``'s view);
+    returns the path of the written file. ``events`` listen to the run as well."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     trainer = Trainer(cfg, resume=resume, log=log, events=events)
+    bar = ProgressBar(cfg.steps, f"train {cfg.name}", disable=not trainer.acc.is_main_process)
+    trainer.events.on_step.append(bar)
     log(trainer.report.format())
-    return trainer.train()
+    try:
+        return trainer.train()
+    finally:
+        bar.close()
