@@ -8,26 +8,23 @@ import argparse
 import json
 from pathlib import Path
 
+from ..faces import FacesUnavailable
 from ..metrics.evaluate import Eyes, eval_clip_folder, eval_lora, format_lora_table, format_table
+from ..metrics.judges import IDENTITY_HELP, IDENTITY_JUDGES
 from ..metrics.nets import EYES_DIR
+from ..metrics.prompts import read_prompt_file
 from ..metrics.train_eyes import recalibrate_eyes
 from .args import UserError, existing_file
 
 
-def read_prompt_file(path: str | None) -> dict[str, list[str]] | None:
-    """A prompt file: one prompt per line; lines after a line '# others' are leakage prompts."""
+def prompt_groups(path: str | None) -> dict[str, list[str]] | None:
+    """The groups of a prompt file (``cameo.metrics.prompts.read_prompt_file``), or None."""
     if path is None:
         return None
-    p = existing_file(path, "prompt file ")
-    groups: dict[str, list[str]] = {"subject": [], "others": []}
-    current = "subject"
-    for line in p.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if line.lower().startswith("# others"):
-            current = "others"
-        elif line and not line.startswith("#"):
-            groups[current].append(line)
-    return {k: v for k, v in groups.items() if v}
+    groups = read_prompt_file(existing_file(path, "prompt file "))
+    if not groups:
+        raise UserError(f"prompt file {path} holds no prompts")
+    return groups
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -39,35 +36,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists")
-    eyes = Eyes(encoder_dir=Path(args.encoder) if args.encoder else None)
-    if args.clips is not None:
-        report = eval_clip_folder(
-            eyes, Path(args.clips), Path(args.photos) if args.photos else None
+    if args.encoder and args.identity == "face":
+        raise UserError(
+            "--encoder replaces the world judge's encoder; it does not apply to --identity face"
         )
-        table = format_table(report)
-    else:
-        if args.photos is None:
-            raise UserError("--lora needs --photos, the subject's reference photos")
-        try:
-            report = eval_lora(
-                eyes,
-                Path(args.lora),
-                Path(args.photos),
-                base=args.base,
-                trigger=args.trigger,
-                prompts=read_prompt_file(args.prompts),
-                seeds=args.seeds,
-                scale=args.scale,
-                save_clips=Path(args.save_clips) if args.save_clips else None,
-            )
-        except ValueError as e:
-            raise UserError(str(e)) from e
-        table = format_lora_table(report)
+    eyes = Eyes(encoder_dir=Path(args.encoder)) if args.encoder else None
+    try:
+        if args.clips is not None:
+            photos = Path(args.photos) if args.photos else None
+            report = eval_clip_folder(eyes, Path(args.clips), photos, identity=args.identity)
+            table = format_table(report)
+        else:
+            report = _eval_lora(args, eyes)
+            table = format_lora_table(report)
+    except (ValueError, FacesUnavailable) as e:
+        raise UserError(str(e)) from e
     print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"report written to {out}")
     return 0
+
+
+def _eval_lora(args: argparse.Namespace, eyes: Eyes | None) -> dict:
+    if args.photos is None:
+        raise UserError("--lora needs --photos, the subject's reference photos")
+    return eval_lora(
+        eyes,
+        Path(args.lora),
+        Path(args.photos),
+        base=args.base,
+        trigger=args.trigger,
+        prompts=prompt_groups(args.prompts),
+        seeds=args.seeds,
+        scale=args.scale,
+        save_clips=Path(args.save_clips) if args.save_clips else None,
+        identity=args.identity,
+    )
 
 
 def cmd_eyes_recalibrate(args: argparse.Namespace) -> int:
@@ -95,17 +100,21 @@ def add_parsers(sub) -> None:
         help="the subject's trigger word (default: from the LoRA's metadata)",
     )
     ev.add_argument(
-        "--prompts", default=None, help="prompt file; lines after '# others' are leakage prompts"
+        "--prompts",
+        default=None,
+        help="prompt file, one per line ([trigger] allowed); lines after '# others' are leakage "
+        "prompts (default: cameo-tiny's world prompts, or real-world prompts on a real base)",
     )
+    ev.add_argument("--identity", choices=IDENTITY_JUDGES, default="auto", help=IDENTITY_HELP)
     ev.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
     ev.add_argument("--scale", type=float, default=1.0, help="LoRA scale")
     ev.add_argument("--save-clips", default=None, help="also write the generated clips here")
     ev.add_argument(
         "--encoder",
         default=None,
-        help="local transformers vision model dir as identity encoder (e.g. DINOv2) for real photos",
+        help="local transformers vision model dir as the world judge's identity encoder (e.g. DINOv2)",
     )
-    ev.add_argument("--out", default="eval.json", help="JSON report path")
+    ev.add_argument("--out", "--json", dest="out", default="eval.json", help="JSON report path")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing report")
     ev.set_defaults(func=cmd_eval)
 

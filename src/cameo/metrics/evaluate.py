@@ -1,133 +1,51 @@
-"""Reading clips with cameo's eyes, and the ``cameo eval`` reports built on that.
+"""``cameo eval``'s reports: a folder of clips, or a LoRA generating with and without itself,
+measured by one judge (the world eyes or the face descriptor, :mod:`cameo.metrics.judges`).
 
-A clip is read frame by frame: identity embeddings, probe outputs. Two-person clips (wider than
-tall) are read per region: the left and right halves, each holding one person.
+Every report says which judge measured it (``identity_judge``). Records keep one shape for
+both judges: per clip a ``people`` list (one entry per person region), each entry with
+``identity_normalised``, the judge's normalised identity score.
 """
 
 from __future__ import annotations
 
 import json
-import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-import torch
 from PIL import Image
-from safetensors import safe_open
 
 from ..data.media import save_clip_outputs
 from ..generation import GenerateConfig, apply_loras, generate_frames
+from ..lora_files import read_metadata
 from ..models import load_pipeline, resolve_base
-from .encoders import HFImageEncoder
-from .nets import (
-    PROBE_CLASSES,
-    load_attribute_probe,
-    load_identity_encoder,
-    load_people_counter,
-    to_input,
+from .judges import Judge, is_tiny_base, make_judge, resolve_identity
+from .prompts import default_prompts, fill_trigger, prompts_for_base
+from .world_identity import (
+    IMAGE_EXT,
+    Eyes,
+    load_references,
+    score_clip,
+    summarise,
+    to_model_size,
 )
-from .scores import (
-    centroid,
-    frame_similarity,
-    identification_rank,
-    prompt_attributes,
-    prompt_fidelity,
-    self_similarity,
-    split_regions,
-    temporal_consistency,
-)
-from .stills import random_still
-from .train_eyes import speaking_threshold
 
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-VIDEO_EXT = {".mp4", ".gif", ".webm", ".mov"}
-N_DISTRACTORS = 99
+__all__ = [
+    "Eyes",
+    "default_prompts",
+    "eval_clip_folder",
+    "eval_lora",
+    "format_lora_table",
+    "format_table",
+    "load_frames",
+    "load_references",
+    "score_clip",
+    "summarise",
+    "to_model_size",
+]
 
-
-@dataclass
-class Reading:
-    """What the eyes see in one clip (or one region of it)."""
-
-    embeddings: torch.Tensor  # (F, D)
-    attributes: dict[str, object]
-    mouth: list[float] = field(default_factory=list)
-
-
-class Eyes:
-    """The identity encoder and attribute probes, loaded once."""
-
-    def __init__(
-        self,
-        identity_path: Path | None = None,
-        probe_path: Path | None = None,
-        encoder_dir: Path | None = None,
-    ):
-        """``encoder_dir``: a local transformers vision model to use as identity encoder (for real
-        photos); cameo's own world encoder otherwise. The attribute probes are always cameo's."""
-        self.external = None
-        if encoder_dir is not None:
-            self.external = HFImageEncoder(encoder_dir)
-        self.encoder = load_identity_encoder(identity_path)
-        self.counter = load_people_counter()
-        self.probe = load_attribute_probe(probe_path)
-        self.speaking_threshold = speaking_threshold()
-        self._distractors: torch.Tensor | None = None
-
-    @torch.no_grad()
-    def embed(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 frames (N, 64, 64, 3) of one person each -> (N, D) unit embeddings."""
-        if self.external is not None:
-            return torch.cat([self.external(frames[i : i + 32]) for i in range(0, len(frames), 32)])
-        return torch.cat(
-            [self.encoder(to_input(frames[i : i + 128])) for i in range(0, len(frames), 128)]
-        )
-
-    @torch.no_grad()
-    def read(self, frames: np.ndarray, whole: np.ndarray | None = None) -> Reading:
-        """Read a one-person clip (F, 64, 64, 3); ``whole`` is the full canvas for counting."""
-        out = self.probe(to_input(frames))
-        attrs: dict[str, object] = {}
-        for k in ("hair", "background", "glasses", "hat"):
-            votes = out[k].argmax(1).bincount(minlength=len(PROBE_CLASSES[k]))
-            attrs[k] = PROBE_CLASSES[k][int(votes.argmax())]
-        mouth = out["mouth"].tolist()
-        attrs["speaking"] = bool(
-            len(frames) > 1 and max(mouth) - min(mouth) > self.speaking_threshold
-        )
-        counter = self.counter or self.probe
-        canvas = counter(to_input(whole if whole is not None else frames))["people"]
-        attrs["people"] = int(canvas.argmax(1).float().mean().round()) + 1
-        attrs["yaw"] = float(out["yaw"].mean())
-        return Reading(self.embed(frames), attrs, mouth)
-
-    def distractors(self) -> torch.Tensor:
-        """Centroids of 99 fixed held-out people (5 renders each): the identification lineup."""
-        if self._distractors is None:
-            rng = random.Random("cameo-eval/distractors")
-            cents = []
-            for k in range(N_DISTRACTORS):
-                pix = np.stack([random_still("heldout", 100_000 + k, rng)[0] for _ in range(5)])
-                cents.append(centroid(self.embed(pix)))
-            self._distractors = torch.stack(cents)
-        return self._distractors
-
-
-def regions(frames: np.ndarray) -> list[np.ndarray]:
-    """One 64-wide region per person: the whole frame, or left and right halves if wide."""
-    h, w = frames.shape[1:3]
-    if w >= 2 * h:
-        return [frames[:, :, : w // 2], frames[:, :, w - w // 2 :]]
-    return [frames]
-
-
-def to_model_size(frames: np.ndarray, height: int = 64) -> np.ndarray:
-    """Resize frames (F, H, W, 3) to the eyes' height, keeping the aspect ratio."""
-    if frames.shape[1] == height:
-        return frames
-    w = round(frames.shape[2] * height / frames.shape[1])
-    return np.stack([np.asarray(Image.fromarray(f).resize((w, height), Image.BOX)) for f in frames])
+VIDEO_EXT = (".mp4", ".webm", ".mov", ".gif")  # preferred first when a clip has several
+REAL_SIZE = (480, 832)  # (height, width) generated on a real base when the LoRA names none
 
 
 def load_frames(path: Path) -> np.ndarray:
@@ -138,71 +56,6 @@ def load_frames(path: Path) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[None]
     return arr[..., :3]
-
-
-def load_references(folder: Path) -> np.ndarray:
-    """The subject's photos from a folder, resized to 64x64 (centre crop to square)."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXT)
-    if not files:
-        raise FileNotFoundError(f"no photos (png/jpg/webp) in {folder}")
-    out = []
-    for p in files:
-        img = Image.open(p).convert("RGB")
-        s = min(img.size)
-        left, top = (img.width - s) // 2, (img.height - s) // 2
-        out.append(np.asarray(img.crop((left, top, left + s, top + s)).resize((64, 64), Image.BOX)))
-    return np.stack(out)
-
-
-def score_clip(
-    eyes: Eyes, frames: np.ndarray, prompt: str, refs: torch.Tensor | None, self_sim: float | None
-) -> dict:
-    """All metrics for one clip: per person region, identity against the subject's references
-    (if given), identification in the lineup, prompt fidelity, temporal consistency."""
-    frames = to_model_size(frames)
-    parts = regions(frames)
-    texts = split_regions(prompt) if len(parts) == 2 else None
-    whole_expect = prompt_attributes(prompt)
-    people = []
-    for i, part in enumerate(parts):
-        reading = eyes.read(part, whole=frames)
-        expect = prompt_attributes(texts[i]) if texts else dict(whole_expect)
-        if texts:
-            expect["people"] = 2
-        rec: dict[str, object] = {
-            "region": ["whole", "left", "right"][0 if len(parts) == 1 else i + 1],
-            "observed": reading.attributes,
-            "expected": expect,
-            "prompt_fidelity": prompt_fidelity(expect, reading.attributes),
-            "temporal_consistency": temporal_consistency(reading.embeddings),
-        }
-        if refs is not None:
-            per_frame = frame_similarity(reading.embeddings, refs)
-            rec["identity_per_frame"] = [round(float(s), 4) for s in per_frame]
-            rec["identity"] = float(per_frame.mean())
-            rec["identity_normalised"] = float(per_frame.mean()) / max(self_sim or 1.0, 1e-6)
-            gallery = torch.cat([centroid(refs)[None], eyes.distractors()])
-            rec["identification_rank"] = identification_rank(centroid(reading.embeddings), gallery)
-            rec["identified"] = rec["identification_rank"] == 0
-        people.append(rec)
-    return {"prompt": prompt, "frames": int(frames.shape[0]), "people": people}
-
-
-def summarise(clips: list[dict]) -> dict:
-    """Means over clips (and regions) of every numeric metric present."""
-    keys = [
-        "identity",
-        "identity_normalised",
-        "identified",
-        "prompt_fidelity",
-        "temporal_consistency",
-    ]
-    out: dict[str, float] = {"clips": len(clips)}
-    for k in keys:
-        vals = [float(p[k]) for c in clips for p in c["people"] if p.get(k) is not None]
-        if vals:
-            out[k if k != "identified" else "identification_rate"] = float(np.mean(vals))
-    return out
 
 
 def prompt_for(path: Path) -> str:
@@ -219,82 +72,122 @@ def prompt_for(path: Path) -> str:
     return ""
 
 
-def eval_clip_folder(eyes: Eyes, clips_dir: Path, photos: Path | None) -> dict:
-    """Score every clip in a folder (made by cameo or elsewhere) against optional references."""
-    files = sorted(p for p in Path(clips_dir).iterdir() if p.suffix.lower() in VIDEO_EXT)
+def _judge(
+    eyes: Eyes | None, identity: str, photos: Path | None, *, base=None, clips: bool = False
+) -> Judge:
+    """The judge ``identity`` resolves to; ``eyes`` with a custom encoder count as asked for."""
+    encoder = eyes is not None and eyes.external is not None
+    name = resolve_identity(identity, base=base, photos=photos, encoder=encoder, clips=clips)
+    return make_judge(name, photos, eyes)
+
+
+def eval_clip_folder(
+    eyes: Eyes | None, clips_dir: Path, photos: Path | None, *, identity: str = "auto"
+) -> dict:
+    """Score every clip in a folder (made by cameo or elsewhere) against optional references.
+
+    ``identity``: ``world``, ``face`` or ``auto`` (:mod:`cameo.metrics.judges`); ``eyes`` are
+    the world eyes to use (loaded when needed and not given).
+    """
+    files = [p for p in Path(clips_dir).iterdir() if p.suffix.lower() in VIDEO_EXT]
     if not files:
-        raise FileNotFoundError(f"no clips (mp4/gif/webm) in {clips_dir}")
-    refs, self_sim = None, None
-    if photos is not None:
-        refs = eyes.embed(load_references(photos))
-        self_sim = self_similarity(refs)
-    # The same clip is often written as both .mp4 and .gif: score each stem once.
+        raise FileNotFoundError(f"no clips (mp4/gif/webm/mov) in {clips_dir}")
+    judge = _judge(eyes, identity, photos, clips=True)
+    # The same clip is often written as both .mp4 and .gif: score each stem once, from the
+    # MP4 where there is one (a GIF keeps 256 colours).
+    files.sort(key=lambda p: (p.stem, VIDEO_EXT.index(p.suffix.lower())))
     seen, results = set(), []
     for f in files:
         if f.stem in seen:
             continue
         seen.add(f.stem)
-        rec = score_clip(eyes, load_frames(f), prompt_for(f), refs, self_sim)
+        rec = judge.score(load_frames(f), prompt_for(f))
         rec["file"] = f.name
         results.append(rec)
-    return {"reference_self_similarity": self_sim, "summary": summarise(results), "clips": results}
+    return {
+        "identity_judge": judge.name,
+        **judge.report_fields(),
+        "summary": judge.summarise(results),
+        "clips": results,
+    }
+
+
+def _num(value: object, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _rows_to_text(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
 
 
 def format_table(report: dict) -> str:
     """A plain-text table of a report's per-clip metrics and its summary."""
-    rows = [("clip", "region", "identity", "ident.", "fidelity", "temporal")]
+    face = report.get("identity_judge") == "face"
+    if face:
+        rows = [("clip", "face found", "same person", "distance", "similarity (norm.)")]
+    else:
+        rows = [("clip", "region", "identity", "ident.", "fidelity", "temporal")]
     for c in report["clips"]:
         for p in c["people"]:
+            name = str(c.get("file", c["prompt"][:40]))
+            if face:
+                rows.append(
+                    (
+                        name,
+                        _num(p["face_found"], ".2f"),
+                        _num(p.get("same_person"), ".2f"),
+                        _num(p.get("distance"), ".3f"),
+                        _num(p.get("similarity_normalised"), ".3f"),
+                    )
+                )
+                continue
             rows.append(
                 (
-                    str(c.get("file", c["prompt"][:40])),
+                    name,
                     p["region"],
-                    f"{p['identity_normalised']:.3f}" if "identity_normalised" in p else "-",
+                    _num(p.get("identity_normalised"), ".3f"),
                     ("yes" if p["identified"] else "no") if "identified" in p else "-",
-                    f"{p['prompt_fidelity']:.2f}" if p["prompt_fidelity"] is not None else "-",
-                    f"{p['temporal_consistency']:.3f}",
+                    _num(p["prompt_fidelity"], ".2f"),
+                    _num(p["temporal_consistency"], ".3f"),
                 )
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    s = report["summary"]
+    lines = _rows_to_text(rows)
+    s = {k: v for k, v in report["summary"].items() if k != "identity_judge"}
     lines.append(
-        "summary: "
+        f"summary ({report.get('identity_judge', 'world')} judge): "
         + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items())
     )
+    if face:
+        lines.append(f"prompt fidelity: {report['prompt_fidelity_note']}")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------- LoRA evaluation
 
 
-def default_prompts(trigger: str) -> dict[str, list[str]]:
-    """Prompts that name the subject (identity, fidelity) and prompts that do not (leakage),
-    with scenes that a typical photo folder lacks."""
-    return {
-        "subject": [
-            f"{trigger}, speaking, in front of a blue wall",
-            f"{trigger}, silent, smiling, in a room with green walls",
-            f"a video of {trigger}, talking, against an orange background",
-            f"{trigger} in a red cap, quiet, on a purple backdrop",
-        ],
-        "others": [
-            "a man with short black hair, speaking, in front of a grey wall",
-            "a woman with long blonde hair, silent, against a teal background",
-            "Ada Lovette, talking, in front of a white wall",
-            "a person with curly red hair and round glasses, speaking, on a yellow backdrop",
-        ],
-    }
-
-
 def read_lora_trigger(path: Path) -> str | None:
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    return meta.get("cameo.trigger")
+    """The trigger word a cameo LoRA file names in its metadata."""
+    return read_metadata(path).get("cameo.trigger")
+
+
+def sample_size(lora: Path, tiny: bool) -> tuple[int, int]:
+    """(height, width) to generate at: 64x64 on cameo-tiny; on a real base the LoRA's
+    training size (its ``cameo.config``), else ``REAL_SIZE``."""
+    if tiny:
+        return (64, 64)
+    try:
+        cfg = json.loads(read_metadata(lora).get("cameo.config", "{}"))
+    except json.JSONDecodeError:
+        cfg = {}
+    for scope in [cfg, *(v for v in cfg.values() if isinstance(v, dict))]:
+        if isinstance(scope.get("height"), int) and isinstance(scope.get("width"), int):
+            return (scope["height"], scope["width"])
+    return REAL_SIZE
 
 
 def eval_lora(
-    eyes: Eyes,
+    eyes: Eyes | None,
     lora: Path,
     photos: Path,
     *,
@@ -304,15 +197,26 @@ def eval_lora(
     seeds: int = 2,
     scale: float = 1.0,
     save_clips: Path | None = None,
+    identity: str = "auto",
 ) -> dict:
     """Generate every prompt x seed with the LoRA and with the base model, and score both:
-    identity and fidelity on prompts naming the subject, leakage on prompts that do not."""
+    identity (and, with the world judge, prompt fidelity) on prompts naming the subject,
+    leakage on prompts that do not.
+
+    ``prompts``: groups ``subject`` and ``others`` (``[trigger]`` is filled in); the base's
+    defaults otherwise (:mod:`cameo.metrics.prompts`). ``identity``: ``world``, ``face`` or
+    ``auto`` (world on cameo-tiny, face on any other base).
+    """
     trigger = trigger or read_lora_trigger(lora)
     if not trigger:
         raise ValueError("the LoRA file names no trigger word; pass --trigger")
-    prompts = prompts or default_prompts(trigger)
-    refs = eyes.embed(load_references(photos))
-    self_sim = self_similarity(refs)
+    tiny = is_tiny_base(base)
+    if prompts:
+        prompts = {group: fill_trigger(plist, trigger) for group, plist in prompts.items()}
+    else:
+        prompts = prompts_for_base(trigger, tiny)
+    judge = _judge(eyes, identity, photos, base=base)
+    height, width = sample_size(lora, tiny)
 
     pipe = load_pipeline(base)
     apply_loras(pipe, [f"{lora}:{scale}"], base_dir=resolve_base(base))
@@ -323,10 +227,12 @@ def eval_lora(
             recs = []
             for pi, prompt in enumerate(plist):
                 for seed in range(seeds):
-                    wide = "two people" in prompt
-                    cfg = GenerateConfig(prompt=prompt, seed=seed, width=128 if wide else 64)
+                    wide = tiny and "two people" in prompt
+                    cfg = GenerateConfig(
+                        prompt=prompt, seed=seed, height=height, width=2 * width if wide else width
+                    )
                     frames = generate_frames(pipe, cfg)
-                    rec = score_clip(eyes, frames, prompt, refs, self_sim)
+                    rec = judge.score(frames, prompt)
                     rec["seed"] = seed
                     recs.append(rec)
                     if save_clips is not None:
@@ -338,44 +244,55 @@ def eval_lora(
                         )
             results.setdefault(group, {})[variant] = recs
     pipe.enable_lora()
-    summary = {g: {v: summarise(r) for v, r in d.items()} for g, d in results.items()}
+    summary: dict[str, object] = {
+        g: {v: judge.summarise(r) for v, r in d.items()} for g, d in results.items()
+    }
     if "others" in summary:
-        lo, ba = (
-            summary["others"]["lora"].get("identity"),
-            summary["others"]["base"].get("identity"),
-        )
-        if lo is not None and ba is not None:
-            summary["leakage"] = lo - ba
+        summary.update(judge.leakage(summary["others"]["lora"], summary["others"]["base"]))
     return {
         "lora": str(lora),
         "trigger": trigger,
         "scale": scale,
         "seeds": seeds,
-        "reference_self_similarity": self_sim,
+        "identity_judge": judge.name,
+        **judge.report_fields(),
         "summary": summary,
         "clips": results,
     }
 
 
 def format_lora_table(report: dict) -> str:
-    rows = [("prompts", "model", "identity (norm.)", "identified", "prompt fidelity")]
+    """A plain-text table of a LoRA report: each prompt group with and without the LoRA."""
+    face = report.get("identity_judge") == "face"
+    if face:
+        rows = [("prompts", "model", "similarity (norm.)", "same person", "face found")]
+        keys = (("similarity_normalised", ".3f"), ("same_person", ".2f"), ("face_found", ".2f"))
+    else:
+        rows = [("prompts", "model", "identity (norm.)", "identified", "prompt fidelity")]
+        keys = (
+            ("identity_normalised", ".3f"),
+            ("identification_rate", ".2f"),
+            ("prompt_fidelity", ".2f"),
+        )
     for group, d in report["summary"].items():
-        if not isinstance(d, dict):
+        if group.startswith("leakage") or not isinstance(d, dict):
             continue
         for variant, s in d.items():
-            rows.append(
-                (
-                    group,
-                    variant,
-                    f"{s.get('identity_normalised', float('nan')):.3f}",
-                    f"{s.get('identification_rate', float('nan')):.2f}",
-                    f"{s.get('prompt_fidelity', float('nan')):.2f}",
-                )
-            )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    if "leakage" in report["summary"]:
+            rows.append((group, variant, *(_num(s.get(k), f) for k, f in keys)))
+    lines = _rows_to_text(rows)
+    leak = report["summary"].get("leakage")
+    if leak is not None and face:
+        both = report["summary"]["leakage_same_person"]
         lines.append(
-            f"leakage (identity on prompts not naming {report['trigger']}, LoRA - base): {report['summary']['leakage']:+.3f}"
+            f"leakage (frames on prompts not naming {report['trigger']} where the face judge sees "
+            f"{report['trigger']}, LoRA - base): {leak:+.3f} "
+            f"(LoRA {both['lora']:.2f}, base {both['base']:.2f})"
         )
+    elif leak is not None:
+        lines.append(
+            f"leakage (identity on prompts not naming {report['trigger']}, LoRA - base): "
+            f"{leak:+.3f}"
+        )
+    if face:
+        lines.append(f"prompt fidelity: {report['prompt_fidelity_note']}")
     return "\n".join(lines)

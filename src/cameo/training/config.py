@@ -168,6 +168,22 @@ class TrainConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "replace an existing LoRA of the same name"}
     )
+    identity: str = field(
+        default="auto",
+        metadata={
+            "help": "who judges identity in validation and picks the best checkpoint: world = "
+            "cameo's eyes (cameo-tiny's world), face = the face descriptor on real faces (the "
+            "faces extra), auto = world on cameo-tiny, face on any other base"
+        },
+    )
+    sample_prompts: str = field(
+        default="",
+        metadata={
+            "help": "file of validation prompts, one per line ([trigger] is replaced by the "
+            "trigger); default: three of the base's own (world scenes on cameo-tiny, real-world "
+            "scenes otherwise)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):  # read back from config.json

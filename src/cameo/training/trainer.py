@@ -39,7 +39,7 @@ from .config import TrainConfig
 from .loop import Checkpointed, Events, LoopResult, OptimisationLoop, Schedule, stop_on_sigint
 from .objective import expert_and_range, make_batch, training_loss, unwrap_model
 from .progress import ProgressBar
-from .validation import Validator
+from .validation import Validator, describe_validation
 
 
 class TrainingInterrupted(Exception):
@@ -291,6 +291,8 @@ class Trainer:
         if not self._validation_due(done):
             return False
         improved = self._validate(done)
+        if improved is None:  # nothing judged: no best checkpoint to keep, no early stop
+            return False
         self.patience = 0 if improved else self.patience + 1
         if self.cfg.early_stop and self.patience >= self.cfg.early_stop:
             self.log(f"identity stopped improving; early stop at step {done}")
@@ -303,16 +305,18 @@ class Trainer:
             done == self.cfg.steps or (every > 0 and done % every == 0)
         )
 
-    def _validate(self, done: int) -> bool:
+    def _validate(self, done: int) -> bool | None:
+        """Validate; whether the identity score improved on the best (None: no score)."""
         metrics = self.validator.run(done)
         if metrics is None:
-            return False
+            return None
         self.acc.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=done)
         for fn in self.events.on_validation:
             fn(done, metrics)
-        score = metrics.get("identity_normalised", -math.inf)
-        fidelity = metrics.get("prompt_fidelity", float("nan"))
-        self.log(f"step {done}: identity {score:.3f}, prompt fidelity {fidelity:.2f}")
+        score = metrics.get("identity_normalised")
+        self.log(f"step {done}: {describe_validation(metrics)}")
+        if score is None:  # e.g. the face judge found no face in the previews
+            return None
         if score > self.best["score"] + 1e-3:
             self.best.update(
                 score=score,
