@@ -24,6 +24,7 @@ from cameo.metrics.prompts import validation_prompts
 from cameo.models import TINY_DIR
 from cameo.training import Trainer, validation
 from cameo.training.loop import Events
+from cameo.ui.tasks import metrics_rows
 from conftest import train_config
 
 if not faces.available():
@@ -170,7 +171,7 @@ def test_face_leakage_is_same_person_share_lora_minus_base():
     judge = FaceJudge(None)
     leak = judge.leakage({"same_person": 0.25}, {"same_person": 0.05})
     assert leak["leakage"] == pytest.approx(0.2)
-    assert leak["leakage_same_person"] == {"lora": 0.25, "base": 0.05}
+    assert (leak["leakage_lora"], leak["leakage_base"]) == (0.25, 0.05)
     assert judge.leakage({"face_found": 0.0}, {"same_person": 0.0}) == {}
 
 
@@ -289,6 +290,9 @@ def test_eval_lora_on_a_real_base_uses_the_face_judge(
     assert (
         s["subject"]["lora"]["face_found"] == 0.0 and "prompt_fidelity" not in s["subject"]["lora"]
     )
-    assert s["leakage"] == 0.0 and s["leakage_same_person"] == {"lora": 0.0, "base": 0.0}
+    assert s["leakage"] == 0.0 and (s["leakage_lora"], s["leakage_base"]) == (0.0, 0.0)
     table = capsys.readouterr().out
     assert "leakage (frames on prompts not naming mike where the face judge sees mike" in table
+    (lora.parent / "eval.json").write_text(out.read_text())
+    rows = metrics_rows(lora.parent)  # the web app's Results table reads the same report
+    assert rows[-1][0].startswith("leakage") and rows[-1][2] == "+0.000"

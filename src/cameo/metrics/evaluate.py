@@ -275,18 +275,18 @@ def format_lora_table(report: dict) -> str:
             ("prompt_fidelity", ".2f"),
         )
     for group, d in report["summary"].items():
-        if group.startswith("leakage") or not isinstance(d, dict):
+        if not isinstance(d, dict):
             continue
         for variant, s in d.items():
             rows.append((group, variant, *(_num(s.get(k), f) for k, f in keys)))
     lines = _rows_to_text(rows)
     leak = report["summary"].get("leakage")
     if leak is not None and face:
-        both = report["summary"]["leakage_same_person"]
+        s = report["summary"]
         lines.append(
             f"leakage (frames on prompts not naming {report['trigger']} where the face judge sees "
             f"{report['trigger']}, LoRA - base): {leak:+.3f} "
-            f"(LoRA {both['lora']:.2f}, base {both['base']:.2f})"
+            f"(LoRA {s['leakage_lora']:.2f}, base {s['leakage_base']:.2f})"
         )
     elif leak is not None:
         lines.append(

@@ -170,9 +170,11 @@ class FaceJudge:
         lo, ba = lora.get("same_person"), base.get("same_person")
         if lo is None or ba is None:
             return {}
+        # flat numbers: a summary's dict values are prompt groups
         return {
             "leakage": lo - ba,
-            "leakage_same_person": {"lora": lo, "base": ba},
+            "leakage_lora": lo,
+            "leakage_base": ba,
             "leakage_note": LEAKAGE_NOTE,
         }
 
