@@ -2,12 +2,16 @@
 
 import io
 import json
+import shutil
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from cameo import faces
 from cameo.data import DatasetError, apply_trigger, read_image, scan_folder
+from cameo.data.world_folders import write_person_clip, write_person_folder
 
 
 def _face(seed: int, size=(80, 60), mode="RGB") -> Image.Image:
@@ -58,8 +62,8 @@ def test_image_modes_are_converted(tmp_path):
     r = scan_folder(tmp_path, "mike", min_usable=4)
     by = {i.path.name: i for i in r.items}
     assert set(by) == {"cmyk.jpg", "palette.png", "alpha.png", "deep.png"}
-    for item in by.values():
-        assert item.frames.shape == (1, 64, 64, 3) and item.frames.dtype == np.uint8
+    for item in by.values():  # 4:3 photos go to the 80x48 bucket of a 64x64 base
+        assert item.frames.shape == (1, 48, 80, 3) and item.frames.dtype == np.uint8
     assert (by["alpha.png"].frames == 255).all()
     assert "composited on white" in by["alpha.png"].note
     assert by["deep.png"].frames.std() > 10  # the 16-bit gradient survives
@@ -87,16 +91,20 @@ def test_exif_orientation_is_respected(tmp_path, orientation):
     path = tmp_path / f"o{orientation}.jpg"
     stored.save(path, exif=exif, quality=95)
     frames, _ = read_image(path, 64, 64)
-    # The centre crop of the upright image keeps rows 16..80: the marker is at the top-left.
+    # The upright 64x96 photo goes to the 48x80 bucket, its centre crop keeping the full height
+    # and columns 3..61: the marker is at the top-left.
+    assert frames.shape == (1, 80, 48, 3)
     assert frames[0, :2, :2, 0].mean() > 200 and frames[0, :2, :2, 1].mean() < 60
     assert frames[0, -10:, -10:].mean() < 30
 
 
-def test_decompression_bomb_is_refused_without_decoding(tmp_path):
-    bomb = Image.new("1", (9000, 9000))  # 81 Mpx, a few KB on disk
+def test_absurd_sizes_are_refused_without_decoding(tmp_path):
+    bomb = Image.new("1", (20000, 15000))  # 300 Mpx, a few KB on disk
     bomb.save(tmp_path / "bomb.png")
-    with pytest.raises(ValueError, match="too large"):
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="absurd size: 20000x15000"):
         read_image(tmp_path / "bomb.png", 64, 64)
+    assert time.perf_counter() - t0 < 1.0  # refused from the header, never decoded
 
 
 def test_captions_from_txt_metadata_templates_and_encodings(tmp_path):
@@ -127,15 +135,17 @@ def test_near_duplicates_are_reported(tmp_path):
     assert "near duplicate of good1.png" in dict(r.lines)["z_near.png"]
 
 
-def test_clips_are_sampled_to_4k_plus_1(tmp_path):
+def test_a_clip_shorter_than_a_window_gives_the_longest_4k_plus_1_at_the_base_rate(tmp_path):
     import imageio.v3 as iio
 
     frames = np.stack([np.asarray(_face(i, (64, 64))) for i in range(11)])
-    iio.imwrite(tmp_path / "c.gif", frames, duration=100, loop=0)
+    iio.imwrite(tmp_path / "c.gif", frames, duration=100, loop=0)  # 1 s at 10 fps
     _good(tmp_path, 3)
     r = scan_folder(tmp_path, "mike")
     clip = next(i for i in r.items if i.path.name == "c.gif")
-    assert clip.frames.shape == (9, 64, 64, 3) and "11 frames -> 9" in clip.note
+    # 1 s holds 9 frames at cameo-tiny's 8 fps (not all 11 squeezed in)
+    assert clip.frames.shape == (9, 64, 64, 3)
+    assert "11 frames at 10 fps -> 1 window of 9 at 8 fps" in clip.note
 
 
 def test_too_few_usable_is_an_error_listing_reasons(tmp_path):
@@ -150,3 +160,29 @@ def test_apply_trigger():
     assert apply_trigger("a photo of [trigger] smiling", "mike") == "a photo of mike smiling"
     assert apply_trigger("a man", "mike") == "mike, a man"
     assert apply_trigger("mike, a man", "mike") == "mike, a man"
+
+
+@pytest.mark.parametrize("use_faces", [False, True])
+def test_world_folders_load_exactly_as_before(tmp_path, use_faces):
+    """The built-in model's folders go through untouched, so its batches and results do not
+    move: its 64x64 PNGs are the one 64x64 bucket, uncropped, pixel for pixel; a world clip
+    (17 frames at 8 fps, 256x256) gives all its frames, each Lanczos-resized as before."""
+    import imageio.v3 as iio
+
+    if use_faces and not faces.available():
+        pytest.skip("needs the faces extra")
+    folder = write_person_folder(3, tmp_path / "photos", 4)
+    clip = write_person_clip(3, tmp_path / "clip" / "clip.mp4", scene_seed=1)
+    for p in (clip[0], clip[-1]):  # the MP4 and its caption
+        shutil.copy(p, folder / p.name)
+    r = scan_folder(folder, "mike", faces=use_faces)
+    assert [i.path.name for i in r.items] == ["clip.mp4", *(f"photo_{i:03d}.png" for i in range(4))]
+    for item in r.items:
+        if item.path.suffix == ".png":
+            expected = np.asarray(Image.open(item.path).convert("RGB"))[None]
+        else:
+            decoded = iio.imread(item.path, index=None)  # (17, 256, 256, 3)
+            expected = np.stack(
+                [np.asarray(Image.fromarray(f).resize((64, 64), Image.LANCZOS)) for f in decoded]
+            )
+        assert item.frames.dtype == np.uint8 and np.array_equal(item.frames, expected)

@@ -1,8 +1,8 @@
 """The ``cameo`` command line: thin commands that parse arguments and call the library.
 
 One module per group of commands (``train``: train, estimate, pretrain, model; ``generate``:
-generate, sweep, demo, world; ``lora``: convert, inspect, resize; ``measure``: eval, eyes;
-``ui``), each adding its parsers; ``args`` holds what they share.
+generate, sweep, demo, world; ``photos``: the photo check; ``lora``: convert, inspect,
+resize; ``measure``: eval, eyes; ``ui``), each adding its parsers; ``args`` holds what they share.
 
 User mistakes (bad paths, bad values, existing outputs) end with a one-line message and a
 non-zero exit code, never a traceback. Exit codes: 0 ok, 2 usage or input error, 3 refused
@@ -15,7 +15,7 @@ import argparse
 import errno
 import sys
 
-from . import generate, lora, measure, train, ui
+from . import generate, lora, measure, photos, train, ui
 from .args import (
     EXIT_DISK,
     EXIT_DIVERGED,
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cameo", description="Clone a person into a text-to-video model with LoRA."
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for commands in (generate, train, lora, measure, ui):
+    for commands in (generate, train, photos, lora, measure, ui):
         commands.add_parsers(sub)
     return p
 

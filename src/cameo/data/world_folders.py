@@ -9,8 +9,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..world import person_sample
+from .captions import TRIGGER_PLACEHOLDER
 from .media import save_clip_outputs
-from .photos import TRIGGER_PLACEHOLDER
 
 
 def _ensure_empty_dir(out: Path, overwrite: bool) -> None:

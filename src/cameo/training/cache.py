@@ -19,18 +19,21 @@ from .config import TrainConfig
 
 
 def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
-    """Latents (normalised as the pipeline expects) and text embeddings, computed once."""
+    """Latents (normalised as the pipeline expects) and text embeddings, computed once.
+
+    Items are grouped by their shape (frames, height, width): a clip window apart from photos,
+    and each aspect-ratio bucket apart, so that every batch stacks samples of one shape."""
     vae = pipe.vae
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-    groups: dict[int, dict] = {}
+    groups: dict[tuple[int, int, int], dict] = {}  # (F, H, W) -> latents and captions
     stills = [(it.frames.repeat(cfg.still_clips, 0), it.caption) for it in report.items
               if cfg.still_clips and it.frames.shape[0] == 1]  # fmt: skip
     for frames, caption in [*((it.frames, it.caption) for it in report.items), *stills]:
         x = frames_to_vae_input(frames)[None]  # (1, 3, F, H, W)
         with torch.no_grad():
             z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
-        g = groups.setdefault(frames.shape[0], {"latents": [], "captions": []})
+        g = groups.setdefault(frames.shape[:3], {"latents": [], "captions": []})
         g["latents"].append((z - mean) / std)
         g["captions"].append(caption)
     captions = sorted({c for g in groups.values() for c in g["captions"]})

@@ -36,7 +36,10 @@ def make_batch(
     world: int = 1,
     sigma_range: tuple[float, float] = (0.0, 1.0),
 ) -> dict:
-    """The global batch of ``step`` (a pure function of seed and step); this process's slice."""
+    """The global batch of ``step`` (a pure function of seed and step); this process's slice.
+
+    A batch comes from one cache group, i.e. one shape (frames, bucket height and width),
+    drawn in proportion to the groups' sizes; its samples are drawn within it."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     sizes = torch.tensor([len(gr["latents"]) for gr in cache["groups"]], dtype=torch.float)
     group = cache["groups"][int(torch.multinomial(sizes, 1, generator=g))]

@@ -21,7 +21,7 @@ import torch
 from accelerate import Accelerator
 
 from ..compose import set_orthogonal_down
-from ..data import scan_folder
+from ..data import scan_folder, training_target
 from ..lora import (
     LoraSpec,
     adapter_state_dict,
@@ -91,8 +91,7 @@ class Trainer:
         self.report = scan_folder(
             Path(cfg.data),
             cfg.trigger,
-            height=cfg.height,
-            width=cfg.width,
+            target=training_target(cfg.base, cfg.height, cfg.width),
             min_usable=cfg.min_photos,
         )
         self.loop: OptimisationLoop | None = None
@@ -427,6 +426,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2) + "\n")
             (self.out / "dataset_report.txt").write_text(self.report.format() + "\n")
+            self.report.photos.write(self.out)  # photo_report.txt and .json
 
 
 def run_training(
