@@ -27,6 +27,7 @@ from cameo.models import load_pipeline
 from cameo.training import PER_INVOCATION, TrainConfig, TrainingInterrupted
 from cameo.training import checkpoint as ckpt
 from cameo.training.cache import build_cache
+from cameo.training.config import resolve_from_base
 from cameo.training.loop import Checkpointed, Events, OptimisationLoop, Schedule, stop_on_sigint
 from cameo.training.objective import make_batch, training_loss
 
@@ -49,6 +50,7 @@ def full_finetune(cfg: TrainConfig, resume: bool = False, events: Events | None 
     the transformer is written to. ``events`` listen to the loop (an ``on_step`` that returns
     True ends the run there, as finished). Raises ``TrainingInterrupted`` when stopped by
     Ctrl+C, after a checkpoint."""
+    resolve_from_base(cfg)
     cfg.validate()
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)

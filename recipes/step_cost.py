@@ -25,7 +25,7 @@ from diffusers import WanTransformer3DModel
 from cameo.diffusion import flow_matching_loss
 from cameo.lora import LoraSpec, add_lora, lora_parameters
 from cameo.models import resolve_base
-from cameo.training import TrainConfig
+from cameo.models.profiles import detect_profile
 
 
 def status_kib(key: str) -> int:
@@ -39,7 +39,7 @@ def status_kib(key: str) -> int:
 def step_cost(base: str, rank: int, repeats: int = 5) -> dict:
     """``step_s``: median seconds of ``repeats`` steps after two warm-up steps (allocator and
     optimiser state); ``train_mib``: the RSS high-water mark's growth over those steps."""
-    batch = TrainConfig().batch
+    batch = detect_profile(resolve_base(base)).batch
     model = WanTransformer3DModel.from_pretrained(resolve_base(base) / "transformer").train()
     if rank == 0:
         params = list(model.parameters())

@@ -54,7 +54,10 @@ def train_argv(
 def train_config(photos, base, out, **overrides):
     """The same tiny run as a TrainConfig, for in-process tests."""
     from cameo.training import TrainConfig
+    from cameo.training.config import resolve_from_base
 
     cfg = dict(data=str(photos), trigger="mike", name="mike", out=str(out), base=str(base), steps=4, batch=2,
                rank=4, alpha=4, validate_every=0, log_with="none")  # fmt: skip
-    return TrainConfig.from_options(**{**cfg, **overrides})
+    config = TrainConfig.from_options(**{**cfg, **overrides})
+    resolve_from_base(config, on_gpu=False)  # what the trainer does first, for direct use
+    return config

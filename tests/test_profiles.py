@@ -110,3 +110,37 @@ def test_cameo_tiny_and_cameos_own_models(tiny_pipeline_dir):
         2.0,
     )
     assert detect_profile(tiny_pipeline_dir).family == "cameo-tiny"  # MiniLM text encoder
+
+
+def test_train_config_takes_what_the_flags_leave_to_the_base(tmp_path):
+    from cameo.training import TrainConfig
+
+    tiny = TrainConfig(data="x", trigger="mike")
+    assert tiny.resolve(detect_profile(tiny_model_dir()), on_gpu=False) == {
+        "height": 64,
+        "width": 64,
+        "batch": 8,
+        "lr": 2e-3,
+        "sigma_shift": 2.0,
+        "grad_checkpointing": False,
+        "mixed_precision": "no",
+    }  # the built-in model trains as it always has
+    wan = _wan_dir(tmp_path, "w", {"_class_name": "WanPipeline"}, A14B, {"z_dim": 16}, shift=3.0)
+    cfg = TrainConfig(data="x", trigger="mike", lr=5e-5, height=320)
+    filled = cfg.resolve(detect_profile(wan), on_gpu=True)
+    assert "lr" not in filled and "height" not in filled  # every flag wins
+    assert (cfg.lr, cfg.height, cfg.width, cfg.batch) == (5e-5, 320, 832, 1)
+    assert (cfg.mixed_precision, cfg.grad_checkpointing, cfg.sigma_shift) == ("bf16", True, 3.0)
+    cpu = TrainConfig(data="x", trigger="mike")
+    cpu.resolve(detect_profile(wan), on_gpu=False)
+    assert cpu.mixed_precision == "no"  # CPUs train in fp32
+
+
+def test_train_help_names_the_bases_defaults(capsys):
+    from cameo.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: None" not in text
+    assert "the base's own" in text

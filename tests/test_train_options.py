@@ -18,6 +18,17 @@ def photos(tmp_path_factory):
     return write_person_folder(8, tmp_path_factory.mktemp("opt") / "photos", 5)
 
 
+def _tiny_cfg(**kw):
+    """A TrainConfig with what it leaves to the base filled from cameo-tiny's profile, for
+    the library functions that take a resolved config (batches, cache, loss)."""
+    from cameo.training import TrainConfig
+    from cameo.training.config import resolve_from_base
+
+    cfg = TrainConfig.from_options(**kw)
+    resolve_from_base(cfg, on_gpu=False)
+    return cfg
+
+
 def _run(photos, tiny, out, **kw):
     return load_file(str(Trainer(train_config(photos, tiny, out, **kw)).train()))
 
@@ -134,8 +145,8 @@ def test_trigger_only_captions_some_samples_with_the_trigger_alone():
 
     _, cache = _toy_cache()
     kw = dict(trigger="mike", batch=64, prior_preservation=0.5, caption_dropout=0.0)
-    plain = make_batch(cache, TrainConfig(**kw), step=3)
-    mixed = make_batch(cache, TrainConfig(**kw, trigger_only=0.5), step=3)
+    plain = make_batch(cache, _tiny_cfg(**kw), step=3)
+    mixed = make_batch(cache, _tiny_cfg(**kw, trigger_only=0.5), step=3)
     for k in ("x0", "noise", "sigmas"):
         assert torch.equal(plain[k], mixed[k])
     assert not (plain["text"] == 7).any()
@@ -155,12 +166,12 @@ def test_prior_strangers_swap_some_class_prompts_for_other_people():
 
     t, cache = _toy_cache()
     kw = dict(trigger="mike", batch=64, prior_preservation=0.5, caption_dropout=0.0)
-    plain = make_batch(cache, TrainConfig(**kw, prior_strangers=0.0), step=3)
+    plain = make_batch(cache, _tiny_cfg(**kw, prior_strangers=0.0), step=3)
     # caption c, stranger j -> 100 + 10 c + j
     cache["stranger_text"] = torch.stack(
         [torch.cat([t(100 + 10 * c + j) for j in range(4)]) for c in range(2)]
     )
-    mixed = make_batch(cache, TrainConfig(**kw, prior_strangers=0.5), step=3)
+    mixed = make_batch(cache, _tiny_cfg(**kw, prior_strangers=0.5), step=3)
     for k in ("x0", "noise", "sigmas", "text"):
         assert torch.equal(plain[k], mixed[k])
     other = (mixed["class_text"] >= 100).all(dim=(1, 2))
@@ -179,18 +190,17 @@ def test_the_cache_holds_each_caption_with_strangers_in_place_of_the_person(
 ):
     from cameo.data import scan_folder
     from cameo.models import load_pipeline
-    from cameo.training import TrainConfig
     from cameo.training.cache import STRANGERS_PER_CAPTION, build_cache
 
     pipe, report = load_pipeline(str(tiny_pipeline_dir)), scan_folder(photos, "mike")
-    cfg = TrainConfig(data=str(photos), trigger="mike")
+    cfg = _tiny_cfg(data=str(photos), trigger="mike")
     cache = build_cache(pipe, report, cfg)
     n, t, d = cache["class_text"].shape
     assert cache["stranger_text"].shape == (n, STRANGERS_PER_CAPTION, t, d)
     differs = (cache["stranger_text"] - cache["class_text"][:, None]).abs().amax(dim=(2, 3))
     assert (differs > 0).all()  # every variant names someone, not the class word
     off = build_cache(
-        pipe, report, TrainConfig(data=str(photos), trigger="mike", prior_strangers=0)
+        pipe, report, _tiny_cfg(data=str(photos), trigger="mike", prior_strangers=0)
     )
     assert "stranger_text" not in off and torch.equal(off["class_text"], cache["class_text"])
 
@@ -204,7 +214,7 @@ def test_still_clips_add_each_photo_as_a_still_clip(photos, tiny_pipeline_dir):
     from cameo.training.cache import build_cache
 
     pipe, report = load_pipeline(str(tiny_pipeline_dir)), scan_folder(photos, "mike")
-    cfg = TrainConfig(data=str(photos), trigger="mike", still_clips=5, prior_strangers=0)
+    cfg = _tiny_cfg(data=str(photos), trigger="mike", still_clips=5, prior_strangers=0)
     photo, still = build_cache(pipe, report, cfg)["groups"]
     assert photo["latents"].shape[2] == 1 and still["latents"].shape[2] == 2
     assert torch.equal(photo["caption_ids"], still["caption_ids"])
@@ -241,7 +251,7 @@ def test_sigma_shift_moves_the_training_sigmas_and_nothing_else():
         "empty": torch.zeros(3, 4),
     }
     kw = dict(trigger="mike", batch=256, prior_preservation=0.0)
-    base, high = (make_batch(cache, TrainConfig(**kw, sigma_shift=s), step=5) for s in (2.0, 6.0))
+    base, high = (make_batch(cache, _tiny_cfg(**kw, sigma_shift=s), step=5) for s in (2.0, 6.0))
     for k in ("x0", "noise", "text"):
         assert torch.equal(base[k], high[k])
     assert high["sigmas"].mean() > base["sigmas"].mean() + 0.05
@@ -256,7 +266,6 @@ def test_prior_preservation_in_one_forward_equals_two(tiny_pipeline_dir):
     from cameo.diffusion import flow_matching_loss, noisy_latents
     from cameo.lora import LoraSpec, adapters_disabled, add_lora, lora_parameters
     from cameo.models import load_pipeline
-    from cameo.training import TrainConfig
     from cameo.training.objective import training_loss
 
     model = load_pipeline(tiny_pipeline_dir).transformer
@@ -276,7 +285,7 @@ def test_prior_preservation_in_one_forward_equals_two(tiny_pipeline_dir):
         "text": torch.randn(3, 7, text_dim, generator=g),
         "class_text": torch.randn(3, 7, text_dim, generator=g),
     }
-    cfg = TrainConfig(prior_preservation=0.7)
+    cfg = _tiny_cfg(prior_preservation=0.7)
     one = training_loss(model, batch, cfg)
     grads_one = torch.autograd.grad(one, params)
     xt = noisy_latents(x0, batch["noise"], batch["sigmas"])

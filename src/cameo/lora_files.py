@@ -120,12 +120,18 @@ def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
 
 
 def base_hash(base_dir: Path) -> str:
-    """A cheap fingerprint of a base model's transformer: config plus each weight file's
-    name, size and first and last MiB (hashing a 28 GB checkpoint in full would take minutes)."""
+    """A cheap fingerprint of a base model's transformer (see ``component_hash``)."""
+    return component_hash(base_dir, "transformer")
+
+
+def component_hash(base_dir: Path, component: str) -> str:
+    """A cheap fingerprint of one component folder of a diffusers directory: its configs plus
+    each weight file's name, size and first and last MiB (hashing a 28 GB checkpoint in full
+    would take minutes). Links (the built-in model's MiniLM files) are followed."""
     h = hashlib.sha256()
-    tdir = Path(base_dir) / "transformer"
-    for f in sorted(tdir.iterdir()) if tdir.is_dir() else []:
-        if f.suffix not in (".json", ".safetensors"):
+    cdir = Path(base_dir) / component
+    for f in sorted(cdir.iterdir()) if cdir.is_dir() else []:
+        if f.suffix not in (".json", ".safetensors", ".model", ".txt") or not f.is_file():
             continue
         h.update(f.name.encode())
         size = f.stat().st_size

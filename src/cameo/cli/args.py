@@ -15,6 +15,10 @@ from ..training.checkpoint import settings_from_run
 EXIT_USAGE, EXIT_REFUSED, EXIT_DIVERGED, EXIT_DISK, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 
 
+# Fields whose default is None (filled later, e.g. from the base model): the flag's type.
+_OPTIONAL = {"int | None": int, "float | None": float, "str | None": str, "bool | None": bool}
+
+
 class UserError(Exception):
     """A problem the user can fix; printed without a traceback."""
 
@@ -48,8 +52,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
             continue
         if f.default is dataclasses.MISSING:  # other nested configs are set in TOML/JSON
             continue
-        kind = type(f.default)
-        help_ = f.metadata.get("help", "") + f" (default: {f.default})"
+        kind = type(f.default) if f.default is not None else _OPTIONAL[str(f.type)]
+        help_ = f.metadata.get("help", "")
+        if f.default is not None:  # None: the help says where the value comes from
+            help_ += f" (default: {f.default})"
         if kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data import DatasetReport
@@ -16,30 +18,39 @@ from ..models import (
 )
 from ..world import strangers
 from .config import TrainConfig
+from .disk_cache import DiskCache
 
 
-def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
-    """Latents (normalised as the pipeline expects) and text embeddings, computed once.
+def build_cache(
+    pipe, report: DatasetReport, cfg: TrainConfig, store: DiskCache | None = None
+) -> dict:
+    """Latents (normalised as the pipeline expects) and text embeddings, computed once, or
+    read from ``store`` (the run's disk cache) where an earlier run computed them.
 
     Items are grouped by their shape (frames, height, width): a clip window apart from photos,
     and each aspect-ratio bucket apart, so that every batch stacks samples of one shape."""
     vae = pipe.vae
+    store = store or DiskCache(None, Path("."), vae.dtype, 0)
+
+    def encode(frames: np.ndarray) -> torch.Tensor:
+        x = frames_to_vae_input(frames)[None]  # (1, 3, F, H, W)
+        with torch.no_grad():
+            z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
+        return (z - mean) / std  # (1, C, F', h, w)
+
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
     groups: dict[tuple[int, int, int], dict] = {}  # (F, H, W) -> latents and captions
     stills = [(it.frames.repeat(cfg.still_clips, 0), it.caption) for it in report.items
               if cfg.still_clips and it.frames.shape[0] == 1]  # fmt: skip
     for frames, caption in [*((it.frames, it.caption) for it in report.items), *stills]:
-        x = frames_to_vae_input(frames)[None]  # (1, 3, F, H, W)
-        with torch.no_grad():
-            z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu()
         g = groups.setdefault(frames.shape[:3], {"latents": [], "captions": []})
-        g["latents"].append((z - mean) / std)
+        g["latents"].append(store.latent(frames, encode))
         g["captions"].append(caption)
     captions = sorted({c for g in groups.values() for c in g["captions"]})
     class_prompts = [class_prompt(c, cfg.trigger, cfg.class_word) for c in captions]
     texts = [*captions, *class_prompts, "", cfg.trigger, cfg.class_word]
-    embeds = _encode_all(pipe, texts)
+    embeds = store.texts(texts, lambda t: _encode_all(pipe, t))
     index = {c: i for i, c in enumerate(captions)}
     prior = {}
     if cfg.prior_preservation > 0 and cfg.prior_source == "generated":
@@ -47,7 +58,7 @@ def build_cache(pipe, report: DatasetReport, cfg: TrainConfig) -> dict:
             "prior_latents": base_samples(pipe, class_prompts, cfg.height, cfg.width, cfg.seed)
         }
     elif cfg.prior_preservation > 0 and cfg.prior_strangers > 0:
-        prior = {"stranger_text": stranger_embeddings(pipe, captions, cfg)}
+        prior = {"stranger_text": stranger_embeddings(pipe, captions, cfg, store)}
     return {
         **prior,
         "groups": [
@@ -75,7 +86,9 @@ def _encode_all(pipe, texts: list[str]) -> torch.Tensor:
 STRANGERS_PER_CAPTION = 4
 
 
-def stranger_embeddings(pipe, captions: list[str], cfg: TrainConfig) -> torch.Tensor:
+def stranger_embeddings(
+    pipe, captions: list[str], cfg: TrainConfig, store: DiskCache | None = None
+) -> torch.Tensor:
     """Each caption with the person replaced by one of the base model's people, in
     ``STRANGERS_PER_CAPTION`` variants: (n_captions, K, T, D). The same scene, someone else."""
 
@@ -86,7 +99,8 @@ def stranger_embeddings(pipe, captions: list[str], cfg: TrainConfig) -> torch.Te
         for i, c in enumerate(captions)
         for j in range(k)
     ]
-    embeds = _encode_all(pipe, texts)  # (n_captions * K, T, D)
+    encode = lambda t: _encode_all(pipe, t)  # noqa: E731
+    embeds = store.texts(texts, encode) if store else encode(texts)  # (n_captions * K, T, D)
     return embeds.view(len(captions), k, *embeds.shape[1:])
 
 

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from ..lora import LoraSpec
-from ..models import FLOW_SHIFT
+from ..models import resolve_base
+from ..models.profiles import BaseProfile, detect_profile
 
 PRIOR_SOURCES = ("photos", "generated")
 LORA_FIELDS = tuple(f.name for f in fields(LoraSpec))  # given flat as flags and API options
@@ -31,10 +34,17 @@ class TrainConfig:
         default="cameo-tiny",
         metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"},
     )
-    height: int = field(
-        default=64, metadata={"help": "training height: photos are resized and cropped to it"}
+    height: int | None = field(
+        default=None,
+        metadata={
+            "help": "training height: the area of the photos' aspect-ratio buckets (multiple "
+            "of 16; default: the base's own, 64 on cameo-tiny, 480 on Wan)"
+        },
     )
-    width: int = field(default=64, metadata={"help": "training width (multiple of 16)"})
+    width: int | None = field(
+        default=None,
+        metadata={"help": "training width (multiple of 16; default: the base's own, 64 / 832)"},
+    )
     lora: LoraSpec = field(
         default_factory=LoraSpec,
         metadata={
@@ -67,19 +77,28 @@ class TrainConfig:
             "trains in under 2 minutes on a 2-core CPU (docs/log.md)"
         },
     )
-    batch: int = field(default=8, metadata={"help": "global batch size"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
+    batch: int | None = field(
+        default=None,
+        metadata={"help": "global batch size (default: the base's own, 8 on cameo-tiny, 1 on Wan)"},
+    )
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "peak learning rate, AdamW (default: the base's own, 2e-3 on cameo-tiny, "
+            "2e-4 on Wan 1.3B and 5B, 1e-4 on 14B)"
+        },
+    )
     schedule: str = field(default="cosine", metadata={"help": "cosine | constant (after warmup)"})
     warmup: int = field(default=25, metadata={"help": "warmup steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     seed: int = field(default=0, metadata={"help": "seed of batches, noise and initialisation"})
     caption_dropout: float = field(default=0.05, metadata={"help": "share of empty prompts"})
-    sigma_shift: float = field(
-        default=FLOW_SHIFT,
+    sigma_shift: float | None = field(
+        default=None,
         metadata={
             "help": "shift of the logit-normal training sigmas (SD3, eq. 23): above 1 spends more "
             "steps at high noise, where layout and face shape form; below 1 at low noise, where "
-            "fine details do; the default is the base's own, shared with sampling"
+            "fine details do; default: the base scheduler's own shift, shared with sampling"
         },
     )
     still_clips: int = field(
@@ -132,10 +151,19 @@ class TrainConfig:
     ema: float = field(
         default=0.0, metadata={"help": "EMA decay of the LoRA weights saved at the end (0 = off)"}
     )
-    grad_checkpointing: bool = field(
-        default=False, metadata={"help": "recompute activations in backward to save memory"}
+    grad_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "recompute activations in backward to save memory (default: on for Wan, "
+            "off for cameo-tiny)"
+        },
     )
-    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (bf16 on GPU)"})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={
+            "help": "no | bf16 | fp16 (default: the base's own on a GPU, bf16 for Wan; no on a CPU)"
+        },
+    )
     fast: bool = field(
         default=True,
         metadata={
@@ -176,6 +204,13 @@ class TrainConfig:
             "faces extra), auto = world on cameo-tiny, face on any other base"
         },
     )
+    disk_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "keep the latents and text embeddings in OUT/cache, so a second run or a "
+            "--resume on the same photos encodes nothing (--no-disk-cache: memory only)"
+        },
+    )
     sample_prompts: str = field(
         default="",
         metadata={
@@ -189,6 +224,23 @@ class TrainConfig:
         if isinstance(self.lora, dict):  # read back from config.json
             self.lora = LoraSpec(**self.lora)
 
+    def resolve(self, profile: BaseProfile, on_gpu: bool) -> dict[str, Any]:
+        """Fill the settings left to the base (None) from its ``profile``; returns what was
+        filled. Mixed precision is the profile's on a GPU and fp32 ("no") on a CPU."""
+        wanted = {
+            "height": profile.height,
+            "width": profile.width,
+            "batch": profile.batch,
+            "lr": profile.lr,
+            "sigma_shift": profile.flow_shift,
+            "grad_checkpointing": profile.grad_checkpointing,
+            "mixed_precision": profile.mixed_precision if on_gpu else "no",
+        }
+        filled = {k: v for k, v in wanted.items() if getattr(self, k) is None}
+        for k, v in filled.items():
+            setattr(self, k, v)
+        return filled
+
     @classmethod
     def from_options(cls, **options: Any) -> TrainConfig:
         """A config from flat options, as the command line and ``cameo.train`` give them: the
@@ -200,6 +252,8 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
+        """Refuse settings that cannot train, with the flag to change. Settings left to the
+        base (None) are checked once ``resolve`` has filled them."""
         if not self.data:
             raise ValueError("--data is required: a folder of photos with captions")
         if not self.trigger.strip() or len(self.trigger.split()) != 1:
@@ -207,19 +261,19 @@ class TrainConfig:
                 "--trigger must be one word that names the person, e.g. --trigger mike"
             )
         for name in ("steps", "batch", "checkpoint_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 < self.lr < 1:
+        if self.lr is not None and not 0 < self.lr < 1:
             raise ValueError(f"--lr must be in (0, 1), not {self.lr}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError("--schedule must be cosine or constant")
         if self.expert not in ("high", "low"):
             raise ValueError("--expert must be high or low")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
+        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise ValueError("--mixed-precision must be no, bf16 or fp16")
         if not 0 <= self.ema < 1 or not 0 <= self.caption_dropout < 1:
             raise ValueError("--ema and --caption-dropout must be in [0, 1)")
-        if not 0 < self.sigma_shift <= 20:
+        if self.sigma_shift is not None and not 0 < self.sigma_shift <= 20:
             raise ValueError(f"--sigma-shift must be in (0, 20], not {self.sigma_shift}")
         if not 0 <= self.trigger_only < 1:
             raise ValueError("--trigger-only must be in [0, 1)")
@@ -229,8 +283,13 @@ class TrainConfig:
             raise ValueError("--still-clips must be 0 or 4k+1 frames (5, 9, 13, 17, ...)")
         if not 0 <= self.prior_strangers <= 1:
             raise ValueError("--prior-strangers must be in [0, 1]")
-        if self.height % 16 or self.width % 16 or min(self.height, self.width) < 16:
-            raise ValueError("--height and --width must be multiples of 16")
+        for side in (self.height, self.width):
+            if side is not None and (side % 16 or side < 16):
+                raise ValueError("--height and --width must be multiples of 16")
+        if self.identity not in ("world", "face", "auto"):
+            raise ValueError(f"--identity must be world, face or auto, not {self.identity!r}")
+        if self.sample_prompts and not Path(self.sample_prompts).is_file():
+            raise ValueError(f"--sample-prompts: {self.sample_prompts} does not exist")
         self.lora.validate()
 
     @classmethod
@@ -246,11 +305,18 @@ class TrainConfig:
         return cls.from_options(**{**raw, **overrides})
 
 
+def resolve_from_base(cfg: TrainConfig, on_gpu: bool | None = None) -> dict[str, Any]:
+    """``cfg.resolve`` with the profile of ``cfg.base`` (on a GPU when CUDA is present)."""
+    on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+    return cfg.resolve(detect_profile(resolve_base(cfg.base)), on_gpu)
+
+
 # Settings of one invocation (how fast it runs, what it logs, whether it may replace files),
 # not of the adapter; a --resume takes every other one from the run's config.json unless given
 # (checkpoint.settings_from_run), so the adapter keeps its rank, targets and schedule.
 PER_INVOCATION = (
     "out",
+    "disk_cache",
     "threads",
     "checkpoint_every",
     "log_with",

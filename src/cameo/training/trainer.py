@@ -31,11 +31,13 @@ from ..lora import (
     parameter_counts,
 )
 from ..lora_files import base_hash, save_lora_file
-from ..models import fast, load_pipeline, resolve_base
+from ..models import fast, load_pipeline, resolve_base, text_tokens_for
+from ..models.profiles import detect_profile
 from . import checkpoint as ckpt
 from . import flat
 from .cache import build_cache, offload_encoders
 from .config import TrainConfig
+from .disk_cache import DiskCache
 from .loop import Checkpointed, Events, LoopResult, OptimisationLoop, Schedule, stop_on_sigint
 from .objective import expert_and_range, make_batch, training_loss, unwrap_model
 from .progress import ProgressBar
@@ -74,6 +76,11 @@ class Trainer:
     def __init__(
         self, cfg: TrainConfig, resume: bool = False, log=print, events: Events | None = None
     ):
+        self.profile = detect_profile(resolve_base(cfg.base))
+        filled = cfg.resolve(self.profile, on_gpu=torch.cuda.is_available())
+        if filled:
+            given = ", ".join(f"{k} {v}" for k, v in filled.items())
+            log(f"settings from the base ({self.profile.family}): {given}")
         cfg.validate()
         self.cfg, self.log, self.resume = cfg, log, resume
         self.events = events or Events()
@@ -107,7 +114,19 @@ class Trainer:
             cfg.mixed_precision, torch.float32
         )
         self.pipe = load_pipeline(self.base_dir, device=str(self.acc.device), dtype=dtype)
-        self.cache = build_cache(self.pipe, self.report, cfg)
+        self.store = store = DiskCache(
+            self.out / "cache" if cfg.disk_cache else None,
+            self.base_dir,
+            self.pipe.vae.dtype,
+            text_tokens_for(self.pipe),
+        )
+        self.cache = build_cache(self.pipe, self.report, cfg, store)
+        if cfg.disk_cache:
+            self.log(
+                f"cache {self.out / 'cache'}: encoded {store.encoded['latents']} latents and "
+                f"{store.encoded['text']} texts, reused {store.reused['latents']} and "
+                f"{store.reused['text']}"
+            )
         offload_encoders(self.pipe)
         model, self.sigma_range = expert_and_range(self.pipe, cfg.expert)
         if self.acc.device.type == "cpu":

@@ -14,6 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..training import TrainConfig
+from ..training.config import resolve_from_base
 from ..world import identity
 from ..world.captions import full_description
 from .app import DEFAULT_PERSON, DEFAULT_TRIGGER, MIXES, WORLD_PEOPLE, CameoApp
@@ -81,7 +82,8 @@ def _photos_tab(app: CameoApp, sid) -> tuple[gr.Textbox, gr.Markdown]:
 
 
 def _train_tab(app: CameoApp, sid, trigger) -> None:
-    d = TrainConfig()  # the page shows cameo train's own defaults
+    d = TrainConfig(base=app.base)  # the page shows cameo train's own defaults for the base
+    resolve_from_base(d, on_gpu=False)
     with gr.Tab("2. Train", id="train"):
         with gr.Row():
             rank = gr.Radio([4, 8, 16, 32], value=d.lora.rank, label="Rank", elem_id="rank")
