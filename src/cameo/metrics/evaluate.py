@@ -13,8 +13,8 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-from PIL import Image
 
+from ..data.images import IMAGE_EXT, open_image
 from ..data.media import save_clip_outputs
 from ..generation import GenerateConfig, apply_loras, generate_frames
 from ..lora_files import read_metadata
@@ -22,7 +22,6 @@ from ..models import load_pipeline, resolve_base
 from .judges import Judge, is_tiny_base, make_judge, resolve_identity
 from .prompts import default_prompts, fill_trigger, prompts_for_base
 from .world_identity import (
-    IMAGE_EXT,
     Eyes,
     load_references,
     score_clip,
@@ -45,13 +44,15 @@ __all__ = [
 ]
 
 VIDEO_EXT = (".mp4", ".webm", ".mov", ".gif")  # preferred first when a clip has several
+STILL_MAX_SIDE = 4096  # a still is reduced while decoding only beyond twice this side
 REAL_SIZE = (480, 832)  # (height, width) generated on a real base when the LoRA names none
 
 
 def load_frames(path: Path) -> np.ndarray:
-    """A clip (mp4/gif/webm) or an image as uint8 (F, H, W, 3)."""
+    """A clip (mp4/gif/webm) or an image as uint8 (F, H, W, 3); an image decoded as training
+    decodes photos (:func:`cameo.data.open_image`: upright, any format and mode)."""
     if path.suffix.lower() in IMAGE_EXT:
-        return np.asarray(Image.open(path).convert("RGB"))[None]
+        return np.asarray(open_image(Path(path), STILL_MAX_SIDE).image)[None]
     arr = iio.imread(path, index=None)
     if arr.ndim == 3:
         arr = arr[None]

@@ -26,14 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pillow_heif
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .. import faces
+from ..data.images import IMAGE_EXT, UnreadableImage, open_image
 from ..faces import FaceReferences
 from ..faces.models import load as load_face_models
 
-PHOTO_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".heic", ".heif"}
+PHOTO_EXT = IMAGE_EXT  # what training reads as photos (HEIC/HEIF and TIFF included)
 MAX_PHOTO_SIDE = 2048  # reference photos are reduced to this while decoding (faces stay large)
 PROMPT_FIDELITY_NOTE = "not measured (cameo's world probes read only cameo-tiny's cartoon world)"
 LEAKAGE_NOTE = (
@@ -53,21 +53,29 @@ FACE_KEYS = (
 
 
 def read_photo(path: Path, max_side: int = MAX_PHOTO_SIDE) -> np.ndarray:
-    """A photo upright (EXIF rotation applied) as uint8 (H, W, 3), longest side <= max_side."""
-    pillow_heif.register_heif_opener()  # idempotent: HEIC/HEIF phone photos
-    with Image.open(path) as im:
-        im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4, 1/8 scale directly
-        img = ImageOps.exif_transpose(im).convert("RGB")
+    """A photo upright as uint8 (H, W, 3), longest side <= max_side, decoded as training
+    decodes it (:func:`cameo.data.open_image`): HEIC/HEIF, any mode, EXIF rotation applied,
+    large photos reduced while decoding rather than refused. Raises
+    :class:`~cameo.data.images.UnreadableImage` (a ValueError) with the reason."""
+    img = open_image(Path(path), max_side).image
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return np.asarray(img)
 
 
 def read_photos(folder: Path) -> tuple[list[str], list[np.ndarray]]:
-    """The photos of a folder, sorted by name: (names, upright uint8 RGB images)."""
+    """The photos of a folder, sorted by name: (names, upright uint8 RGB images). Files that
+    cannot be decoded are left out, as training leaves them out (``cameo photos`` says why)."""
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_EXT)
-    if not files:
-        raise FileNotFoundError(f"no photos (png/jpg/webp/heic) in {folder}")
-    return [p.name for p in files], [read_photo(p) for p in files]
+    names, images = [], []
+    for p in files:
+        try:
+            images.append(read_photo(p))
+        except UnreadableImage:
+            continue
+        names.append(p.name)
+    if not images:
+        raise FileNotFoundError(f"no readable photos (png/jpg/webp/heic) in {folder}")
+    return names, images
 
 
 def consistency(descriptors: np.ndarray) -> float | None:
