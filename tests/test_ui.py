@@ -10,11 +10,17 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from cameo import faces
 from cameo.ui import workspace as ws
 from cameo.ui.jobs import CANCELLED, DONE, FAILED, QUEUED, STOPPED, Job, JobQueue
 from cameo.ui.workspace import UploadError, extract_zip, safe_name, store_upload
+
+needs_faces = pytest.mark.skipif(
+    not faces.available(), reason="needs the faces extra: pip install 'cameo-lora[faces]'"
+)
 
 # ------------------------------------------------------------------------------ names
 
@@ -324,10 +330,10 @@ def test_zip_upload_through_the_handler(ui_app, tmp_path):
             zf.write(f, f"folder/{Path(f).name}")
     z = tmp_path / "mine.zip"
     z.write_bytes(buf.getvalue())
-    status, report, table = ui_app.upload(sid, [str(z)], "mike")
+    status, report, table, gallery = ui_app.upload(sid, [str(z)], "mike")
     assert status.startswith("4 usable"), status
     assert "your photos" in report and str(tmp_path) not in report
-    assert len(table) == 4
+    assert len(table) == 4 and gallery.count('<div class="card') == 4
 
 
 def test_progress_reads_the_run_and_estimates_time(tmp_path, monkeypatch):
@@ -400,3 +406,191 @@ def test_training_job_shows_the_trainers_validation_events(
     job.result = job.work(job)
     assert job.extra["validation"] == (4, {"identity_normalised": 1.0, "prompt_fidelity": 1.0})
     assert tasks.latest_identity(job, tmp_path / "run") == (4, 1.0)
+
+
+# ------------------------------------------------------------------- the photo check
+
+ASTRONAUT_FACE = (175, 76, 266, 167)  # dlib's box of her face in skimage's 512x512 photo
+
+
+def _backdrop(w: int, h: int, seed: int):
+    from PIL import Image
+
+    small = np.random.default_rng(seed).integers(60, 200, (4, 6, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.BICUBIC)
+
+
+def phone_like_folder(folder: Path, small_face: bool = False) -> dict[str, tuple]:
+    """Real photographs as a phone folder: the astronaut (scikit-image) enlarged 2x, a 16:9
+    group shot with two larger LFW faces beside her, a blurred copy and, with ``small_face``,
+    a wide shot where her face is small. Returns her face box in each, in the photo's pixels."""
+    from PIL import Image, ImageFilter
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    astro = Image.fromarray(data.astronaut())
+    lfw = data.lfw_subset()  # float [0, 1], 25x25; the first 100 are faces
+
+    def other(i: int, size: int):
+        grey = Image.fromarray((lfw[i] * 255).astype(np.uint8))
+        return grey.resize((size, size), Image.BICUBIC).convert("RGB")
+
+    def box(at: tuple[int, int], scale: float) -> tuple:
+        return tuple(round(a + v * scale) for a, v in zip(at * 2, ASTRONAUT_FACE, strict=True))
+
+    truth = {}
+    portrait = astro.resize((1024, 1024), Image.LANCZOS)
+    portrait.save(folder / "astronaut.jpg", quality=92)
+    truth["astronaut.jpg"] = box((0, 0), 2)
+    group = _backdrop(1920, 1080, 3)
+    group.paste(astro.resize((768, 768), Image.LANCZOS), (576, 150))
+    group.paste(other(0, 360), (60, 350))
+    group.paste(other(3, 360), (1500, 350))
+    group.save(folder / "group.jpg", quality=92)
+    truth["group.jpg"] = box((576, 150), 1.5)
+    portrait.filter(ImageFilter.GaussianBlur(3)).save(folder / "blurred.jpg", quality=92)
+    truth["blurred.jpg"] = truth["astronaut.jpg"]
+    if small_face:
+        wide = _backdrop(2400, 1350, 5)
+        wide.paste(astro.resize((256, 256), Image.LANCZOS), (1500, 700))
+        wide.save(folder / "far-away.jpg", quality=92)
+        truth["far-away.jpg"] = box((1500, 700), 0.5)
+    return truth
+
+
+def _iou(a, b) -> float:
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@needs_faces
+def test_upload_shows_the_photo_check_as_thumbnails(ui_app, tmp_path):
+    """Each photo a thumbnail drawn into the session's folder, with its faces, crop, status
+    and warnings; the group shot warns and its subject is the astronaut, not the larger faces."""
+    from PIL import Image
+
+    from cameo.ui.photo_view import SUBJECT_COLOUR, THUMB_SIDE
+
+    truth = phone_like_folder(tmp_path / "phone")
+    files = [str(tmp_path / "phone" / name) for name in truth]
+    sid, _ = ui_app.start_session()
+    status, text, _, gallery = ui_app.upload(sid, files, "mike")
+    session = ui_app.session(sid)
+    report, thumbs = ui_app.photo_check(session, "mike")
+    assert ui_app.photo_check(session, "mike")[0] is report  # unchanged folder: not rerun
+    assert status.startswith("**Error:** only 3 usable") and "with warnings" in status
+    assert report.faces_checked and [t.entry.file for t in thumbs] == sorted(truth)
+
+    entries = {e.file: e for e in report.entries}
+    group = entries["group.jpg"]
+    assert len(group.faces) == 3 and "several_faces" in group.codes
+    assert group.subject != 0  # the other two faces are larger
+    assert _iou(group.faces[group.subject], truth["group.jpg"]) > 0.6
+    assert "blurry" in entries["blurred.jpg"].codes
+
+    for t in thumbs:
+        assert t.path.is_file() and ws.inside(t.path, session.root)
+        assert not ws.inside(t.path, session.photos)  # never taken for a photo
+        with Image.open(t.path) as im:
+            assert max(im.size) <= THUMB_SIDE
+            e = t.entry
+            s = im.width / e.size[0]  # the subject's box drawn thick and green
+            left, top, _, bottom = (v * s for v in e.faces[e.subject])
+            r, g, b = im.convert("RGB").getpixel((round(left), round((top + bottom) / 2)))
+            assert g > 150 and r < 140 and b < 160, (e.file, (r, g, b), SUBJECT_COLOUR)
+
+    assert gallery.count('<div class="card') == 3
+    assert gallery.count('src="data:image/jpeg;base64,') == 3
+    assert "3 of 3 files usable" in gallery and "Several faces" in gallery and "Blurry" in gallery
+    card = gallery[gallery.index('data-file="group.jpg"') :].split('<div class="card')[0]
+    assert "3 faces, the person is #" in card and "several_faces" in card
+    assert str(tmp_path) not in gallery and str(tmp_path) not in text
+    reopened = ui_app.open_photos(sid, "mike")  # a page opening this session sees the same
+    assert reopened[0] == status and text.endswith(reopened[1]) and reopened[3] == gallery
+
+    ui_app.clear_photos(sid, "mike")
+    assert not list(session.thumbs.glob("*.jpg"))
+
+
+def test_the_photo_check_without_the_faces_extra_says_so(ui_app, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cameo import faces
+
+    monkeypatch.setattr(faces, "available", lambda: False)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        _backdrop(640, 480, i).save(src / f"p{i}.jpg")
+    Image.new("RGB", (8, 8)).save(src / "tiny.png")
+    sid, _ = ui_app.start_session()
+    status, text, _, gallery = ui_app.upload(sid, [str(p) for p in sorted(src.iterdir())], "mike")
+    assert "only 2 usable" in status
+    assert "cameo-lora[faces]" in gallery and "cameo-lora[faces]" in text
+    assert "Skipped: too small" in gallery and gallery.count('<div class="card') == 3
+    _, thumbs = ui_app.photo_check(ui_app.session(sid), "mike")
+    assert all(t.path.is_file() for t in thumbs)
+
+
+def _summary(identity: float, **numbers) -> dict:
+    return {"clips": 2, "identity_normalised": identity, **numbers}
+
+
+def test_results_show_the_face_judges_numbers(ui_app):
+    """A report judged by the face descriptor: face found, same person and normalised
+    similarity instead of the world's identification and prompt fidelity."""
+    import json
+
+    from cameo.ui.tasks import FACE_METRIC_HEADERS, METRIC_HEADERS
+
+    sid, _ = ui_app.start_session()
+    run = ui_app.session(sid).run
+    face = dict(face_found=0.9, same_person=0.75, similarity_normalised=0.8123)
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {"best_step": 40, "metrics": {"identity_judge": "face", **_summary(0.7, **face)}}
+        )
+    )
+    status, table = ui_app.results(sid)
+    assert list(table.columns) == FACE_METRIC_HEADERS and len(table) == 1
+    assert table.values.tolist()[0] == [
+        "validation (step 40)",
+        "lora",
+        "0.700",
+        "0.90",
+        "0.75",
+        "0.812",
+    ]
+
+    report = {
+        "identity_judge": "face",
+        "summary": {
+            "subject": {
+                "lora": _summary(0.731, **face),
+                "base": _summary(0.0, face_found=1.0, same_person=0.0, similarity_normalised=0.2),
+            },
+            "others": {
+                "lora": _summary(0.1, face_found=1.0, same_person=0.25),
+                "base": _summary(0.05, face_found=1.0, same_person=0.0),
+            },
+            "leakage": 0.25,
+            "leakage_lora": 0.25,
+            "leakage_base": 0.0,
+            "leakage_note": "share of frames ...",
+        },
+    }
+    (run / "eval.json").write_text(json.dumps(report))
+    status, table = ui_app.results(sid)
+    rows = table.values.tolist()
+    assert status == "" and list(table.columns) == FACE_METRIC_HEADERS
+    assert rows[1] == ["subject", "lora", "0.731", "0.90", "0.75", "0.812"]
+    assert rows[2][3:] == ["1.00", "0.00", "0.200"]
+    assert rows[-1][0].startswith("leakage") and "same person" in rows[-1][0]
+    assert rows[-1][2] == "+0.250" and len(rows) == 6
+
+    report["identity_judge"] = "world"  # the world's eyes: their own columns
+    report["summary"]["subject"]["lora"].update(identification_rate=0.5, prompt_fidelity=0.9)
+    (run / "eval.json").write_text(json.dumps(report))
+    _, table = ui_app.results(sid)
+    assert list(table.columns) == METRIC_HEADERS
+    assert table.values.tolist()[1] == ["subject", "lora", "0.731", "0.50", "0.90"]

@@ -22,20 +22,20 @@ import gradio as gr
 import pandas as pd
 
 from ..compose import MIXES as COMPOSE_MIXES
-from ..data import DatasetError, scan_folder
+from ..data import DatasetError, PhotoReport, check_photos, scan_folder
 from ..data.world_folders import write_person_folder
 from ..generation import GenerateConfig, auto_region_prompts
 from ..metrics.evaluate import read_lora_trigger
 from ..training import TrainConfig
 from ..training import checkpoint as ckpt
 from .jobs import DONE, FAILED, QUEUED, RUNNING, USER_ERRORS, Job, JobQueue
+from .photo_view import Thumb, draw_thumbnails, report_html
 from .tasks import (
-    METRIC_HEADERS,
     evaluate_work,
     export_formats,
     format_seconds,
     generate_work,
-    metrics_rows,
+    metrics_table,
     read_progress,
     train_work,
 )
@@ -55,6 +55,7 @@ DEFAULT_TRIGGER = "mike"
 WORLD_PEOPLE = 10  # held-out world people offered as a try-out
 DEFAULT_PERSON = 7  # the one `cameo demo` clones
 RECOMMENDED_PHOTOS = 10
+MIN_PHOTOS = TrainConfig.min_photos  # what cameo train refuses to train below
 NO_PHOTOS = "No photos yet: upload some, or pick a built-in person."
 MIXES = list(COMPOSE_MIXES)
 
@@ -97,6 +98,8 @@ class CameoApp:
         self.queue = queue or JobQueue()
         self._train_jobs: dict[str, Job] = {}
         self._shown: dict[str, dict] = {}  # per session: what the Train tab already shows
+        self._checks: dict[str, tuple] = {}  # per session: (folder key, photo report, thumbs)
+        self._check_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def session(self, sid: str) -> Session:
@@ -106,32 +109,68 @@ class CameoApp:
         """A new session for a freshly loaded page: (its id, the Photos tab's first status)."""
         return new_session(self.workdir).id, NO_PHOTOS
 
+    def open_photos(self, sid: str, trigger: str):
+        """The Photos tab of a page just opened: its session's photos checked, if it has any."""
+        try:
+            session = self.session(sid)
+        except UploadError:
+            return (gr.skip(),) * 4
+        return self.check_photos(session.id, trigger)
+
     # ------------------------------------------------------------------------ photos
 
+    def photo_check(self, session: Session, trigger: str) -> tuple[PhotoReport, list[Thumb]]:
+        """The photo check of the session's folder for the app's base (``check_photos``, the
+        report ``cameo train`` writes), with its thumbnails; run again only when a file, the
+        trigger or the base changed."""
+        trigger = _trigger(trigger)
+        files = sorted(p for p in session.photos.iterdir() if p.is_file())
+        key = (
+            self.base,
+            trigger,
+            tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files),
+        )
+        with self._lock:
+            lock = self._check_locks.setdefault(session.id, threading.Lock())
+        with lock:
+            cached = self._checks.get(session.id)
+            if cached is not None and cached[0] == key:
+                return cached[1], cached[2]
+            report = check_photos(
+                session.photos, base=self.base, trigger=trigger, min_photos=MIN_PHOTOS
+            )
+            thumbs = draw_thumbnails(report, session.photos, session.thumbs)
+            self._checks[session.id] = (key, report, thumbs)
+            return report, thumbs
+
     def _photos_view(self, session: Session, trigger: str, notes: list[str] | None = None):
-        """(status, report, captions) for the Photos tab, from the folder as it is now."""
+        """(status, report, captions, gallery) for the Photos tab, from the folder as it is."""
         rows = caption_rows(session.photos)
         table = _table(rows, ["file", "caption"])
         head = "\n".join(notes or [])
         if not rows:
-            return NO_PHOTOS, head, table
+            return NO_PHOTOS, head, table, ""
         try:
-            report = scan_folder(session.photos, _trigger(trigger), min_usable=1)
+            report, thumbs = self.photo_check(session, trigger)
         except DatasetError as e:
-            return _error(_hide_path(str(e), session)), head, table
+            return _error(_hide_path(str(e), session)), head, table, ""
         text = _hide_path(report.format(), session)
         status = f"{report.usable} usable photos or clips."
-        if report.usable < 4:
+        if not report.enough:
             status = _error(
-                f"only {report.usable} usable photos; at least 4 are needed, about 20 work best."
+                f"only {report.usable} usable photos; at least {report.min_photos} are needed, "
+                "about 20 work best."
             )
         elif report.usable < RECOMMENDED_PHOTOS:
-            status += " Training works from 4, but about 20 work best."
+            status += f" Training works from {report.min_photos}, but about 20 work best."
         else:
             status += " Ready to train."
-        return status, (head + "\n\n" + text).strip(), table
+        warned = sum(1 for e in report.entries if e.used and e.warnings)
+        if warned:
+            status += f" {warned} with warnings: see below."
+        return status, (head + "\n\n" + text).strip(), table, report_html(report, thumbs)
 
-    @_shows_errors(3)
+    @_shows_errors(4)
     def upload(self, sid: str, files: list[str] | None, trigger: str):
         """Store uploaded photos, captions or zips in this session's folder."""
         session = self.session(sid)
@@ -143,7 +182,7 @@ class CameoApp:
             notes += store_upload(path, session.photos, path.name)
         return self._photos_view(session, trigger, notes)
 
-    @_shows_errors(3)
+    @_shows_errors(4)
     def use_person(self, sid: str, person: int, trigger: str):
         """Replace the photos by 20 photos of a held-out person of the built-in world."""
         session = self.session(sid)
@@ -153,7 +192,7 @@ class CameoApp:
         write_person_folder(int(person), session.photos, 20, overwrite=True)
         return self._photos_view(session, trigger, [f"wrote 20 photos of world person {person}"])
 
-    @_shows_errors(3)
+    @_shows_errors(4)
     def clear_photos(self, sid: str, trigger: str):
         session = self.session(sid)
         if self.queue.active(sid, "train"):
@@ -161,11 +200,11 @@ class CameoApp:
         session.clear_photos()
         return self._photos_view(session, trigger)
 
-    @_shows_errors(3)
+    @_shows_errors(4)
     def check_photos(self, sid: str, trigger: str):
         return self._photos_view(self.session(sid), trigger)
 
-    @_shows_errors(3)
+    @_shows_errors(4)
     def save_captions(self, sid: str, table, trigger: str):
         session = self.session(sid)
         rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
@@ -364,9 +403,9 @@ class CameoApp:
     @_shows_errors(2)
     def results(self, sid: str):
         session = self.session(sid)
-        rows = metrics_rows(session.run)
-        status = "" if rows else "No results yet: train a LoRA first."
-        return status, _table(rows, METRIC_HEADERS)
+        frame = _metrics_frame(session.run)
+        status = "" if len(frame) else "No results yet: train a LoRA first."
+        return status, frame
 
     def measure(self, sid: str, seeds) -> Iterator[tuple]:
         """Queue ``cameo eval`` of the trained LoRA; then show the table."""
@@ -378,9 +417,7 @@ class CameoApp:
             return
         work = evaluate_work(lora, session.photos, self.base, _int(seeds, "seeds"))
         job = self.queue.submit(Job("evaluate", sid, work))
-        yield from self._follow(
-            job, "Measuring", lambda: _table(metrics_rows(session.run), METRIC_HEADERS)
-        )
+        yield from self._follow(job, "Measuring", lambda: _metrics_frame(session.run))
 
     @_shows_errors(2)
     def downloads(self, sid: str):
@@ -445,6 +482,12 @@ def _hide_path(text: str, session: Session) -> str:
 
 def _table(rows: list[list[str]], headers: list[str]):
     return pd.DataFrame(rows, columns=headers)
+
+
+def _metrics_frame(run: Path):
+    """The Results table, its columns the judge's (``metrics_table``)."""
+    headers, rows = metrics_table(run)
+    return _table(rows, headers)
 
 
 def _loss_frame(losses: list[tuple[int, float]]):

@@ -38,7 +38,7 @@ def _people() -> list[tuple[str, int]]:
     ]
 
 
-def _photos_tab(app: CameoApp, sid) -> tuple[gr.Textbox, gr.Markdown]:
+def _photos_tab(app: CameoApp, sid) -> tuple[gr.Textbox, gr.Markdown, list]:
     with gr.Tab("1. Photos", id="photos"):
         with gr.Row():
             files = gr.File(
@@ -58,7 +58,14 @@ def _photos_tab(app: CameoApp, sid) -> tuple[gr.Textbox, gr.Markdown]:
             elem_id="trigger",
         )
         status = gr.Markdown(elem_id="photos-status")
-        report = gr.Textbox(label="Dataset report", lines=8, interactive=False, elem_id="report")
+        gallery = gr.HTML(
+            "",
+            js_on_load=None,
+            elem_id="photo-report",
+            padding=False,
+        )
+        with gr.Accordion("The same report as text (photo_report.txt)", open=False):
+            report = gr.Textbox(label="Photo check", lines=12, interactive=False, elem_id="report")
         captions = gr.Dataframe(
             headers=["file", "caption"],
             datatype=["str", "str"],
@@ -72,13 +79,13 @@ def _photos_tab(app: CameoApp, sid) -> tuple[gr.Textbox, gr.Markdown]:
             elem_id="captions",
         )
         save = gr.Button("Save captions")
-    outs = [status, report, captions]
+    outs = [status, report, captions, gallery]
     files.upload(app.upload, [sid, files, trigger], outs).then(lambda: None, None, files)
     use.click(app.use_person, [sid, person, trigger], outs)
     clear.click(app.clear_photos, [sid, trigger], outs)
     save.click(app.save_captions, [sid, captions, trigger], outs)
     trigger.blur(app.check_photos, [sid, trigger], outs)
-    return trigger, status
+    return trigger, status, outs
 
 
 def _train_tab(app: CameoApp, sid, trigger) -> None:
@@ -212,11 +219,13 @@ def build_blocks(app: CameoApp) -> gr.Blocks:
     with gr.Blocks(title="cameo", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         sid = gr.State(None)
         gr.Markdown(INTRO)
-        trigger, photos_status = _photos_tab(app, sid)
+        trigger, photos_status, photos_view = _photos_tab(app, sid)
         _train_tab(app, sid, trigger)
         _generate_tab(app, sid)
         _results_tab(app, sid)
-        demo.load(app.start_session, None, [sid, photos_status])
+        demo.load(app.start_session, None, [sid, photos_status]).then(
+            app.open_photos, [sid, trigger], photos_view
+        )
     return demo
 
 

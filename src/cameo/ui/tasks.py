@@ -161,40 +161,79 @@ def evaluate_work(lora: Path, photos: Path, base: str, seeds: int):
 
 
 METRIC_HEADERS = ["prompts", "model", "identity (norm.)", "identified", "prompt fidelity"]
+# The face judge (real faces): no line-up and no prompt fidelity, but whether a face is found,
+# the share of frames it calls the same person, and the similarity normalised by the photos'.
+FACE_METRIC_HEADERS = [
+    "prompts",
+    "model",
+    "identity (norm.)",
+    "face found",
+    "same person",
+    "similarity (norm.)",
+]
 
 
-def _row(group: str, variant: str, s: dict) -> list[str]:
-    def num(key: str, fmt: str) -> str:
-        v = s.get(key)
-        return "" if v is None else format(v, fmt)
+def _num(s: dict, key: str, fmt: str) -> str:
+    v = s.get(key)
+    return "" if v is None else format(v, fmt)
 
+
+def _row(group: str, variant: str, s: dict, face: bool) -> list[str]:
+    if face:
+        return [
+            group,
+            variant,
+            _num(s, "identity_normalised", ".3f"),
+            _num(s, "face_found", ".2f"),
+            _num(s, "same_person", ".2f"),
+            _num(s, "similarity_normalised", ".3f"),
+        ]
     return [
         group,
         variant,
-        num("identity_normalised", ".3f"),
-        num("identification_rate", ".2f"),
-        num("prompt_fidelity", ".2f"),
+        _num(s, "identity_normalised", ".3f"),
+        _num(s, "identification_rate", ".2f"),
+        _num(s, "prompt_fidelity", ".2f"),
     ]
 
 
-def metrics_rows(run: Path) -> list[list[str]]:
-    """The Results table: the training run's last validation, then, once measured, the
-    ``cameo eval`` summary (LoRA and base model on prompts that name the person or not)."""
-    rows = []
+def metrics_table(run: Path) -> tuple[list[str], list[list[str]]]:
+    """The Results table, (headers, rows): the training run's last validation, then, once
+    measured, the ``cameo eval`` summary (LoRA and base model on prompts that name the person
+    or not). Its columns are the judge's: the face judge's numbers when the report says
+    ``identity_judge: face`` (the validation's when there is no report yet)."""
+    validation, report = None, None
     metrics = run / "metrics.json"
     if metrics.is_file():
         data = json.loads(metrics.read_text())
-        if data.get("metrics"):
-            rows.append(_row(f"validation (step {data.get('best_step')})", "lora", data["metrics"]))
-    report = run / "eval.json"
-    if report.is_file():
-        summary = json.loads(report.read_text()).get("summary", {})
+        validation = data if data.get("metrics") else None
+    if (run / "eval.json").is_file():
+        report = json.loads((run / "eval.json").read_text())
+    judge = (report or {}).get("identity_judge") or (
+        (validation or {}).get("metrics", {}).get("identity_judge")
+    )
+    face = judge == "face"
+    headers = FACE_METRIC_HEADERS if face else METRIC_HEADERS
+    blank = [""] * (len(headers) - 3)
+    rows = []
+    if validation:
+        group = f"validation (step {validation.get('best_step')})"
+        rows.append(_row(group, "lora", validation["metrics"], face))
+    if report is not None:
+        summary = report.get("summary", {})
         for group, d in summary.items():
             if isinstance(d, dict):
-                rows += [_row(group, variant, s) for variant, s in d.items()]
+                rows += [_row(group, variant, s, face) for variant, s in d.items()]
         if "leakage" in summary:
-            rows.append(["leakage (lora - base, others)", "", f"{summary['leakage']:+.3f}", "", ""])
-    return rows
+            what = "same person on others' prompts" if face else "others"
+            label = f"leakage (lora - base, {what})"
+            rows.append([label, "", f"{summary['leakage']:+.3f}", *blank])
+    return headers, rows
+
+
+def metrics_rows(run: Path) -> list[list[str]]:
+    """The Results table's rows (``metrics_table`` without its headers)."""
+    return metrics_table(run)[1]
 
 
 def export_formats(lora: Path, exports: Path, stem: str) -> list[Path]:

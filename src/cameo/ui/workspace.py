@@ -78,6 +78,11 @@ class Session:
         return self.root / "exports"
 
     @property
+    def thumbs(self) -> Path:
+        """The photo check's thumbnails (beside ``photos/``, so they are not photos)."""
+        return self.root / "thumbs"
+
+    @property
     def uploads(self) -> Path:
         """Second-person LoRAs the user brought for composition."""
         return self.root / "uploads"
@@ -86,7 +91,9 @@ class Session:
         return self.run / f"{name}.safetensors"
 
     def clear_photos(self) -> None:
+        """Remove the photos and their thumbnails."""
         shutil.rmtree(self.photos, ignore_errors=True)
+        shutil.rmtree(self.thumbs, ignore_errors=True)
         self.photos.mkdir(parents=True)
 
 
