@@ -347,3 +347,16 @@ def test_train_on_a_wan_base_uses_buckets_at_its_resolution(phone, wan21_dir, tm
     assert groups == {((f - 1) // 4 + 1, h // 8, w // 8) for w, h, f in used}
     assert (tmp_path / "run" / "photo_report.txt").read_text().startswith("photo check of")
     assert (tmp_path / "run" / "dataset_report.txt").exists()
+
+
+def test_the_built_in_worlds_photos_skip_the_real_face_checks(tmp_path):
+    """cameo-tiny's cartoon people are not what a real face detector finds: for its base the
+    report does not warn "no face" on every photo, and says why faces were not checked."""
+    from cameo.data import check_photos
+    from cameo.data.world_folders import write_person_folder
+
+    folder = write_person_folder(3, tmp_path / "world", 5)
+    report = check_photos(folder, base="cameo-tiny", trigger="mike").to_dict()
+    codes = {w["code"] for e in report["photos"] for w in e["warnings"]}
+    assert report["usable"] == 5 and "no_face" not in codes
+    assert any("cartoon faces are not checked" in n for n in report["notes"])

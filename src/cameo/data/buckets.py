@@ -60,12 +60,14 @@ class Target:
     frames: int = 17  # 4k+1 frames per clip window
     fps: float = 8.0
     max_upscale: float = MAX_UPSCALE
+    real_faces: bool = True  # photos of real people: faces are detected, checked, cropped to
 
     def buckets(self) -> list[Bucket]:
         return make_buckets(self.height, self.width)
 
 
-WORLD_TARGET = Target()  # cameo-tiny and bases like it: 64x64, 17 frames at 8 fps
+WORLD_TARGET = Target(real_faces=False)  # cameo-tiny's world: 64x64, 17 frames at 8 fps
+WAN_480P = Target(480, 832, 33, 16.0)  # real photos for Wan 2.1/2.2 at 480p (models.profiles)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ def target_for_base(base: str | Path | None) -> Target:
             f"{root} is not a diffusers pipeline directory (no model_index.json)"
         )
     p = detect_profile(root)
-    return Target(p.height, p.width, p.frames, float(p.fps))
+    # the built-in world's cartoon faces are not what a real face detector finds
+    return Target(p.height, p.width, p.frames, float(p.fps), real_faces=p.family != "cameo-tiny")
 
 
 def training_target(base: str | Path | None, height: int, width: int) -> Target:

@@ -39,6 +39,12 @@ FACES_NOTE = (
 )
 
 
+WORLD_NOTE = (
+    "photos for the built-in world's model: centre-cropped; its cartoon faces are not checked "
+    "by the face detector, which finds real faces"
+)
+
+
 class DatasetError(ValueError):
     """The folder cannot be trained on (too few usable photos, or not a folder)."""
 
@@ -312,16 +318,17 @@ def scan_folder(
 ) -> DatasetReport:
     """Read and check a training folder for a base trained at ``target`` (default: ``height``
     x ``width``, clips of 17 frames at 8 fps). ``faces``: crop around faces and check them
-    (default: when the faces extra is installed). Raises DatasetError if fewer than
+    (default: for a base of real people, ``target.real_faces``, when the faces extra is
+    installed). Raises DatasetError if fewer than
     ``min_usable`` files can be used; the report says why each skipped file was skipped."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a folder")
     target = target or Target(height, width)
-    use_faces = faces_available() if faces is None else faces
+    use_faces = (target.real_faces and faces_available()) if faces is None else faces
     scan = _FolderScan(folder, trigger, target, use_faces, min_usable)
     if not use_faces:
-        scan.check.notes.append(FACES_NOTE)
+        scan.check.notes.append(FACES_NOTE if target.real_faces else WORLD_NOTE)
     staged = scan.stage()
     scan.frame(staged, metadata_captions(folder))
     report = scan.finish()
