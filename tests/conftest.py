@@ -23,6 +23,16 @@ TINY_TRANSFORMER = dict(
 )
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skipped where there is none (pyproject.toml markers)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def tiny_parts(seed: int = 0):
     from cameo.models import TransformerConfig, VAEConfig
 

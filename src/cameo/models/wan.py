@@ -29,6 +29,8 @@ from diffusers import (
 )
 from transformers import AutoTokenizer, BertModel
 
+from . import memory
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TINY_DIR = ASSETS / "cameo-tiny"
 MAX_TEXT_TOKENS = 64  # captions of the world fit in about 40 MiniLM tokens
@@ -316,14 +318,29 @@ def resolve_base(base: str | Path | None) -> Path:
 
 
 def load_pipeline(
-    base: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+    base: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
+    *,
+    fp8: bool = False,
+    offload: str = "none",
+    expert: str | None = None,
 ):
-    """A stock ``diffusers.WanPipeline`` for the built-in model or a Wan checkpoint directory."""
+    """A stock ``diffusers.WanPipeline`` for the built-in model or a Wan checkpoint directory,
+    placed where it runs: the one loader of every command.
+
+    ``device``: "cpu", "cuda[:N]" or "auto" (CUDA when present). ``dtype``: "fp32", "bf16",
+    "fp16", a ``torch.dtype``, or "auto" (bf16 for a real Wan base on a GPU; fp32 on the CPU
+    and for cameo-tiny, whose CPU outputs stay exactly as they were). ``fp8``, ``offload`` and
+    ``expert``: see ``memory.place_pipeline``. To load LoRAs before the weights are cast or
+    offloaded, load on the CPU, add them, then call ``memory.place_pipeline``."""
 
     quiet_diffusers()
-    pipe = WanPipeline.from_pretrained(resolve_base(base), dtype=dtype, local_files_only=True)
+    base_dir = resolve_base(base)
+    torch_dtype = memory.resolve_dtype(dtype, device, base_dir)
+    pipe = WanPipeline.from_pretrained(base_dir, dtype=torch_dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return memory.place_pipeline(pipe, device, fp8=fp8, offload=offload, expert=expert)
 
 
 def text_tokens_for(pipe) -> int:
@@ -340,7 +357,7 @@ def encode_prompts(pipe, prompts: list[str], max_tokens: int | None = None) -> t
             prompts,
             do_classifier_free_guidance=False,
             max_sequence_length=max_tokens,
-            device=pipe.device,
+            device=pipe._execution_device,  # where offloading hooks compute, if any
         )
     return embeds
 
