@@ -5,7 +5,8 @@ nothing downloaded), one LoRA training step as `cameo train --mixed-precision bf
     python benchmarks/estimate_gpu.py --out estimate_gpu.json
 
 Run on a GPU machine; writes the rows as JSON (docs/estimate_gpu.json holds the last run).
-The prediction is compared with `torch.cuda.max_memory_allocated` (what tensors held at peak,
+The training phase of the prediction (weights, LoRA state, activations: no text encoder, no
+previews) is compared with `torch.cuda.max_memory_allocated` (what tensors held at peak,
 without the allocator's cached slack) and with the median wall time of the timed steps.
 """
 
@@ -127,7 +128,7 @@ def main() -> int:
             "base": name,
             "frames": frames,
             "grad_checkpointing": checkpointing,
-            "predicted_peak_gb": e.peak_gb,
+            "predicted_peak_gb": e.phases["training"],  # the step's own phase
             "predicted_s_per_step": e.seconds_per_step,
         }
         try:

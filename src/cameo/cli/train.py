@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from ..data import DatasetError
-from ..estimate import estimate, to_json
+from ..estimate import advise, estimate, to_json
 from ..lora import DEFAULT_TARGETS, LoraSpec
 from ..models import TINY_DIR, resolve_base, tiny_model_dir
+from ..models.profiles import detect_profile
 from ..pretrain import PER_INVOCATION as PRETRAIN_PER_INVOCATION
 from ..pretrain import (
     PretrainConfig,
@@ -60,22 +61,36 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     spec = LoraSpec(rank=args.rank, alpha=args.rank, targets=args.targets, ffn=args.ffn)
+    base = resolve_base(args.base)
+    profile = detect_profile(base)  # what `cameo train --base` would start from
+    gpu_run = profile.mixed_precision != "no"
+    settings = dict(
+        spec=spec,
+        batch=args.batch or profile.batch,
+        frames=args.frames or profile.frames,
+        height=args.height or profile.height,
+        width=args.width or profile.width,
+        precision=args.precision or (profile.mixed_precision if gpu_run else "fp32"),
+        grad_checkpointing=profile.grad_checkpointing
+        if args.grad_checkpointing is None
+        else args.grad_checkpointing,
+        fused_attention=args.fused_attention,
+        matmul_tflops=args.tflops,
+        prior_preservation=args.prior_preservation > 0,
+        prior_source=args.prior_source,
+        fp8=args.fp8_base,
+        offload=args.offload,
+        previews=args.previews,
+    )
     try:
         spec.validate()
-        e = estimate(
-            resolve_base(args.base),
-            spec=spec,
-            batch=args.batch,
-            frames=args.frames,
-            height=args.height,
-            width=args.width,
-            precision=args.precision,
-            grad_checkpointing=args.grad_checkpointing,
-            fused_attention=args.fused_attention,
-            matmul_tflops=args.tflops,
-            prior_preservation=args.prior_preservation > 0,
-            prior_source=args.prior_source,
-        )
+        if args.gpu_memory:
+            advice = advise(base, args.gpu_memory, **settings)
+            print(
+                to_json(advice) if args.json else f"{advice.estimate.format()}\n{advice.format()}"
+            )
+            return 0
+        e = estimate(base, **settings)
     except ValueError as e:
         raise UserError(str(e)) from e
     print(to_json(e) if args.json else e.format())
@@ -143,26 +158,62 @@ def add_parsers(sub) -> None:
 
 
 def _add_estimate_parser(sub) -> None:
-    es = sub.add_parser("estimate", help="predict peak memory and time per step of a training run")
+    es = sub.add_parser(
+        "estimate",
+        help="predict the GPU memory (phase by phase) and time per step of a training run, and "
+        "whether it fits a card",
+    )
     es.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")
     es.add_argument("--rank", type=int, default=16, help="LoRA rank")
     es.add_argument("--targets", default=DEFAULT_TARGETS, help="adapted modules")
     es.add_argument("--ffn", action="store_true", help="also adapt the feed-forward layers")
-    es.add_argument("--batch", type=int, default=8, help="batch size")
-    es.add_argument("--frames", type=int, default=1, help="frames per sample (1 for photos)")
-    es.add_argument("--height", type=int, default=64, help="height in pixels")
-    es.add_argument("--width", type=int, default=64, help="width in pixels")
+    size = "(default: the base's training profile, as cameo train)"
+    es.add_argument("--batch", type=int, default=None, help=f"batch size {size}")
+    es.add_argument("--frames", type=int, default=None, help=f"frames per sample {size}")
+    es.add_argument("--height", type=int, default=None, help=f"height in pixels {size}")
+    es.add_argument("--width", type=int, default=None, help=f"width in pixels {size}")
     es.add_argument(
         "--precision",
         choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="weight/activation precision",
+        default=None,
+        help="weight/activation precision (default: bf16 for Wan on a GPU, fp32 for cameo-tiny)",
     )
     es.add_argument(
-        "--grad-checkpointing", action="store_true", help="recompute activations in backward"
+        "--grad-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"recompute activations in backward {size}",
     )
     es.add_argument(
-        "--fused-attention", action="store_true", help="flash/memory-efficient attention (GPU)"
+        "--fused-attention",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="attention by a fused kernel, keeping no score matrix (torch picks one on GPUs "
+        "and CPUs alike; default: on)",
+    )
+    es.add_argument(
+        "--fp8-base", action="store_true", help="frozen transformer weights stored in float8"
+    )
+    es.add_argument(
+        "--offload",
+        choices=["none", "block", "leaf"],
+        default="none",
+        help="frozen weights (and the text encoder) rest on the CPU, streamed in block by block "
+        "or layer by layer (default: none)",
+    )
+    es.add_argument(
+        "--previews",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count validation previews (text encoder and VAE back on the GPU; default: on, as "
+        "cameo train validates)",
+    )
+    es.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="a card's memory: says whether the run fits, and which settings would make it fit",
     )
     es.add_argument(
         "--tflops",
