@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,10 @@ from PIL import Image
 
 from .data.media import contact_sheet, save_clip_outputs, write_png
 from .data.world_folders import write_person_folder
-from .generation import GenerateConfig, apply_loras, generate_frames
+from .generation import GenerateConfig, generate_frames
+from .generation.sampling import load_for
 from .metrics.evaluate import Eyes, load_references, score_clip, summarise
 from .metrics.scores import self_similarity
-from .models import load_pipeline
 from .training import TrainConfig, run_training
 from .world import identity
 from .world.captions import full_description
@@ -46,9 +47,15 @@ def demo_prompts(description: str, trigger: str = TRIGGER) -> list[tuple[str, st
 
 
 def run_demo(
-    out: Path, overwrite: bool = False, person: int = DEMO_PERSON, steps: int | None = None
+    out: Path,
+    overwrite: bool = False,
+    person: int = DEMO_PERSON,
+    steps: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> dict:
-    """Run the whole clone flow into ``out`` and return the report."""
+    """Run the whole clone flow into ``out`` and return the report. ``device`` and ``dtype``:
+    where the clips are rendered, as ``GenerateConfig`` reads them (cameo-tiny: fp32)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} already holds a demo")
@@ -73,7 +80,7 @@ def run_demo(
     refs = eyes.embed(load_references(photos))
     self_sim = self_similarity(refs)
     pairs = demo_prompts(full_description(identity("heldout", person)))
-    base_pipe, clone_pipe = _pipes(lora)
+    base_pipe, clone_pipe = _pipes(lora, device, dtype)
     scored = {"base": [], "clone": []}
     rows = []
     for k, (base_prompt, clone_prompt) in enumerate(pairs):
@@ -112,10 +119,11 @@ def run_demo(
     return report
 
 
-def _pipes(lora: Path):
-    base = load_pipeline()
-    clone = load_pipeline()
-    apply_loras(clone, [str(lora)], fuse=True)
+def _pipes(lora: Path, device: str, dtype: str):
+    """The base model, and a copy with the clone's LoRA fused in, both on ``device``."""
+    where = GenerateConfig(prompt="-", device=device, dtype=dtype)
+    base, _ = load_for(where)
+    clone, _ = load_for(replace(where, lora=[str(lora)], fuse=True))
     return base, clone
 
 

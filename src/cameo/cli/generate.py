@@ -4,6 +4,7 @@ scales, the whole job on the built-in model, and the procedural world's people."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from ..data.world_folders import write_person_clip, write_person_folder
@@ -24,7 +25,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_placement(args: argparse.Namespace) -> None:
+    """A UserError for a --device, --dtype or --offload this machine cannot honour."""
+    try:
+        GenerateConfig(
+            prompt="-", **{k: getattr(args, k) for k in PLACEMENT if hasattr(args, k)}
+        ).validate()
+    except ValueError as e:
+        raise UserError(str(e)) from e
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    check_placement(args)
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
     except ValueError as e:
@@ -38,6 +50,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         base=args.base,
         seed=args.seed,
         overwrite=args.overwrite,
+        **{k: getattr(args, k) for k in PLACEMENT},
     )
     return 0
 
@@ -45,8 +58,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.person < 0:
         raise UserError("--person must be a held-out person's index (0 or more)")
-    run_demo(Path(args.out), overwrite=args.overwrite, person=args.person)
+    check_placement(args)
+    run_demo(
+        Path(args.out),
+        overwrite=args.overwrite,
+        person=args.person,
+        device=args.device,
+        dtype=args.dtype,
+    )
     return 0
+
+
+PLACEMENT = ("device", "dtype", "fp8_base", "offload")  # where the model runs
+
+
+def add_placement_args(parser: argparse.ArgumentParser, names=PLACEMENT) -> None:
+    """``GenerateConfig``'s device, dtype, fp8 and offload flags, with their help texts, for
+    commands that generate without taking every generation option."""
+    fields = {f.name: f for f in dataclasses.fields(GenerateConfig)}
+    for name in names:
+        f = fields[name]
+        flag, help_ = "--" + name.replace("_", "-"), f"{f.metadata['help']} (default: {f.default})"
+        if isinstance(f.default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_
+            )
+        else:
+            parser.add_argument(flag, default=f.default, help=help_)
 
 
 def cmd_world_person(args: argparse.Namespace) -> int:
@@ -96,6 +134,7 @@ def add_parsers(sub) -> None:
     sw.add_argument("--seed", type=int, default=0, help="seed")
     sw.add_argument("--out", default="sweep", help="output folder")
     sw.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_placement_args(sw)
     sw.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("demo", help="the main job on the built-in model (what `make demo` runs)")
@@ -107,6 +146,7 @@ def add_parsers(sub) -> None:
         default=DEMO_PERSON,
         help=f"which held-out world person to clone (default: {DEMO_PERSON})",
     )
+    add_placement_args(d, ("device", "dtype"))
     d.set_defaults(func=cmd_demo)
     _add_world_parser(sub)
 

@@ -7,11 +7,20 @@ from pathlib import Path
 
 from ..ui import launch
 from .args import UserError
+from .generate import add_placement_args, check_placement
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    check_placement(args)
     try:
-        launch(workdir=Path(args.workdir), host=args.host, port=args.port, base=args.base)
+        launch(
+            workdir=Path(args.workdir),
+            host=args.host,
+            port=args.port,
+            base=args.base,
+            device=args.device,
+            dtype=args.dtype,
+        )
     except ModuleNotFoundError as e:  # gradio is a dependency; a partial install lacks it
         raise UserError(f"the web app needs {e.name} ({e}); pip install -e .") from e
     except OSError as e:
@@ -32,4 +41,5 @@ def add_parsers(sub) -> None:
         "--workdir", default="cameo-ui-work", help="folder for sessions' photos, runs and clips"
     )
     ui.add_argument("--base", default="cameo-tiny", help="base model (default: cameo-tiny)")
+    add_placement_args(ui, ("device", "dtype"))
     ui.set_defaults(func=cmd_ui)

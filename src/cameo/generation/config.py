@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..compose import MIXES
+from ..models.memory import DTYPES, OFFLOADS, resolve_device
 from ..world.captions import split_pair_caption
 
 SAMPLERS = ("base", "euler", "unipc", "dpm++")
@@ -83,6 +84,32 @@ class GenerateConfig:
             "left and right from a prompt that says 'on the left ... on the right ...'"
         },
     )
+    device: str = field(
+        default="auto",
+        metadata={"help": "where to run: auto (the GPU when there is one), cpu, cuda, cuda:N"},
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "weights' precision: auto (bf16 for a Wan base on a GPU; fp32 on the CPU and "
+            "for cameo-tiny), fp32, bf16, fp16"
+        },
+    )
+    fp8_base: bool = field(
+        default=False,
+        metadata={
+            "help": "store the transformer's weights in float8 (half of bf16's memory), "
+            "computed in --dtype layer by layer"
+        },
+    )
+    offload: str = field(
+        default="auto",
+        metadata={
+            "help": "what rests on the CPU while the GPU works: auto (nothing if the model fits, "
+            "else model), none, model (each component visits in turn; Wan 2.2's experts too), "
+            "block (one transformer block at a time), leaf (one layer at a time)"
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace existing output files"})
 
     def validate(self) -> None:
@@ -105,6 +132,11 @@ class GenerateConfig:
             if not Path(path).is_file():
                 raise ValueError(f"LoRA file {path} does not exist")
 
+        if self.dtype not in ("auto", *DTYPES):
+            raise ValueError(f"--dtype must be auto, {', '.join(DTYPES)}; not {self.dtype!r}")
+        if self.offload not in ("auto", *OFFLOADS):
+            raise ValueError(f"--offload must be auto, {', '.join(OFFLOADS)}; not {self.offload!r}")
+        resolve_device(self.device)  # raises on a bad name, or CUDA where there is none
         if self.mix not in MIXES:
             raise ValueError(f"--mix must be one of {', '.join(MIXES)}, not {self.mix!r}")
         for r in self.region:

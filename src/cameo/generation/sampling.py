@@ -18,6 +18,13 @@ from diffusers import (
 from ..compose import regional, regional_prompts, window_denoising
 from ..data.media import save_clip_outputs
 from ..models import fast, load_pipeline, resolve_base, text_tokens_for
+from ..models.memory import (
+    has_hooks,
+    place_pipeline,
+    resolve_device,
+    resolve_dtype,
+    transformers_of,
+)
 from .config import GenerateConfig
 from .loras import LoadedLoras, apply_loras
 from .regions import prompt_inputs, regional_masks, stacked_text, window_plan
@@ -103,7 +110,8 @@ def generate_frames(
         stack.enter_context(torch.no_grad())
         scheduler = sampling_scheduler(pipe.scheduler, cfg.sampler, cfg.shift)
         stack.enter_context(swapped_scheduler(pipe, scheduler))
-        if cfg.fast and not masks and text_mask is None:
+        plain = not any(has_hooks(m) for m in transformers_of(pipe))  # no fp8, no offload
+        if cfg.fast and not masks and text_mask is None and plain:
             stack.enter_context(fast.pipeline(pipe))
         if windows:  # after the fast path, so that each window's pass runs through it
             stack.enter_context(
@@ -130,16 +138,27 @@ def generate_frames(
     return (np.clip(video, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def load_for(cfg: GenerateConfig):
+    """The pipeline ``cfg`` asks for, with its LoRAs: loaded on the CPU in ``cfg.dtype``, the
+    LoRAs applied (fused if ``cfg.fuse``) while the weights are plain, then placed on
+    ``cfg.device`` with ``cfg.fp8_base`` and ``cfg.offload``. Returns (pipe, loaded LoRAs)."""
+    device = resolve_device(cfg.device)
+    base_dir = resolve_base(cfg.base)
+    pipe = load_pipeline(base_dir, "cpu", resolve_dtype(cfg.dtype, device, base_dir))
+    loaded = apply_loras(pipe, cfg.lora, cfg.fuse, base_dir, cfg.mix, cfg.region)
+    place_pipeline(pipe, device, fp8=cfg.fp8_base, offload=cfg.offload)
+    return pipe, loaded
+
+
 def generate_clip(cfg: GenerateConfig, pipe=None) -> np.ndarray:
     """Frames (F, H, W, 3) uint8 for ``cfg``, with its LoRAs at their scales.
 
-    Without ``pipe`` the base is loaded and the LoRAs are applied (fused if ``cfg.fuse``). With
-    a ``pipe`` that the caller owns, the LoRAs are loaded as adapters for this clip only and
-    removed afterwards, so the pipe is left as it was given."""
+    Without ``pipe`` the base is loaded as ``load_for`` does. With a ``pipe`` that the caller
+    owns (its device and placement then stand), the LoRAs are loaded as adapters for this clip
+    only and removed afterwards, so the pipe is left as it was given."""
     cfg.validate()
     if pipe is None:
-        pipe = load_pipeline(cfg.base)
-        loaded = apply_loras(pipe, cfg.lora, cfg.fuse, resolve_base(cfg.base), cfg.mix, cfg.region)
+        pipe, loaded = load_for(cfg)
         return generate_frames(pipe, cfg, loaded)
     before = set(pipe.get_list_adapters().get("transformer", [])) if cfg.lora else set()
     loaded = apply_loras(pipe, cfg.lora, False, resolve_base(cfg.base), cfg.mix, cfg.region)
@@ -155,4 +174,6 @@ def generate_clip(cfg: GenerateConfig, pipe=None) -> np.ndarray:
 def generate_to_files(cfg: GenerateConfig, pipe=None) -> list[Path]:
     """Generate and write the MP4, GIF, PNG contact sheet and a JSON of the settings."""
     frames = generate_clip(cfg, pipe)
-    return save_clip_outputs(frames, Path(cfg.out), fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg))
+    return save_clip_outputs(
+        frames, Path(cfg.out), fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg)
+    )

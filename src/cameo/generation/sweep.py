@@ -16,10 +16,8 @@ from ..data.media import save_clip_outputs
 from ..lora_files import read_metadata
 from ..metrics.evaluate import Eyes, load_references, score_clip
 from ..metrics.scores import self_similarity
-from ..models import load_pipeline
 from .config import GenerateConfig
-from .loras import apply_loras
-from .sampling import generate_frames
+from .sampling import generate_frames, load_for
 
 
 def run_sweep(
@@ -32,7 +30,14 @@ def run_sweep(
     base: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    device: str = "auto",
+    dtype: str = "auto",
+    fp8_base: bool = False,
+    offload: str = "auto",
 ) -> dict:
+    """Render ``prompt`` (default: the LoRA's trigger speaking) at each of ``scales`` into a
+    grid video in ``out``, scored against ``photos`` when given. ``device``, ``dtype``,
+    ``fp8_base``, ``offload``: where the model runs, as ``GenerateConfig`` reads them."""
 
     if not scales:
         raise ValueError("no scales given")
@@ -41,8 +46,17 @@ def run_sweep(
         raise FileExistsError(f"{out / 'grid.mp4'} exists")
     trigger = read_metadata(lora).get("cameo.trigger", "")
     prompt = prompt or f"{trigger or 'a person'}, speaking, in front of a blue wall"
-    pipe = load_pipeline(base)
-    names = apply_loras(pipe, [str(lora)]).names
+    where = GenerateConfig(
+        prompt=prompt,
+        base=base or "cameo-tiny",
+        lora=[str(lora)],
+        device=device,
+        dtype=dtype,
+        fp8_base=fp8_base,
+        offload=offload,
+    )
+    pipe, loaded = load_for(where)
+    names = loaded.names
     eyes, refs, self_sim = _eyes_and_refs(photos)
     clips, rows = [], []
     for s in scales:

@@ -21,8 +21,11 @@ def launch(
     host: str = "127.0.0.1",
     port: int = 7860,
     base: str = "cameo-tiny",
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> None:
-    """Serve the app until interrupted (what ``cameo ui`` runs)."""
+    """Serve the app until interrupted (what ``cameo ui`` runs); ``device`` and ``dtype``:
+    where its clips are rendered (``GenerateConfig``)."""
     from .page import serve
 
-    serve(workdir, host=host, port=port, base=base, block=True)
+    serve(workdir, host=host, port=port, base=base, block=True, device=device, dtype=dtype)

@@ -91,10 +91,19 @@ def _shows_errors(outputs: int) -> Callable:
 class CameoApp:
     """The page's handlers, over one work folder and one job queue shared by all tabs."""
 
-    def __init__(self, workdir: Path, base: str = "cameo-tiny", queue: JobQueue | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        base: str = "cameo-tiny",
+        queue: JobQueue | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+    ):
+        """``device`` and ``dtype``: where clips are rendered, as ``GenerateConfig`` reads them."""
         self.workdir = Path(workdir).resolve()
         (self.workdir / "sessions").mkdir(parents=True, exist_ok=True)
         self.base = base
+        self.device, self.dtype = device, dtype
         self.queue = queue or JobQueue()
         self._train_jobs: dict[str, Job] = {}
         self._shown: dict[str, dict] = {}  # per session: what the Train tab already shows
@@ -346,6 +355,8 @@ class CameoApp:
             prompt=prompt,
             out=str(session.clips / f"clip-{n:03d}.mp4"),
             base=self.base,
+            device=self.device,
+            dtype=self.dtype,
             seed=_int(seed, "seed"),
             steps=_int(steps, "sampling steps"),
             lora=loras,

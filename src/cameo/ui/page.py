@@ -235,9 +235,11 @@ def serve(
     port: int = 7860,
     base: str = "cameo-tiny",
     block: bool = True,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> tuple[gr.Blocks, CameoApp]:
     """Start the app; with ``block=False`` return once it serves (for tests)."""
-    app = CameoApp(Path(workdir), base=base)
+    app = CameoApp(Path(workdir), base=base, device=device, dtype=dtype)
     warning = host_warning(host, port)
     if warning:
         print(warning, file=sys.stderr)
