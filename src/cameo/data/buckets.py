@@ -60,13 +60,16 @@ class Target:
     frames: int = 17  # 4k+1 frames per clip window
     fps: float = 8.0
     max_upscale: float = MAX_UPSCALE
-    real_faces: bool = True  # photos of real people: faces are detected, checked, cropped to
+    # photos of real people: faces are detected, checked and cropped to (None: when the
+    # photos are larger than the built-in world's renders, ``WORLD_SIDE``)
+    real_faces: bool | None = True
 
     def buckets(self) -> list[Bucket]:
         return make_buckets(self.height, self.width)
 
 
-WORLD_TARGET = Target(real_faces=False)  # cameo-tiny's world: 64x64, 17 frames at 8 fps
+WORLD_TARGET = Target(real_faces=None)  # cameo-tiny's world: 64x64, 17 frames at 8 fps
+WORLD_SIDE = 128  # the world renders 64 px photos; a photo this large is a real one
 WAN_480P = Target(480, 832, 33, 16.0)  # real photos for Wan 2.1/2.2 at 480p (models.profiles)
 
 
@@ -116,7 +119,8 @@ def target_for_base(base: str | Path | None) -> Target:
         )
     p = detect_profile(root)
     # the built-in world's cartoon faces are not what a real face detector finds
-    return Target(p.height, p.width, p.frames, float(p.fps), real_faces=p.family != "cameo-tiny")
+    real = None if p.family == "cameo-tiny" else True  # cameo-tiny: the world's or real photos
+    return Target(p.height, p.width, p.frames, float(p.fps), real_faces=real)
 
 
 def training_target(base: str | Path | None, height: int, width: int) -> Target:

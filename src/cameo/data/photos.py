@@ -20,12 +20,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .. import faces as facelib
-from .buckets import WORLD_TARGET, Framing, Target, frame_photo, render, target_for_base
+from .buckets import (
+    WORLD_SIDE,
+    WORLD_TARGET,
+    Framing,
+    Target,
+    frame_photo,
+    render,
+    target_for_base,
+)
 from .captions import caption_for, metadata_captions
 from .clips import ClipInfo, clip_windows, iter_windows, probe_clip
-from .images import IMAGE_EXT, VIDEO_EXT, Decoded, UnreadableImage, decode_side, open_image
+from .images import (
+    IMAGE_EXT,
+    VIDEO_EXT,
+    Decoded,
+    UnreadableImage,
+    decode_side,
+    open_image,
+    register_heif,
+)
 from .quality import NEAR_DUPLICATE_BITS, average_hash, exposure, look_words, sharpness
 from .report import PhotoEntry, PhotoReport
 from .subject import FoundFace, faces_available, find_faces, folder_reference, pick_subject
@@ -306,6 +323,22 @@ class _FolderScan:
         return self.report
 
 
+def photos_look_real(folder: Path) -> bool:
+    """Whether ``folder`` holds a photo larger than the built-in world's renders (read from
+    the file headers): the face detector finds real faces, not the world's cartoon ones."""
+    register_heif()
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_EXT:
+            continue
+        try:
+            with Image.open(path) as img:
+                if min(img.size) >= WORLD_SIDE:
+                    return True
+        except (OSError, ValueError):
+            continue  # unreadable: the scan says why
+    return False
+
+
 def scan_folder(
     folder: Path,
     trigger: str,
@@ -325,10 +358,11 @@ def scan_folder(
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a folder")
     target = target or Target(height, width)
-    use_faces = (target.real_faces and faces_available()) if faces is None else faces
+    real = target.real_faces if target.real_faces is not None else photos_look_real(folder)
+    use_faces = (real and faces_available()) if faces is None else faces
     scan = _FolderScan(folder, trigger, target, use_faces, min_usable)
     if not use_faces:
-        scan.check.notes.append(FACES_NOTE if target.real_faces else WORLD_NOTE)
+        scan.check.notes.append(FACES_NOTE if real else WORLD_NOTE)
     staged = scan.stage()
     scan.frame(staged, metadata_captions(folder))
     report = scan.finish()
