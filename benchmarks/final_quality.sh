@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# After `cameo pretrain` and `cameo eyes train`: ship the model and measure it. The JSON files
+# After `cameo pretrain` and `python recipes/train_eyes.py`: ship the model and measure it. The JSON files
 # land under docs/; docs/quality.md quotes them by hand, with each one's command.
 set -euo pipefail
 cd "$(dirname "$0")/.."

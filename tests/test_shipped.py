@@ -44,4 +44,4 @@ def test_shipped_weights_are_small_fp16_with_a_model_card():
     assert total < 40 * 2**20
     card = (path / "README.md").read_text()
     assert "cameo pretrain" in card and "seed" in card
-    assert "cameo eyes train" in (path.parent / "eyes" / "README.md").read_text()
+    assert "python recipes/train_eyes.py" in (path.parent / "eyes" / "README.md").read_text()

@@ -159,7 +159,7 @@ def load_identity_encoder(path: Path | None = None) -> IdentityEncoder:
     path = Path(path or EYES_DIR / "identity.safetensors")
     if not path.is_file():
         raise FileNotFoundError(
-            f"identity encoder weights missing at {path}; run `cameo eyes train`"
+            f"identity encoder weights missing at {path}; run `python recipes/train_eyes.py`"
         )
     return _load(IdentityEncoder, path)
 
@@ -194,7 +194,7 @@ def load_attribute_probe(path: Path | None = None) -> AttributeProbe:
     path = Path(path or EYES_DIR / "probes.safetensors")
     if not path.is_file():
         raise FileNotFoundError(
-            f"attribute probe weights missing at {path}; run `cameo eyes train`"
+            f"attribute probe weights missing at {path}; run `python recipes/train_eyes.py`"
         )
     return _load(AttributeProbe, path)
 
