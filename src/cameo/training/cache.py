@@ -3,8 +3,6 @@ embeddings of the captions, their class prompts, and the prior-preservation mate
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,24 +129,3 @@ def class_prompt(caption: str, trigger: str, class_word: str) -> str:
     """The caption with the person's name replaced by the class (for prior preservation)."""
     out = caption.replace(f"{trigger}, ", f"{class_word}, ").replace(trigger, class_word)
     return out
-
-
-def offload_encoders(pipe) -> None:
-    """With inputs cached, the text encoder and VAE leave the accelerator for the training loop
-    (UMT5-XXL alone is ~11 GB in bf16); validation brings them back for its previews."""
-    if pipe.device.type != "cpu":
-        pipe.text_encoder.to("cpu")
-        pipe.vae.to("cpu")
-
-
-@contextlib.contextmanager
-def encoders_on(pipe, device) -> Iterator[None]:
-    if torch.device(device).type == "cpu":
-        yield
-        return
-    pipe.text_encoder.to(device)
-    pipe.vae.to(device)
-    try:
-        yield
-    finally:
-        offload_encoders(pipe)

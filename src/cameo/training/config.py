@@ -204,6 +204,21 @@ class TrainConfig:
             "faces extra), auto = world on cameo-tiny, face on any other base"
         },
     )
+    fp8_base: bool = field(
+        default=False,
+        metadata={
+            "help": "store the frozen transformer's weights in float8 (e4m3), computed in bf16 "
+            "(diffusers' layerwise casting): half the weights' memory; the LoRA stays fp32"
+        },
+    )
+    offload: str = field(
+        default="none",
+        metadata={
+            "help": "none | block | leaf: keep the frozen transformer on the CPU and bring one "
+            "block (or layer) to the GPU at a time (diffusers' group offloading); the text "
+            "encoder streams in likewise while the cache is built"
+        },
+    )
     disk_cache: bool = field(
         default=True,
         metadata={
@@ -286,6 +301,8 @@ class TrainConfig:
         for side in (self.height, self.width):
             if side is not None and (side % 16 or side < 16):
                 raise ValueError("--height and --width must be multiples of 16")
+        if self.offload not in ("none", "block", "leaf"):
+            raise ValueError(f"--offload must be none, block or leaf, not {self.offload!r}")
         if self.identity not in ("world", "face", "auto"):
             raise ValueError(f"--identity must be world, face or auto, not {self.identity!r}")
         if self.sample_prompts and not Path(self.sample_prompts).is_file():
@@ -316,6 +333,8 @@ def resolve_from_base(cfg: TrainConfig, on_gpu: bool | None = None) -> dict[str,
 # (checkpoint.settings_from_run), so the adapter keeps its rank, targets and schedule.
 PER_INVOCATION = (
     "out",
+    "fp8_base",
+    "offload",
     "disk_cache",
     "threads",
     "checkpoint_every",

@@ -31,11 +31,11 @@ from ..lora import (
     parameter_counts,
 )
 from ..lora_files import base_hash, save_lora_file
-from ..models import fast, load_pipeline, resolve_base, text_tokens_for
+from ..models import fast, load_pipeline, memory, resolve_base, text_tokens_for
 from ..models.profiles import detect_profile
 from . import checkpoint as ckpt
 from . import flat
-from .cache import build_cache, offload_encoders
+from .cache import build_cache
 from .config import TrainConfig
 from .disk_cache import DiskCache
 from .loop import Checkpointed, Events, LoopResult, OptimisationLoop, Schedule, stop_on_sigint
@@ -95,6 +95,8 @@ class Trainer:
             log_with=trackers,
             project_dir=str(self.out / "logs"),
         )
+        if cfg.offload != "none" and self.acc.num_processes > 1:
+            raise ValueError("--offload needs one process: DDP keeps every weight on each GPU")
         self.report = scan_folder(
             Path(cfg.data),
             cfg.trigger,
@@ -113,21 +115,25 @@ class Trainer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
             cfg.mixed_precision, torch.float32
         )
-        self.pipe = load_pipeline(self.base_dir, device=str(self.acc.device), dtype=dtype)
+        # on the CPU first: the encoders visit the GPU for the cache, then the transformer
+        self.pipe = load_pipeline(self.base_dir, device="cpu", dtype=dtype)
         self.store = store = DiskCache(
             self.out / "cache" if cfg.disk_cache else None,
             self.base_dir,
             self.pipe.vae.dtype,
             text_tokens_for(self.pipe),
         )
-        self.cache = build_cache(self.pipe, self.report, cfg, store)
+        generated = cfg.prior_preservation > 0 and cfg.prior_source == "generated"
+        with memory.encoding(
+            self.pipe, self.acc.device, transformer=generated, offload=cfg.offload
+        ):
+            self.cache = build_cache(self.pipe, self.report, cfg, store)
         if cfg.disk_cache:
             self.log(
                 f"cache {self.out / 'cache'}: encoded {store.encoded['latents']} latents and "
                 f"{store.encoded['text']} texts, reused {store.reused['latents']} and "
                 f"{store.reused['text']}"
             )
-        offload_encoders(self.pipe)
         model, self.sigma_range = expert_and_range(self.pipe, cfg.expert)
         if self.acc.device.type == "cpu":
             torch.set_num_threads(flat.cpu_threads(cfg.threads, model))
@@ -136,6 +142,11 @@ class Trainer:
             p.data = p.data.float()
         if cfg.grad_checkpointing:
             model.enable_gradient_checkpointing()
+        placed = memory.place_for_training(
+            self.pipe, model, device=self.acc.device, fp8=cfg.fp8_base, offload=cfg.offload
+        )
+        for line in placed:
+            self.log(line)
         trainable, frozen = parameter_counts(model)
         self.log(
             f"LoRA rank {self.spec.rank} on {self.spec.target_list()}: "
@@ -181,15 +192,16 @@ class Trainer:
         lora = lora_parameters(model)
         self.flat, params = None, lora
         if cfg.fast and self.acc.num_processes == 1:  # DDP keeps its own gradient buckets
-            model.to(self.acc.device)  # before the views: a later move would replace the tensors
+            # the model is on its device already: a later move would replace the views' tensors
             self.flat = flat.FlatParameters(lora)
             params = [self.flat.param]
         adamw = flat.fused_adamw if cfg.fast else torch.optim.AdamW
         self.opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.model, self.opt = self.acc.prepare(model, self.opt)
+        placement = [not memory.is_offloaded(model), True]  # offload hooks own the weights
+        self.model, self.opt = self.acc.prepare(model, self.opt, device_placement=placement)
         self.params = params  # what the optimiser steps and clipping reads
         self.lora = lora  # the adapter's own tensors (views of the flat one, if any)
-        if cfg.fast and cfg.mixed_precision == "no":
+        if cfg.fast and cfg.mixed_precision == "no" and not memory.has_hooks(model):
             self._enable_fast(unwrap_model(self.model))
 
     def _enable_fast(self, model) -> None:

@@ -21,7 +21,7 @@ from ..metrics.face_identity import FaceJudge
 from ..metrics.judges import Judge, is_tiny_base, resolve_identity
 from ..metrics.prompts import validation_prompts
 from ..metrics.world_identity import Eyes, WorldJudge, to_model_size
-from .cache import encoders_on
+from ..models import memory
 from .objective import unwrap_model
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Validator:
         t = self.trainer
         model = unwrap_model(t.model)
         model.eval()
-        with encoders_on(t.pipe, t.acc.device):
+        with memory.encoding(t.pipe, t.acc.device, offload=t.cfg.offload):
             recs = self._previews(step)
         model.train()
         if self.judge is None:
