@@ -77,7 +77,13 @@ class DiskCache:
             return None
         try:
             return load_file(str(path))["value"]
-        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError):  # torn or foreign: encode again
+        except (
+            OSError,
+            KeyError,
+            ValueError,
+            RuntimeError,
+            SafetensorError,
+        ):  # torn or foreign: encode again
             return None
 
     def _store(self, store: str, key: str, value: Tensor) -> None:
