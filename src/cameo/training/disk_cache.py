@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from ..lora_files import component_hash, write_safetensors
 
 Tensor = torch.Tensor
+UNREADABLE = (OSError, KeyError, ValueError, RuntimeError, SafetensorError)
 
 
 class DiskCache:
@@ -77,13 +78,7 @@ class DiskCache:
             return None
         try:
             return load_file(str(path))["value"]
-        except (
-            OSError,
-            KeyError,
-            ValueError,
-            RuntimeError,
-            SafetensorError,
-        ):  # torn or foreign: encode again
+        except UNREADABLE:  # a torn or foreign file: encode again
             return None
 
     def _store(self, store: str, key: str, value: Tensor) -> None:

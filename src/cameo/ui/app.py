@@ -14,18 +14,15 @@ import json
 import re
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
 from ..compose import MIXES as COMPOSE_MIXES
 from ..data import DatasetError, PhotoReport, check_photos, scan_folder
 from ..data.world_folders import write_person_folder
 from ..generation import GenerateConfig, auto_region_prompts
-from ..metrics.evaluate import read_lora_trigger
 from ..training import TrainConfig
 from ..training import checkpoint as ckpt
 from .jobs import DONE, FAILED, QUEUED, RUNNING, USER_ERRORS, Job, JobQueue
@@ -35,9 +32,20 @@ from .tasks import (
     export_formats,
     format_seconds,
     generate_work,
-    metrics_table,
     read_progress,
     train_work,
+)
+from .view import (
+    changed,
+    checked_trigger,
+    default_prompt,
+    frame,
+    hide_path,
+    loss_frame,
+    metrics_frame,
+    now,
+    waiting_text,
+    whole_number,
 )
 from .workspace import (
     Session,
@@ -51,7 +59,6 @@ from .workspace import (
     write_captions,
 )
 
-DEFAULT_TRIGGER = "mike"
 WORLD_PEOPLE = 10  # held-out world people offered as a try-out
 DEFAULT_PERSON = 7  # the one `cameo demo` clones
 RECOMMENDED_PHOTOS = 10
@@ -132,7 +139,7 @@ class CameoApp:
         """The photo check of the session's folder for the app's base (``check_photos``, the
         report ``cameo train`` writes), with its thumbnails; run again only when a file, the
         trigger or the base changed."""
-        trigger = _trigger(trigger)
+        trigger = checked_trigger(trigger)
         files = sorted(p for p in session.photos.iterdir() if p.is_file())
         key = (
             self.base,
@@ -155,15 +162,15 @@ class CameoApp:
     def _photos_view(self, session: Session, trigger: str, notes: list[str] | None = None):
         """(status, report, captions, gallery) for the Photos tab, from the folder as it is."""
         rows = caption_rows(session.photos)
-        table = _table(rows, ["file", "caption"])
+        table = frame(rows, ["file", "caption"])
         head = "\n".join(notes or [])
         if not rows:
             return NO_PHOTOS, head, table, ""
         try:
             report, thumbs = self.photo_check(session, trigger)
         except DatasetError as e:
-            return _error(_hide_path(str(e), session)), head, table, ""
-        text = _hide_path(report.format(), session)
+            return _error(hide_path(str(e), session)), head, table, ""
+        text = hide_path(report.format(), session)
         status = f"{report.usable} usable photos or clips."
         if not report.enough:
             status = _error(
@@ -228,7 +235,7 @@ class CameoApp:
         session = self.session(sid)
         if self.queue.active(sid, "train"):
             raise UploadError("this page already has a training run; cancel it first")
-        trigger = _trigger(trigger)
+        trigger = checked_trigger(trigger)
         cfg = TrainConfig.from_options(
             data=str(session.photos),
             trigger=trigger,
@@ -236,11 +243,11 @@ class CameoApp:
             out=str(session.run),
             base=self.base,
             rank=int(rank),
-            steps=_int(steps, "steps"),
+            steps=whole_number(steps, "steps"),
             lr=float(lr),
-            batch=_int(batch, "batch"),
-            validate_every=_int(preview_every, "preview every"),
-            seed=_int(seed, "seed"),
+            batch=whole_number(batch, "batch"),
+            validate_every=whole_number(preview_every, "preview every"),
+            seed=whole_number(seed, "seed"),
             log_with="none",
             overwrite=True,
         )
@@ -260,7 +267,7 @@ class CameoApp:
         if not config.is_file() or ckpt.latest(session.run / "checkpoints") is None:
             raise UploadError("nothing to resume: no checkpoint yet; start a training run")
         cfg = TrainConfig(**json.loads(config.read_text()))
-        cfg.steps = max(_int(steps, "steps"), 1)
+        cfg.steps = max(whole_number(steps, "steps"), 1)
         return self._submit_train(sid, cfg, resume=True)
 
     def _submit_train(self, sid: str, cfg, resume: bool) -> str:
@@ -286,7 +293,7 @@ class CameoApp:
         if job is None:
             return "No training run yet."
         if job.state == QUEUED:
-            return _waiting(self.queue.position(job))
+            return waiting_text(self.queue.position(job))
         if job.state == RUNNING:
             if progress is None or (progress.step == 0 and not progress.losses):
                 return "Training: preparing (reading photos, loading the model)..."
@@ -312,16 +319,16 @@ class CameoApp:
             return (self._train_status(None, None), *[gr.skip()] * 4)
         p = read_progress(session.run, job.extra["total"], job)
         shown = self._shown.setdefault(sid, {})
-        plot = _changed(shown, "losses", len(p.losses), lambda: _loss_frame(p.losses))
-        preview = _changed(shown, "preview", p.preview, lambda: p.preview and str(p.preview))
+        plot = changed(shown, "losses", len(p.losses), lambda: loss_frame(p.losses))
+        preview = changed(shown, "preview", p.preview, lambda: p.preview and str(p.preview))
         ident = "Identity score: not measured yet (it is checked with each preview)."
         if p.identity is not None:
             ident = f"Identity score (1.0 = as alike as two real photos): **{p.identity:.3f}** at step {p.identity_step}"
-        log = _changed(
+        log = changed(
             shown,
             "log",
             (len(job.lines), job.state),
-            lambda: _hide_path("\n".join(job.lines), session),
+            lambda: hide_path("\n".join(job.lines), session),
         )
         return self._train_status(job, p), plot, preview, ident, log
 
@@ -349,7 +356,7 @@ class CameoApp:
         if second:
             other = self._keep_upload(session, Path(second))
             loras.append(f"{other}:{float(second_scale)}")
-        prompt = (prompt or "").strip() or _default_prompt(lora, other if second else None)
+        prompt = (prompt or "").strip() or default_prompt(lora, other if second else None)
         n = len(list(session.clips.glob("clip-*.mp4")))
         cfg = GenerateConfig(
             prompt=prompt,
@@ -357,8 +364,8 @@ class CameoApp:
             base=self.base,
             device=self.device,
             dtype=self.dtype,
-            seed=_int(seed, "seed"),
-            steps=_int(steps, "sampling steps"),
+            seed=whole_number(seed, "seed"),
+            steps=whole_number(steps, "sampling steps"),
             lora=loras,
             mix=mix if second else "linear",  # one person: nothing to compose
             width=128 if second else 64,  # two people stand side by side
@@ -399,9 +406,9 @@ class CameoApp:
         """Yield (status, skip) while ``job`` waits or runs, then (status, result())."""
         while not job.wait(0.5):
             if job.state == QUEUED:
-                yield _waiting(self.queue.position(job)), gr.skip()
+                yield waiting_text(self.queue.position(job)), gr.skip()
             else:
-                took = format_seconds(_now() - (job.started or _now()))
+                took = format_seconds(now() - (job.started or now()))
                 yield f"{doing}... ({took})", gr.skip()
         if job.state == DONE:
             took = format_seconds((job.finished or 0) - (job.started or 0))
@@ -414,7 +421,7 @@ class CameoApp:
     @_shows_errors(2)
     def results(self, sid: str):
         session = self.session(sid)
-        frame = _metrics_frame(session.run)
+        frame = metrics_frame(session.run)
         status = "" if len(frame) else "No results yet: train a LoRA first."
         return status, frame
 
@@ -426,9 +433,9 @@ class CameoApp:
         except USER_ERRORS as e:
             yield _error(e, self.workdir), gr.skip()
             return
-        work = evaluate_work(lora, session.photos, self.base, _int(seeds, "seeds"))
+        work = evaluate_work(lora, session.photos, self.base, whole_number(seeds, "seeds"))
         job = self.queue.submit(Job("evaluate", sid, work))
-        yield from self._follow(job, "Measuring", lambda: _metrics_frame(session.run))
+        yield from self._follow(job, "Measuring", lambda: metrics_frame(session.run))
 
     @_shows_errors(2)
     def downloads(self, sid: str):
@@ -438,76 +445,3 @@ class CameoApp:
         paths = export_formats(lora, session.exports, stem)
         names = ", ".join(p.name for p in paths)
         return f"Ready: {names}.", [str(p) for p in paths]
-
-
-# ------------------------------------------------------------------------------- helpers
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _waiting(position: int) -> str:
-    """A queued job's status: position 1 is next (nothing runs), 2 waits for one job..."""
-    ahead = max(position - 1, 0)
-    if ahead == 0:
-        return "Starting..."
-    return f"Waiting in the queue: {ahead} job{'s' * (ahead > 1)} ahead (other tabs' work)."
-
-
-def _default_prompt(lora: Path, second: Path | None) -> str:
-    """A prompt in a scene the photos lack, naming the person (or both people) by trigger."""
-    first = read_lora_trigger(lora) or DEFAULT_TRIGGER
-    if second is None:
-        return f"{first}, speaking, in front of a blue wall"
-    other = read_lora_trigger(second) or "a person"
-    return (
-        "two people side by side in front of a blue wall: "
-        f"on the left {first} speaking, on the right {other} smiling"
-    )
-
-
-def _trigger(trigger: str) -> str:
-    trigger = (trigger or "").strip()
-    if not trigger or len(trigger.split()) != 1 or safe_name(trigger) != trigger:
-        raise UploadError(
-            "the trigger word must be one word of letters, digits, - or _ (e.g. mike)"
-        )
-    return trigger
-
-
-def _int(value, what: str) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UploadError(f"{what} must be a whole number") from None
-    if number != int(number) or number < 0:
-        raise UploadError(f"{what} must be a whole number, 0 or more")
-    return int(number)
-
-
-def _hide_path(text: str, session: Session) -> str:
-    """Reports and logs name the session folder; the page names folders within it."""
-    return text.replace(str(session.photos), "your photos").replace(f"{session.root}/", "")
-
-
-def _table(rows: list[list[str]], headers: list[str]):
-    return pd.DataFrame(rows, columns=headers)
-
-
-def _metrics_frame(run: Path):
-    """The Results table, its columns the judge's (``metrics_table``)."""
-    headers, rows = metrics_table(run)
-    return _table(rows, headers)
-
-
-def _loss_frame(losses: list[tuple[int, float]]):
-    return pd.DataFrame(losses, columns=["step", "loss"])
-
-
-def _changed(shown: dict, key: str, marker, value: Callable):
-    """``value()`` when ``marker`` differs from what was last sent for ``key``, else skip."""
-    if shown.get(key, object()) == marker:
-        return gr.skip()
-    shown[key] = marker
-    return value()

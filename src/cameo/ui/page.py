@@ -17,8 +17,9 @@ from ..training import TrainConfig
 from ..training.config import resolve_from_base
 from ..world import identity
 from ..world.captions import full_description
-from .app import DEFAULT_PERSON, DEFAULT_TRIGGER, MIXES, WORLD_PEOPLE, CameoApp
+from .app import DEFAULT_PERSON, MIXES, WORLD_PEOPLE, CameoApp
 from .tasks import METRIC_HEADERS
+from .view import DEFAULT_TRIGGER
 from .workspace import inside
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
