@@ -15,6 +15,7 @@ from ..metrics.nets import EYES_DIR
 from ..metrics.prompts import read_prompt_file
 from ..metrics.train_eyes import recalibrate_eyes
 from .args import UserError, existing_file
+from .generate import add_placement_args, check_placement
 
 
 def prompt_groups(path: str | None) -> dict[str, list[str]] | None:
@@ -59,6 +60,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_lora(args: argparse.Namespace, eyes: Eyes | None) -> dict:
+    check_placement(args)
     if args.photos is None:
         raise UserError("--lora needs --photos, the subject's reference photos")
     return eval_lora(
@@ -70,6 +72,8 @@ def _eval_lora(args: argparse.Namespace, eyes: Eyes | None) -> dict:
         prompts=prompt_groups(args.prompts),
         seeds=args.seeds,
         scale=args.scale,
+        device=args.device,
+        dtype=args.dtype,
         save_clips=Path(args.save_clips) if args.save_clips else None,
         identity=args.identity,
     )
@@ -109,6 +113,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
     ev.add_argument("--scale", type=float, default=1.0, help="LoRA scale")
     ev.add_argument("--save-clips", default=None, help="also write the generated clips here")
+    add_placement_args(ev, ("device", "dtype"))
     ev.add_argument(
         "--encoder",
         default=None,

@@ -9,6 +9,7 @@ both judges: per clip a ``people`` list (one entry per person region), each entr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -16,9 +17,9 @@ import numpy as np
 
 from ..data.images import IMAGE_EXT, open_image
 from ..data.media import save_clip_outputs
-from ..generation import GenerateConfig, apply_loras, generate_frames
+from ..generation import GenerateConfig, generate_frames
+from ..generation.sampling import load_for
 from ..lora_files import read_metadata
-from ..models import load_pipeline, resolve_base
 from .judges import Judge, is_tiny_base, make_judge, resolve_identity
 from .prompts import default_prompts, fill_trigger, prompts_for_base
 from .world_identity import (
@@ -199,6 +200,8 @@ def eval_lora(
     scale: float = 1.0,
     save_clips: Path | None = None,
     identity: str = "auto",
+    device: str = "cpu",
+    dtype: str = "auto",
 ) -> dict:
     """Generate every prompt x seed with the LoRA and with the base model, and score both:
     identity (and, with the world judge, prompt fidelity) on prompts naming the subject,
@@ -206,7 +209,8 @@ def eval_lora(
 
     ``prompts``: groups ``subject`` and ``others`` (``[trigger]`` is filled in); the base's
     defaults otherwise (:mod:`cameo.metrics.prompts`). ``identity``: ``world``, ``face`` or
-    ``auto`` (world on cameo-tiny, face on any other base).
+    ``auto`` (world on cameo-tiny, face on any other base). ``device``/``dtype``: where and in
+    what precision the base runs (``auto``: CUDA when present; bf16 there for Wan).
     """
     trigger = trigger or read_lora_trigger(lora)
     if not trigger:
@@ -219,8 +223,8 @@ def eval_lora(
     judge = _judge(eyes, identity, photos, base=base)
     height, width = sample_size(lora, tiny)
 
-    pipe = load_pipeline(base)
-    apply_loras(pipe, [f"{lora}:{scale}"], base_dir=resolve_base(base))
+    where = GenerateConfig(prompt="-", base=base or "cameo-tiny", device=device, dtype=dtype)
+    pipe, _ = load_for(replace(where, lora=[f"{lora}:{scale}"]))
     results: dict[str, dict[str, list]] = {}
     for group, plist in prompts.items():
         for variant in ("lora", "base"):
