@@ -9,6 +9,7 @@ which diffusers' ``FlowMatchEulerDiscreteScheduler`` implements for generation.
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 
@@ -54,8 +55,6 @@ def flow_matching_loss(
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str = "cosine") -> float:
     """Linear warmup, then constant or cosine decay to 10% of the base rate."""
-    import math
-
     if step < warmup:
         return base_lr * (step + 1) / warmup
     if schedule == "constant":

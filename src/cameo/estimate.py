@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import transformers
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 from .lora import LoraSpec
@@ -137,8 +138,6 @@ def measured_matmul_tflops(n: int = 1024, device: str = "cpu", dtype=torch.float
 def text_encoder_shape(base_dir: Path) -> dict:
     """Parameters, width, FFN width and heads of the base's text encoder (its config, or
     UMT5-XXL's for a directory that carries only the transformer, as ``configs/wan`` does)."""
-    import transformers
-
     path = Path(base_dir) / "text_encoder"
     index = json.loads((Path(base_dir) / "model_index.json").read_text())
     cls = (index.get("text_encoder") or [None, "UMT5EncoderModel"])[1] or "UMT5EncoderModel"
