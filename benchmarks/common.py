@@ -64,6 +64,11 @@ def parse_overrides(pairs: list[str], defaults: object) -> dict:
         if owner is None:
             raise SystemExit(f"{type(defaults).__name__} has no field {key!r}")
         kind = type(getattr(owner, key))
+        if getattr(owner, key) is None:  # left to the base: the field's declared type
+            declared = {f.name: str(f.type) for f in dataclasses.fields(owner)}[key]
+            kind = {"int | None": int, "float | None": float, "bool | None": bool}.get(
+                declared, str
+            )
         out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return out
 

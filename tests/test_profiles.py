@@ -144,3 +144,13 @@ def test_train_help_names_the_bases_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "default: None" not in text
     assert "the base's own" in text
+
+
+def test_generation_takes_its_size_and_length_from_the_base(tmp_path):
+    from cameo.generation import GenerateConfig
+
+    tiny = GenerateConfig(prompt="mike").resolved()
+    assert (tiny.frames, tiny.height, tiny.width, tiny.fps) == (17, 64, 64, 8)
+    wan = _wan_dir(tmp_path, "w", {"_class_name": "WanPipeline"}, A14B, {"z_dim": 16}, shift=3.0)
+    cfg = GenerateConfig(prompt="mike", base=str(wan), height=320).resolved()
+    assert (cfg.frames, cfg.height, cfg.width, cfg.fps) == (81, 320, 832, 16)  # a flag wins

@@ -46,7 +46,7 @@ def generate(
     :class:`cameo.generation.GenerateConfig` (``lora=["mike.safetensors:0.8"]``, ``seed``, ...).
     A ``pipe`` you pass (from ``cameo.models.load_pipeline``) is reused; the LoRAs are applied
     to it for this clip only."""
-    cfg = GenerateConfig(prompt=prompt, **options)
+    cfg = GenerateConfig(prompt=prompt, **options).resolved()
     frames = generate_clip(cfg, pipe)
     if out is not None:
         save_clip_outputs(frames, Path(out), fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg))

@@ -3,11 +3,13 @@ JSON beside the clip; the parsers of its LoRA and region arguments."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..compose import MIXES
+from ..models import resolve_base
 from ..models.memory import DTYPES, OFFLOADS, resolve_device
+from ..models.profiles import detect_profile
 from ..world.captions import split_pair_caption
 
 SAMPLERS = ("base", "euler", "unipc", "dpm++")
@@ -26,10 +28,22 @@ class GenerateConfig:
         default="cameo-tiny",
         metadata={"help": "base model: cameo-tiny or a Wan diffusers directory"},
     )
-    frames: int = field(default=17, metadata={"help": "number of frames (4k+1)"})
-    height: int = field(default=64, metadata={"help": "height in pixels (multiple of 16)"})
-    width: int = field(
-        default=64, metadata={"help": "width in pixels (multiple of 16); 128 for two people"}
+    frames: int | None = field(
+        default=None,
+        metadata={"help": "number of frames, 4k+1 (default: the base's own: 17; Wan 81)"},
+    )
+    height: int | None = field(
+        default=None,
+        metadata={
+            "help": "height in pixels, multiple of 16 (default: the base's own: 64; Wan 480)"
+        },
+    )
+    width: int | None = field(
+        default=None,
+        metadata={
+            "help": "width in pixels, multiple of 16; twice the height for two people "
+            "(default: the base's own: 64; Wan 832)"
+        },
     )
     steps: int = field(default=20, metadata={"help": "sampling steps"})
     guidance: float = field(default=5.0, metadata={"help": "classifier-free guidance scale"})
@@ -48,7 +62,12 @@ class GenerateConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same clip"})
-    fps: int = field(default=8, metadata={"help": "frames per second of the written video"})
+    fps: int | None = field(
+        default=None,
+        metadata={
+            "help": "frames per second of the written video (default: the base's: 8; Wan 16)"
+        },
+    )
     negative: str = field(default="", metadata={"help": "negative prompt"})
     lora: list[str] = field(
         default_factory=list,
@@ -112,13 +131,28 @@ class GenerateConfig:
     )
     overwrite: bool = field(default=False, metadata={"help": "replace existing output files"})
 
+    def resolved(self) -> GenerateConfig:
+        """This config with what it leaves to the base (frames, height, width, fps) taken
+        from the base's profile (``cameo.models.profiles``); itself when nothing is left."""
+        if None not in (self.frames, self.height, self.width, self.fps):
+            return self
+        p = detect_profile(resolve_base(self.base))
+        return replace(
+            self,
+            frames=self.frames or p.sample_frames,
+            height=self.height or p.height,
+            width=self.width or p.width,
+            fps=self.fps or p.fps,
+        )
+
     def validate(self) -> None:
         if not self.prompt.strip():
             raise ValueError("the prompt is empty")
-        if self.frames < 1 or (self.frames - 1) % 4:
+        if self.frames is not None and (self.frames < 1 or (self.frames - 1) % 4):
             raise ValueError(f"--frames must be 4k+1 (1, 5, 9, 13, 17, ...), not {self.frames}")
-        if self.height % 16 or self.width % 16 or self.height < 16 or self.width < 16:
-            raise ValueError("--height and --width must be positive multiples of 16")
+        for side in (self.height, self.width):
+            if side is not None and (side % 16 or side < 16):
+                raise ValueError("--height and --width must be positive multiples of 16")
         if self.steps < 1:
             raise ValueError("--steps must be at least 1")
         if self.sampler not in SAMPLERS:

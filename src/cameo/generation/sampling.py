@@ -34,6 +34,7 @@ def initial_noise(pipe, cfg: GenerateConfig) -> torch.Tensor:
     """The noise the pipeline starts from for ``cfg``'s size and seed, (1, C, F', H/s, W/s):
     given back to ``generate_frames`` as ``noise`` it gives the same clip; a crop of a wider
     clip's noise gives a narrower clip that starts from the same numbers (paired comparisons)."""
+    cfg = cfg.resolved()
     model = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
     return pipe.prepare_latents(
         1,
@@ -96,6 +97,7 @@ def generate_frames(
 ) -> np.ndarray:
     """Run the pipeline; returns uint8 frames (F, H, W, 3). ``noise``: the starting latents
     (1, C, F', H/s, W/s), instead of those drawn from ``cfg.seed``."""
+    cfg = cfg.resolved()
 
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     windows = loaded is not None and loaded.windows
@@ -175,5 +177,5 @@ def generate_to_files(cfg: GenerateConfig, pipe=None) -> list[Path]:
     """Generate and write the MP4, GIF, PNG contact sheet and a JSON of the settings."""
     frames = generate_clip(cfg, pipe)
     return save_clip_outputs(
-        frames, Path(cfg.out), fps=cfg.fps, overwrite=cfg.overwrite, meta=asdict(cfg)
+        frames, Path(cfg.out), fps=cfg.resolved().fps, overwrite=cfg.overwrite, meta=asdict(cfg)
     )

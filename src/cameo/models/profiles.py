@@ -41,6 +41,7 @@ class BaseProfile:
     flow_shift: float  # the base scheduler's own
     experts: int  # 2 for Wan 2.2 A14B
     boundary_ratio: float | None  # where the high-noise expert hands over (A14B)
+    sample_frames: int = 81  # frames a generated clip has by default (Wan: 5 s at 16 fps)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +89,7 @@ def detect_profile(base_dir: Path | str) -> BaseProfile:
         flow_shift=shift,
         experts=2 if two else 1,
         boundary_ratio=float(boundary) if boundary is not None else None,
+        sample_frames=121 if task == "ti2v" else 81,  # TI2V-5B: 5 s at 24 fps
     )
 
 
@@ -108,4 +110,5 @@ def _tiny(shift: float) -> BaseProfile:
         flow_shift=shift,
         experts=1,
         boundary_ratio=None,
+        sample_frames=17,
     )
