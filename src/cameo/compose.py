@@ -423,7 +423,7 @@ def window_weights(window: Window, height: int, width: int, feather: int) -> tor
 def adapter_alone(transformer, names: list[str]) -> Iterator[Callable[[str | None], None]]:
     """While active, ``use(name)`` lets adapter ``name`` alone act (``use(None)``: none of
     ``names``) until the next call. It sets each layer's PEFT ``scaling`` of the others to 0
-    rather than hooking their outputs, so the fast path (``cameo.fast``), which reads the
+    rather than hooking their outputs, so the fast path (``cameo.models.fast``), which reads the
     scalings, runs the windows too; the scalings are restored on exit."""
     layers = [
         (scaling, name, scaling[name])

@@ -50,7 +50,7 @@ def _fsync_file(path: Path) -> None:
 
 def _own_storage(t: torch.Tensor) -> torch.Tensor:
     """``t``, or a copy when it is a view into a larger buffer (safetensors refuses tensors that
-    share memory, and the flat LoRA buffer of ``cameo.fast`` makes every weight such a view)."""
+    share memory, and the flat LoRA buffer of ``cameo.training.flat`` makes every weight such a view)."""
     if t.is_contiguous() and t.untyped_storage().nbytes() == t.nbytes:
         return t
     return t.contiguous() if not t.is_contiguous() else t.clone()

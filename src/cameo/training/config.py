@@ -167,7 +167,7 @@ class TrainConfig:
     fast: bool = field(
         default=True,
         metadata={
-            "help": "fast path (cameo.fast): same maths, fewer operations; --no-fast runs the plain diffusers + PEFT forward"
+            "help": "fast path (cameo.models.fast): same maths, fewer operations; --no-fast runs the plain diffusers + PEFT forward"
         },
     )
     threads: int = field(
