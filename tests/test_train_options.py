@@ -199,9 +199,7 @@ def test_the_cache_holds_each_caption_with_strangers_in_place_of_the_person(
     assert cache["stranger_text"].shape == (n, STRANGERS_PER_CAPTION, t, d)
     differs = (cache["stranger_text"] - cache["class_text"][:, None]).abs().amax(dim=(2, 3))
     assert (differs > 0).all()  # every variant names someone, not the class word
-    off = build_cache(
-        pipe, report, _tiny_cfg(data=str(photos), trigger="mike", prior_strangers=0)
-    )
+    off = build_cache(pipe, report, _tiny_cfg(data=str(photos), trigger="mike", prior_strangers=0))
     assert "stranger_text" not in off and torch.equal(off["class_text"], cache["class_text"])
 
 

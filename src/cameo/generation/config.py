@@ -78,7 +78,9 @@ class GenerateConfig:
     )
     fast: bool = field(
         default=True,
-        metadata={"help": "fast path (cameo.models.fast); --no-fast runs the plain diffusers forward"},
+        metadata={
+            "help": "fast path (cameo.models.fast); --no-fast runs the plain diffusers forward"
+        },
     )
     mix: str = field(
         default="linear",
