@@ -38,12 +38,12 @@ browser:
 	  fi; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks recipes
+	$(BIN)/ruff format --check src tests benchmarks recipes
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks recipes
+	$(BIN)/ruff check --fix src tests benchmarks recipes
 
 clean:
 	rm -rf $(VENV) cameo-demo
