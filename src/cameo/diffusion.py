@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -35,6 +36,62 @@ def noisy_latents(x0: Tensor, noise: Tensor, sigmas: Tensor) -> Tensor:
     return (1 - s) * x0 + s * noise
 
 
+@dataclass
+class FirstFrame:
+    """What an image-to-video Wan transformer reads beside the noisy latents: the given first
+    frame, encoded as diffusers' ``WanImageToVideoPipeline`` encodes it
+    (``cameo.models.first_frame``). Two layouts exist:
+
+    - channel concatenation (Wan 2.1 I2V, Wan 2.2 I2V A14B, cameo-tiny-i2v): ``condition`` is
+      (B, 4 + C, F, h, w), a 4-channel mask (1 on the given frame) and the latents of the first
+      frame followed by zeros; the transformer reads ``cat([x_t, condition])``.
+    - first-frame replacement (Wan 2.2 TI2V-5B, ``expand_timesteps``): ``condition`` is the
+      clean first-frame latents (B, C, F, h, w); ``frame_mask`` (B, 1, F, h, w) is 0 on the
+      given frame, where the input is the condition itself at timestep 0 (``token_mask``,
+      (B, tokens), scales each token's timestep), and the loss leaves that frame out.
+    """
+
+    condition: Tensor
+    image_embeds: Tensor | None = None  # (B, N, D) CLIP image features (Wan 2.1 I2V)
+    frame_mask: Tensor | None = None  # first-frame replacement only
+    token_mask: Tensor | None = None
+
+    def select(self, rows: Tensor | slice) -> FirstFrame:
+        """The rows ``rows`` of every tensor (a batch's samples)."""
+        return FirstFrame(*(None if t is None else t[rows] for t in astuple_shallow(self)))
+
+    def to(self, device: torch.device | str) -> FirstFrame:
+        return FirstFrame(*(None if t is None else t.to(device) for t in astuple_shallow(self)))
+
+    def cat(self, other: FirstFrame) -> FirstFrame:
+        """Both batches, one after the other along the batch axis."""
+        pairs = zip(astuple_shallow(self), astuple_shallow(other), strict=True)
+        return FirstFrame(*(None if a is None else torch.cat([a, b]) for a, b in pairs))
+
+
+def astuple_shallow(first: FirstFrame) -> tuple:
+    return tuple(getattr(first, f.name) for f in fields(first))
+
+
+def transformer_inputs(xt: Tensor, sigmas: Tensor, first: FirstFrame | None = None) -> dict:
+    """The keyword arguments of a Wan transformer call for noisy latents ``xt`` (B, C, F, h, w)
+    at ``sigmas`` (B,), conditioned on ``first`` when the model is image-to-video: what
+    ``WanImageToVideoPipeline`` passes at each denoising step."""
+    timestep = sigmas * 1000.0
+    if first is None:
+        return {"hidden_states": xt, "timestep": timestep}
+    if first.frame_mask is None:  # channel concatenation
+        hidden = torch.cat([xt, first.condition.to(xt.dtype)], dim=1)
+    else:  # the given frame replaces the noisy one and is read at timestep 0
+        m = first.frame_mask.to(xt.dtype)
+        hidden = (1 - m) * first.condition.to(xt.dtype) + m * xt
+        timestep = first.token_mask.to(timestep.dtype) * timestep[:, None]  # (B, tokens)
+    out = {"hidden_states": hidden, "timestep": timestep}
+    if first.image_embeds is not None:
+        out["encoder_hidden_states_image"] = first.image_embeds
+    return out
+
+
 def flow_matching_loss(
     transformer,
     x0: Tensor,  # (B, C, F, H, W) normalised latents
@@ -42,15 +99,20 @@ def flow_matching_loss(
     sigmas: Tensor,  # (B,)
     noise: Tensor,  # like x0
     target_velocity: Tensor | None = None,
+    first: FirstFrame | None = None,
 ) -> Tensor:
     """Mean squared velocity error per sample, (B,). ``target_velocity`` replaces n - x0 when a
-    teacher's prediction is the target (prior preservation)."""
+    teacher's prediction is the target (prior preservation). ``first``: the given first frame
+    of an image-to-video model (``FirstFrame``)."""
     xt = noisy_latents(x0, noise, sigmas)
-    pred = transformer(
-        hidden_states=xt, timestep=sigmas * 1000.0, encoder_hidden_states=text, return_dict=False
-    )[0]
+    inputs = transformer_inputs(xt, sigmas, first)
+    pred = transformer(**inputs, encoder_hidden_states=text, return_dict=False)[0]
     target = noise - x0 if target_velocity is None else target_velocity
-    return ((pred.float() - target.float()) ** 2).mean(dim=tuple(range(1, x0.dim())))
+    err = (pred.float() - target.float()) ** 2  # (B, C, F, H, W)
+    if first is not None and first.frame_mask is not None:  # the given frame is not predicted
+        m = first.frame_mask.float().expand_as(err)
+        return (err * m).sum(dim=tuple(range(1, x0.dim()))) / m.sum(dim=tuple(range(1, x0.dim())))
+    return err.mean(dim=tuple(range(1, x0.dim())))
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str = "cosine") -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..models import TINY_DIR
+from ..models import resolve_base
 from ..models.profiles import detect_profile
 
 Box = tuple[float, float, float, float]
@@ -112,14 +112,9 @@ def target_for_base(base: str | Path | None) -> Target:
     """The target of a base from its profile (``cameo.models.profiles``), read from its
     config files without loading it: cameo-tiny 64x64, 17 frames at 8 fps; Wan 480x832
     (TI2V-5B 704x1280), 33-frame clips at 16 fps (24)."""
-    root = TINY_DIR if base in (None, "", "cameo-tiny") else Path(base)
-    if not (root / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"{root} is not a diffusers pipeline directory (no model_index.json)"
-        )
-    p = detect_profile(root)
+    p = detect_profile(resolve_base(base))
     # the built-in world's cartoon faces are not what a real face detector finds
-    real = None if p.family == "cameo-tiny" else True  # cameo-tiny: the world's or real photos
+    real = None if p.builtin else True  # cameo-tiny: the world's or real photos
     return Target(p.height, p.width, p.frames, float(p.fps), real_faces=real)
 
 

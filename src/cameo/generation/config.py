@@ -69,6 +69,13 @@ class GenerateConfig:
         },
     )
     negative: str = field(default="", metadata={"help": "negative prompt"})
+    image: str = field(
+        default="",
+        metadata={
+            "help": "first frame to animate (image-to-video bases: Wan 2.1/2.2 I2V, TI2V-5B, "
+            "cameo-tiny-i2v): a photo, cropped to the clip's aspect; the clip starts from it"
+        },
+    )
     lora: list[str] = field(
         default_factory=list,
         metadata={"help": "LoRA file, optionally with a scale: mike.safetensors:0.8 (repeatable)"},
@@ -163,6 +170,10 @@ class GenerateConfig:
             )
         if self.shift < 0:
             raise ValueError(f"--shift must be positive, or 0 for the base's own; not {self.shift}")
+        if self.image and not Path(self.image).is_file():
+            raise ValueError(f"--image {self.image} does not exist")
+        if self.image and (self.region or self.mix in ("regional", "windows")):
+            raise ValueError("--region and --mix regional/windows are for text-to-video clips")
         for spec in self.lora:
             path, _ = parse_lora_arg(spec)
             if not Path(path).is_file():

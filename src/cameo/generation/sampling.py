@@ -14,10 +14,14 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     UniPCMultistepScheduler,
 )
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image, ImageOps
 
 from ..compose import regional, regional_prompts, window_denoising
+from ..data.images import UnreadableImage, open_image
 from ..data.media import save_clip_outputs
 from ..models import fast, load_pipeline, resolve_base, text_tokens_for
+from ..models.first_frame import is_image_to_video
 from ..models.memory import (
     has_hooks,
     place_pipeline,
@@ -33,19 +37,39 @@ from .regions import prompt_inputs, regional_masks, stacked_text, window_plan
 def initial_noise(pipe, cfg: GenerateConfig) -> torch.Tensor:
     """The noise the pipeline starts from for ``cfg``'s size and seed, (1, C, F', H/s, W/s):
     given back to ``generate_frames`` as ``noise`` it gives the same clip; a crop of a wider
-    clip's noise gives a narrower clip that starts from the same numbers (paired comparisons)."""
+    clip's noise gives a narrower clip that starts from the same numbers (paired comparisons).
+    Drawn as both Wan pipelines draw it: C is the VAE's latent channels."""
     cfg = cfg.resolved()
-    model = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-    return pipe.prepare_latents(
-        1,
-        model.config.in_channels,
-        cfg.height,
-        cfg.width,
-        cfg.frames,
-        torch.float32,
-        pipe._execution_device,
-        torch.Generator("cpu").manual_seed(cfg.seed),
-    )
+    f = (cfg.frames - 1) // pipe.vae_scale_factor_temporal + 1
+    s = pipe.vae_scale_factor_spatial
+    shape = (1, pipe.vae.config.z_dim, f, cfg.height // s, cfg.width // s)
+    gen = torch.Generator("cpu").manual_seed(cfg.seed)
+    return randn_tensor(shape, generator=gen, device=pipe._execution_device, dtype=torch.float32)
+
+
+def first_frame(path: str | Path, height: int, width: int) -> Image.Image:
+    """The photo at ``path`` (any format cameo reads: HEIC, EXIF-rotated, ...) as the clip's
+    first frame: centre-cropped to the clip's aspect and resized to ``width`` x ``height``."""
+    try:
+        photo = open_image(Path(path), max_side=2 * max(height, width)).image
+    except UnreadableImage as e:
+        raise ValueError(f"--image {path}: {e}") from e
+    return ImageOps.fit(photo, (width, height), Image.Resampling.LANCZOS)
+
+
+def image_inputs(pipe, cfg: GenerateConfig) -> dict:
+    """The first frame an image-to-video ``pipe`` animates (``image=``), or nothing for a
+    text-to-video one; an error when the two do not match."""
+    if not is_image_to_video(pipe):
+        if cfg.image:
+            raise ValueError(
+                "--image needs an image-to-video base (Wan 2.1/2.2 I2V, TI2V-5B, "
+                f"cameo-tiny-i2v); {cfg.base} is text-to-video"
+            )
+        return {}
+    if not cfg.image:
+        raise ValueError(f"{cfg.base} animates a given first frame: add --image PHOTO")
+    return {"image": first_frame(cfg.image, cfg.height, cfg.width)}
 
 
 def sampling_scheduler(own, sampler: str = "base", shift: float = 0.0):
@@ -98,7 +122,7 @@ def generate_frames(
     """Run the pipeline; returns uint8 frames (F, H, W, 3). ``noise``: the starting latents
     (1, C, F', H/s, W/s), instead of those drawn from ``cfg.seed``."""
     cfg = cfg.resolved()
-
+    image = image_inputs(pipe, cfg)
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     windows = loaded is not None and loaded.windows
     if windows:  # the adapters decide the mix; region_prompts reads it from the config
@@ -127,6 +151,7 @@ def generate_frames(
             stack.enter_context(regional_prompts(pipe.transformer, text_mask))
         video = pipe(
             **text,
+            **image,
             height=cfg.height,
             width=cfg.width,
             num_frames=cfg.frames,
@@ -146,7 +171,12 @@ def load_for(cfg: GenerateConfig):
     ``cfg.device`` with ``cfg.fp8_base`` and ``cfg.offload``. Returns (pipe, loaded LoRAs)."""
     device = resolve_device(cfg.device)
     base_dir = resolve_base(cfg.base)
-    pipe = load_pipeline(base_dir, "cpu", resolve_dtype(cfg.dtype, device, base_dir))
+    pipe = load_pipeline(
+        base_dir,
+        "cpu",
+        resolve_dtype(cfg.dtype, device, base_dir),
+        image_to_video=True if cfg.image else None,
+    )
     loaded = apply_loras(pipe, cfg.lora, cfg.fuse, base_dir, cfg.mix, cfg.region)
     place_pipeline(pipe, device, fp8=cfg.fp8_base, offload=cfg.offload)
     return pipe, loaded

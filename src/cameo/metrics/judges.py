@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..models import TINY_DIR
+from ..models import ASSETS, TINY_DIR, TINY_I2V
 from .face_identity import FaceJudge, photos_look_real
 from .world_identity import Eyes, WorldJudge, load_references
 
@@ -30,11 +30,12 @@ Judge = WorldJudge | FaceJudge
 
 
 def is_tiny_base(base: str | Path | None) -> bool:
-    """Whether ``base`` names the built-in cameo-tiny (None, "", "cameo-tiny" or its folder)."""
-    if base in (None, "", "cameo-tiny"):
+    """Whether ``base`` names a built-in model of the world (None, "", "cameo-tiny",
+    "cameo-tiny-i2v" or their folders), whose people cameo's eyes know."""
+    if base in (None, "", "cameo-tiny", TINY_I2V):
         return True
     try:
-        return Path(base).resolve() == TINY_DIR.resolve()
+        return Path(base).resolve() in (TINY_DIR.resolve(), (ASSETS / TINY_I2V).resolve())
     except OSError:
         return False
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 TINY = "cameo-tiny"
+TINY_I2V = "cameo-tiny-i2v"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class BaseProfile:
     boundary_ratio: float | None  # where the high-noise expert hands over (A14B)
     sample_frames: int = 81  # frames a generated clip has by default (Wan: 5 s at 16 fps)
 
+    @property
+    def builtin(self) -> bool:
+        """One of cameo's own models of the built-in world (cameo-tiny, cameo-tiny-i2v)."""
+        return self.family in (TINY, TINY_I2V)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -61,14 +67,14 @@ def detect_profile(base_dir: Path | str) -> BaseProfile:
     vcfg = _read(base / "vae" / "config.json")
     scfg = _read(base / "scheduler" / "scheduler_config.json")
     shift = float(scfg.get("flow_shift", scfg.get("shift", 3.0)) or 3.0)
+    image_pipeline = "ImageToVideo" in str(index.get("_class_name", ""))
     if index.get("text_encoder", [None, None])[1] == "BertModel" or base.name == TINY:
-        return _tiny(shift)  # cameo's own Wan-architecture models speak MiniLM, not UMT5
+        return _tiny(shift, image_pipeline)  # cameo's own models speak MiniLM, not UMT5
     heads, dim = tcfg.get("num_attention_heads", 12), tcfg.get("attention_head_dim", 128)
     hidden, layers = heads * dim, tcfg.get("num_layers", 30)
     in_channels, z_dim = tcfg.get("in_channels", 16), vcfg.get("z_dim", 16)
     two = "transformer_2" in index and index.get("transformer_2", [None])[0] is not None
     boundary = index.get("boundary_ratio")
-    image_pipeline = "ImageToVideo" in str(index.get("_class_name", ""))
     task = "i2v" if image_pipeline or in_channels > z_dim + 4 else "t2v"
     if z_dim == 48 and index.get("expand_timesteps"):
         task = "ti2v"  # Wan 2.2 TI2V-5B: one model, text or text + first frame
@@ -93,12 +99,12 @@ def detect_profile(base_dir: Path | str) -> BaseProfile:
     )
 
 
-def _tiny(shift: float) -> BaseProfile:
-    """cameo-tiny: 64x64, 17 frames at 8 fps, trained in fp32 on a CPU in about a minute
-    (lr and batch measured on the built-in world, docs/quality.md)."""
+def _tiny(shift: float, image_to_video: bool = False) -> BaseProfile:
+    """cameo-tiny (and cameo-tiny-i2v): 64x64, 17 frames at 8 fps, trained in fp32 on a CPU in
+    about a minute (lr and batch measured on the built-in world, docs/quality.md)."""
     return BaseProfile(
-        family=TINY,
-        task="t2v",
+        family=TINY_I2V if image_to_video else TINY,
+        task="i2v" if image_to_video else "t2v",
         height=64,
         width=64,
         frames=17,

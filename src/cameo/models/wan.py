@@ -24,6 +24,7 @@ import torch
 from diffusers import (
     AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
+    WanImageToVideoPipeline,
     WanPipeline,
     WanTransformer3DModel,
 )
@@ -33,6 +34,8 @@ from . import memory
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TINY_DIR = ASSETS / "cameo-tiny"
+TINY_I2V = "cameo-tiny-i2v"  # the built-in image-to-video model, beside cameo-tiny
+PIPELINES = {"WanPipeline": WanPipeline, "WanImageToVideoPipeline": WanImageToVideoPipeline}
 MAX_TEXT_TOKENS = 64  # captions of the world fit in about 40 MiniLM tokens
 
 
@@ -106,6 +109,18 @@ class TransformerConfig:
         default_factory=lambda: [1, 2, 2],
         metadata={"help": "(frames, height, width) latent patch per token"},
     )
+    image_to_video: bool = field(
+        default=False,
+        metadata={
+            "help": "read a given first frame as Wan 2.1's I2V does: the input is the noisy "
+            "latents, a 4-channel frame mask and the first frame's latents (2 x latent + 4)"
+        },
+    )
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the transformer's input: the latents, plus the first-frame condition."""
+        return 2 * self.in_channels + 4 if self.image_to_video else self.in_channels
 
     def build(self):
 
@@ -113,7 +128,7 @@ class TransformerConfig:
             patch_size=tuple(self.patch_size),
             num_attention_heads=self.num_attention_heads,
             attention_head_dim=self.attention_head_dim,
-            in_channels=self.in_channels,
+            in_channels=self.input_channels,
             out_channels=self.in_channels,
             text_dim=self.text_dim,
             freq_dim=self.freq_dim,
@@ -261,10 +276,13 @@ def _link_minilm(model_dir: Path) -> None:
                 shutil.copy2(target, link)
 
 
-def model_index(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-
+def model_index(
+    extra: dict[str, Any] | None = None, pipeline: str = "WanPipeline"
+) -> dict[str, Any]:
+    """The ``model_index.json`` of a cameo-built directory (``WanPipeline`` or, for an
+    image-to-video model, ``WanImageToVideoPipeline`` without a CLIP image encoder)."""
     index = {
-        "_class_name": "WanPipeline",
+        "_class_name": pipeline,
         "_diffusers_version": diffusers.__version__,
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
         "text_encoder": ["transformers", "BertModel"],
@@ -275,40 +293,54 @@ def model_index(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "boundary_ratio": None,
         "expand_timesteps": False,
     }
+    if pipeline == "WanImageToVideoPipeline":
+        index.update(image_encoder=[None, None], image_processor=[None, None])
     index.update(extra or {})
     return index
 
 
 def save_pipeline_dir(
-    out: Path, vae, transformer, scheduler=None, dtype: torch.dtype | None = None
+    out: Path,
+    vae,
+    transformer,
+    scheduler=None,
+    dtype: torch.dtype | None = None,
+    pipeline: str = "WanPipeline",
 ) -> Path:
-    """Write a complete WanPipeline directory (components + model_index.json + MiniLM links)."""
+    """Write a complete pipeline directory (components + model_index.json + MiniLM links):
+    ``WanPipeline``, or ``WanImageToVideoPipeline`` for an image-to-video transformer."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (scheduler or build_scheduler()).save_pretrained(out / "scheduler")
     for name, module in (("vae", vae), ("transformer", transformer)):
         mod = module.to(dtype) if dtype is not None else module
         mod.save_pretrained(out / name, safe_serialization=True)
-    (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    index = model_index(pipeline=pipeline)
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     _link_minilm(out)
     return out
 
 
-def tiny_model_dir() -> Path:
-    """The shipped cameo-tiny directory, completed with the MiniLM links on first use."""
-    if not (TINY_DIR / "model_index.json").exists():
+def tiny_model_dir(name: str = "cameo-tiny") -> Path:
+    """A shipped built-in model directory (cameo-tiny, or cameo-tiny-i2v), completed with the
+    MiniLM links on first use."""
+    root = ASSETS / name
+    if not (root / "model_index.json").exists():
         raise FileNotFoundError(
-            f"the built-in model is missing at {TINY_DIR}; reinstall cameo or run `cameo pretrain`"
+            f"the built-in model is missing at {root}; reinstall cameo or run `cameo pretrain`"
         )
-    if not (TINY_DIR / "text_encoder" / "model.safetensors").exists():
-        _link_minilm(TINY_DIR)
-    return TINY_DIR
+    if not (root / "text_encoder" / "model.safetensors").exists():
+        _link_minilm(root)
+    return root
 
 
 def resolve_base(base: str | Path | None) -> Path:
-    """``None`` or "cameo-tiny" is the built-in model; anything else a diffusers directory."""
+    """``None`` or "cameo-tiny" is the built-in text-to-video model, "cameo-tiny-i2v" the
+    built-in image-to-video one; anything else a diffusers directory."""
     if base in (None, "", "cameo-tiny"):
         return tiny_model_dir()
+    if str(base) == TINY_I2V:
+        return tiny_model_dir(TINY_I2V)
     path = Path(base)
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
@@ -325,22 +357,52 @@ def load_pipeline(
     fp8: bool = False,
     offload: str = "none",
     expert: str | None = None,
+    image_to_video: bool | None = None,
 ):
-    """A stock ``diffusers.WanPipeline`` for the built-in model or a Wan checkpoint directory,
-    placed where it runs: the one loader of every command.
+    """A stock diffusers pipeline for the built-in models or a Wan checkpoint directory, placed
+    where it runs: the one loader of every command. The class is the directory's own
+    (``WanPipeline`` for text-to-video, ``WanImageToVideoPipeline`` for image-to-video).
 
     ``device``: "cpu", "cuda[:N]" or "auto" (CUDA when present). ``dtype``: "fp32", "bf16",
     "fp16", a ``torch.dtype``, or "auto" (bf16 for a real Wan base on a GPU; fp32 on the CPU
     and for cameo-tiny, whose CPU outputs stay exactly as they were). ``fp8``, ``offload`` and
     ``expert``: see ``memory.place_pipeline``. To load LoRAs before the weights are cast or
-    offloaded, load on the CPU, add them, then call ``memory.place_pipeline``."""
+    offloaded, load on the CPU, add them, then call ``memory.place_pipeline``.
+    ``image_to_video``: see ``pipeline_class`` (None: the directory's own pipeline)."""
 
     quiet_diffusers()
     base_dir = resolve_base(base)
     torch_dtype = memory.resolve_dtype(dtype, device, base_dir)
-    pipe = WanPipeline.from_pretrained(base_dir, dtype=torch_dtype, local_files_only=True)
+    pipe = pipeline_class(base_dir, image_to_video).from_pretrained(
+        base_dir, dtype=torch_dtype, local_files_only=True
+    )
     pipe.set_progress_bar_config(disable=True)
     return memory.place_pipeline(pipe, device, fp8=fp8, offload=offload, expert=expert)
+
+
+def pipeline_class(base_dir: Path, image_to_video: bool | None = None):
+    """The diffusers pipeline class for ``base_dir``: the one ``model_index.json`` names, or,
+    with ``image_to_video`` True, ``WanImageToVideoPipeline`` over a base that also animates a
+    first frame (Wan 2.2 TI2V-5B, whose directory names ``WanPipeline``)."""
+    index = json.loads((Path(base_dir) / "model_index.json").read_text())
+    name = index.get("_class_name")
+    if name not in PIPELINES:
+        raise ValueError(
+            f"{base_dir}: cameo trains Wan text-to-video and image-to-video pipelines "
+            f"({', '.join(PIPELINES)}), not {name}"
+        )
+    if image_to_video and name == "WanPipeline":
+        if not index.get("expand_timesteps"):
+            raise ValueError(
+                f"{base_dir} is a text-to-video base; a first frame (--image) needs an "
+                "image-to-video one (Wan 2.1/2.2 I2V, Wan 2.2 TI2V-5B, cameo-tiny-i2v)"
+            )
+        return WanImageToVideoPipeline
+    if image_to_video is False and name == "WanImageToVideoPipeline":
+        raise ValueError(
+            f"{base_dir} is an image-to-video base: it animates a given first frame (--image)"
+        )
+    return PIPELINES[name]
 
 
 def text_tokens_for(pipe) -> int:

@@ -14,6 +14,7 @@ from ..models import (
     frames_to_vae_input,
     text_tokens_for,
 )
+from ..models.first_frame import encode_first_frame, first_frame_batch, is_image_to_video
 from ..world import strangers
 from .config import TrainConfig
 from .disk_cache import DiskCache
@@ -41,16 +42,24 @@ def build_cache(
     groups: dict[tuple[int, int, int], dict] = {}  # (F, H, W) -> latents and captions
     stills = [(it.frames.repeat(cfg.still_clips, 0), it.caption) for it in report.items
               if cfg.still_clips and it.frames.shape[0] == 1]  # fmt: skip
+    image_to_video = is_image_to_video(pipe)
     for frames, caption in [*((it.frames, it.caption) for it in report.items), *stills]:
-        g = groups.setdefault(frames.shape[:3], {"latents": [], "captions": []})
+        g = groups.setdefault(frames.shape[:3], {"latents": [], "captions": [], "first": []})
         g["latents"].append(store.latent(frames, encode))
         g["captions"].append(caption)
+        if image_to_video:  # the clip's first frame, as the pipeline gives it
+            g["first"].append(store.first_frame(frames, lambda f: encode_first_frame(pipe, f)))
     captions = sorted({c for g in groups.values() for c in g["captions"]})
     class_prompts = [class_prompt(c, cfg.trigger, cfg.class_word) for c in captions]
     texts = [*captions, *class_prompts, "", cfg.trigger, cfg.class_word]
     embeds = store.texts(texts, lambda t: _encode_all(pipe, t))
     index = {c: i for i, c in enumerate(captions)}
     prior = {}
+    if cfg.prior_preservation > 0 and cfg.prior_source == "generated" and image_to_video:
+        raise ValueError(
+            "--prior-source generated draws text-to-video samples; an image-to-video base "
+            "keeps its prior with --prior-source photos"
+        )
     if cfg.prior_preservation > 0 and cfg.prior_source == "generated":
         prior = {
             "prior_latents": base_samples(pipe, class_prompts, cfg.height, cfg.width, cfg.seed)
@@ -63,6 +72,7 @@ def build_cache(
             {
                 "latents": torch.cat(g["latents"]),
                 "caption_ids": torch.tensor([index[c] for c in g["captions"]]),
+                **({"first": first_frame_batch(g["first"])} if g["first"] else {}),
             }
             for _, g in sorted(groups.items())
         ],

@@ -34,8 +34,10 @@ class DiskCache:
         self.vae_key = f"{component_hash(base, 'vae')}-{vae_dtype}"
         text = component_hash(base, "text_encoder") + component_hash(base, "tokenizer")
         self.text_key = f"{text}-{tokens}"
-        self.encoded = {"latents": 0, "text": 0}
-        self.reused = {"latents": 0, "text": 0}
+        # image-to-video: the first frame's encoding also depends on the CLIP image encoder
+        self.first_key = self.vae_key + component_hash(base, "image_encoder")
+        self.encoded = {"latents": 0, "text": 0, "first": 0}
+        self.reused = {"latents": 0, "text": 0, "first": 0}
 
     def latent(self, frames: np.ndarray, encode: Callable[[np.ndarray], Tensor]) -> Tensor:
         """``encode(frames)`` for uint8 frames (F, H, W, 3), or the stored result."""
@@ -43,6 +45,27 @@ class DiskCache:
         h.update(str(frames.shape).encode())
         h.update(np.ascontiguousarray(frames).tobytes())
         return self._get("latents", h.hexdigest(), lambda: encode(frames))
+
+    def first_frame(
+        self, frames: np.ndarray, encode: Callable[[np.ndarray], dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """``encode(frames)`` for the first-frame condition of a clip (F, H, W, 3) of an
+        image-to-video base, or the stored tensors: they depend on the first frame and the
+        clip's shape only."""
+        h = hashlib.sha256(self.first_key.encode())
+        h.update(str(frames.shape).encode())
+        h.update(np.ascontiguousarray(frames[0]).tobytes())
+        key = h.hexdigest()
+        got = self._load_all("first", key) if self.root else None
+        if got is not None:
+            self.reused["first"] += 1
+            return got
+        value = encode(frames)
+        self.encoded["first"] += 1
+        if self.root is not None:
+            tensors = {k: v.contiguous() for k, v in value.items()}
+            write_safetensors(self._path("first", key), tensors, {})
+        return value
 
     def texts(self, texts: list[str], encode: Callable[[list[str]], Tensor]) -> Tensor:
         """``encode(texts)`` (N, T, D), or the stored rows when every text is stored. When any
@@ -73,11 +96,15 @@ class DiskCache:
         return self.root / store / f"{key[:32]}.safetensors"
 
     def _load(self, store: str, key: str) -> Tensor | None:
+        got = self._load_all(store, key)
+        return None if got is None else got.get("value")
+
+    def _load_all(self, store: str, key: str) -> dict[str, Tensor] | None:
         path = self._path(store, key)
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))["value"]
+            return load_file(str(path))
         except UNREADABLE:  # a torn or foreign file: encode again
             return None
 

@@ -7,7 +7,7 @@ import contextlib
 
 import torch
 
-from ..diffusion import flow_matching_loss, noisy_latents, sample_sigmas
+from ..diffusion import flow_matching_loss, noisy_latents, sample_sigmas, transformer_inputs
 from ..lora import (
     adapters_disabled,
 )
@@ -61,6 +61,8 @@ def make_batch(
     per = cfg.batch // world
     sl = slice(rank * per, (rank + 1) * per)
     batch = {"x0": x0[sl], "text": text[sl], "noise": noise[sl], "sigmas": sigmas[sl]}
+    if "first" in group:  # image-to-video: each sample's given first frame
+        batch["first"] = group["first"].select(idx[sl])
     if cfg.prior_preservation > 0 and "prior_latents" not in cache:  # the photos, re-captioned
         class_text = cache["class_text"][cap]
         class_text[alone] = cache["class_trigger"]
@@ -90,12 +92,13 @@ def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.T
     The base is ``model`` with its adapters off, or ``teacher`` (a frozen copy of the base, for
     training without adapters: full fine-tuning)."""
     x0, text, sigmas, noise = batch["x0"], batch["text"], batch["sigmas"], batch["noise"]
-    own = (x0, text, sigmas, noise, noise - x0)
+    first = batch.get("first")  # image-to-video: the given first frames
+    own = (x0, text, sigmas, noise, noise - x0, first)
     if cfg.prior_preservation <= 0:
-        return flow_matching_loss(model, *own[:4]).mean()
+        return flow_matching_loss(model, *own[:4], first=first).mean()
     if "prior_x0" in batch:  # generated class samples: their own flow-matching target
         px0, pnoise = batch["prior_x0"], batch["prior_noise"]
-        kept = (px0, batch["class_text"], batch["prior_sigmas"], pnoise, pnoise - px0)
+        kept = (px0, batch["class_text"], batch["prior_sigmas"], pnoise, pnoise - px0, None)
         return _own_plus_kept(model, own, kept, cfg.prior_preservation)
 
     xt = noisy_latents(x0, noise, sigmas)
@@ -104,26 +107,31 @@ def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.T
     )
     with torch.no_grad(), base:
         prior = (model if teacher is None else teacher)(
-            hidden_states=xt,
-            timestep=sigmas * 1000.0,
+            **transformer_inputs(xt, sigmas, first),
             encoder_hidden_states=batch["class_text"],
             return_dict=False,
         )[0]
-    kept = (x0, batch["class_text"], sigmas, noise, prior)
+    kept = (x0, batch["class_text"], sigmas, noise, prior, first)
     return _own_plus_kept(model, own, kept, cfg.prior_preservation)
 
 
 def _own_plus_kept(model, own: tuple, kept: tuple, weight: float) -> torch.Tensor:
     """mean loss on ``own`` + weight x mean loss on ``kept``, each (x0, text, sigmas, noise,
-    target velocity). One forward over both halves ((2B, ...)) when their shapes agree: the
-    same objective, as samples never interact, at about half the per-call overhead; two when
-    they differ (a batch of clips beside one-frame class samples)."""
+    target velocity, first frame or None). One forward over both halves ((2B, ...)) when their
+    shapes agree: the same objective, as samples never interact, at about half the per-call
+    overhead; two when they differ (a batch of clips beside one-frame class samples)."""
     if own[0].shape[1:] != kept[0].shape[1:]:
-        a, b = (flow_matching_loss(model, *p[:4], target_velocity=p[4]).mean() for p in (own, kept))
+        a, b = (
+            flow_matching_loss(model, *p[:4], target_velocity=p[4], first=p[5]).mean()
+            for p in (own, kept)
+        )
         return a + weight * b
     n = len(own[0])
-    x0, text, sigmas, noise, target = (torch.cat(t) for t in zip(own, kept, strict=True))
-    per_sample = flow_matching_loss(model, x0, text, sigmas, noise, target_velocity=target)
+    x0, text, sigmas, noise, target = (torch.cat(t) for t in zip(own[:5], kept[:5], strict=True))
+    first = own[5].cat(kept[5]) if own[5] is not None else None
+    per_sample = flow_matching_loss(
+        model, x0, text, sigmas, noise, target_velocity=target, first=first
+    )
     return per_sample[:n].mean() + weight * per_sample[n:].mean()
 
 
