@@ -89,9 +89,15 @@ def add_placement_args(parser: argparse.ArgumentParser, names=PLACEMENT) -> None
 
 def cmd_world_person(args: argparse.Namespace) -> int:
     out = write_person_folder(
-        args.seed, Path(args.out), args.count, overwrite=args.overwrite, captions=args.captions
+        args.seed,
+        Path(args.out),
+        args.count,
+        overwrite=args.overwrite,
+        captions=args.captions,
+        clips=args.clips,
     )
-    print(f"wrote {args.count} photos of held-out person {args.seed} to {out}")
+    clips = f" and {args.clips} clips" if args.clips else ""
+    print(f"wrote {args.count} photos{clips} of held-out person {args.seed} to {out}")
     return 0
 
 
@@ -160,6 +166,12 @@ def _add_world_parser(sub) -> None:
     wp.add_argument("--seed", type=int, required=True, help="which held-out person")
     wp.add_argument("--out", required=True, help="folder to create")
     wp.add_argument("--count", type=int, default=20, help="number of photos")
+    wp.add_argument(
+        "--clips",
+        type=int,
+        default=0,
+        help="also this many captioned 17-frame MP4 clips (motion for image-to-video LoRAs)",
+    )
     wp.add_argument(
         "--captions",
         choices=["named", "described"],

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ..world import person_sample
 from .captions import TRIGGER_PLACEHOLDER
-from .media import save_clip_outputs
+from .media import save_clip_outputs, write_mp4
 
 
 def _ensure_empty_dir(out: Path, overwrite: bool) -> None:
@@ -30,6 +30,8 @@ def write_person_folder(
     overwrite: bool = False,
     size: int = 64,
     captions: str = "named",
+    clips: int = 0,
+    frames: int = 17,
 ) -> Path:
     """Held-out person ``seed``: ``count`` PNG photos in varied scenes, each with a same-name
     ``.txt`` caption, plus ``truth.json`` (the traits and scenes, for measurement only).
@@ -37,7 +39,9 @@ def write_person_folder(
     ``captions="named"`` writes what a LoRA caption should say: ``[trigger]`` where the person
     is, and only what varies (action, expression, clothes, hat, background), so the trigger
     must carry the person's look. ``"described"`` also spells out their traits (hair, glasses,
-    ...), as many users caption; then the text explains the look and the trigger learns less."""
+    ...), as many users caption; then the text explains the look and the trigger learns less.
+    ``clips``: also that many captioned MP4 clips of ``frames`` frames (the motion an
+    image-to-video LoRA learns from), ``clip_000.mp4`` and so on."""
     if count < 1:
         raise ValueError("--count must be at least 1")
     if captions not in CAPTION_STYLES:
@@ -53,9 +57,16 @@ def write_person_folder(
         Image.fromarray(s.frames[0]).save(out / f"{name}.png")
         (out / f"{name}.txt").write_text(s.caption + "\n")
         truth.append({"file": f"{name}.png", **s.meta()})
-    (out / "truth.json").write_text(
-        json.dumps({"split": "heldout", "index": seed, "photos": truth}, indent=1)
-    )
+    moving = []
+    for i in range(clips):
+        rng = random.Random(f"cameo-world/clips/{seed}/{i}")
+        s = person_sample("heldout", seed, rng, frames=frames, size=size, called=called)
+        name = f"clip_{i:03d}"
+        write_mp4(s.frames, out / f"{name}.mp4", fps=8)
+        (out / f"{name}.txt").write_text(s.caption + "\n")
+        moving.append({"file": f"{name}.mp4", **s.meta()})
+    record = {"split": "heldout", "index": seed, "photos": truth}
+    (out / "truth.json").write_text(json.dumps({**record, "clips": moving}, indent=1))
     return out
 
 

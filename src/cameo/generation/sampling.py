@@ -57,16 +57,19 @@ def first_frame(path: str | Path, height: int, width: int) -> Image.Image:
     return ImageOps.fit(photo, (width, height), Image.Resampling.LANCZOS)
 
 
-def image_inputs(pipe, cfg: GenerateConfig) -> dict:
-    """The first frame an image-to-video ``pipe`` animates (``image=``), or nothing for a
-    text-to-video one; an error when the two do not match."""
+def image_inputs(pipe, cfg: GenerateConfig, image: Image.Image | None = None) -> dict:
+    """The first frame an image-to-video ``pipe`` animates (``image=``: ``image``, else the
+    photo ``cfg.image``), or nothing for a text-to-video one; an error when they do not
+    match."""
     if not is_image_to_video(pipe):
-        if cfg.image:
+        if cfg.image or image is not None:
             raise ValueError(
                 "--image needs an image-to-video base (Wan 2.1/2.2 I2V, TI2V-5B, "
                 f"cameo-tiny-i2v); {cfg.base} is text-to-video"
             )
         return {}
+    if image is not None:
+        return {"image": ImageOps.fit(image.convert("RGB"), (cfg.width, cfg.height))}
     if not cfg.image:
         raise ValueError(f"{cfg.base} animates a given first frame: add --image PHOTO")
     return {"image": first_frame(cfg.image, cfg.height, cfg.width)}
@@ -118,11 +121,13 @@ def generate_frames(
     cfg: GenerateConfig,
     loaded: LoadedLoras | None = None,
     noise: torch.Tensor | None = None,
+    image: Image.Image | None = None,
 ) -> np.ndarray:
     """Run the pipeline; returns uint8 frames (F, H, W, 3). ``noise``: the starting latents
-    (1, C, F', H/s, W/s), instead of those drawn from ``cfg.seed``."""
+    (1, C, F', H/s, W/s), instead of those drawn from ``cfg.seed``. ``image``: the first frame
+    of an image-to-video base, instead of the photo ``cfg.image`` names."""
     cfg = cfg.resolved()
-    image = image_inputs(pipe, cfg)
+    image = image_inputs(pipe, cfg, image)
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     windows = loaded is not None and loaded.windows
     if windows:  # the adapters decide the mix; region_prompts reads it from the config

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import WanImageToVideoPipeline
 from PIL import Image
 
 from ..diffusion import FirstFrame
+from .wan import WanImageToVideoPipeline
 
 I2V_PIPELINE = "WanImageToVideoPipeline"
 

@@ -24,13 +24,30 @@ import torch
 from diffusers import (
     AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
-    WanImageToVideoPipeline,
     WanPipeline,
     WanTransformer3DModel,
 )
 from transformers import AutoTokenizer, BertModel
 
 from . import memory
+
+
+def _import_image_to_video_pipeline():
+    """diffusers' ``WanImageToVideoPipeline``, imported without transformers' notice that its
+    CLIP image processor falls back to the PIL backend (torchvision is not a dependency: the
+    processor is only used by Wan 2.1 I2V's image encoder, and works on PIL)."""
+    notices = logging.getLogger("transformers.utils.import_utils")
+    level = notices.level
+    notices.setLevel(logging.ERROR)
+    try:
+        from diffusers import WanImageToVideoPipeline
+
+        return WanImageToVideoPipeline
+    finally:
+        notices.setLevel(level)
+
+
+WanImageToVideoPipeline = _import_image_to_video_pipeline()
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TINY_DIR = ASSETS / "cameo-tiny"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..models import TransformerConfig, VAEConfig, resolve_base
@@ -133,6 +133,22 @@ class PretrainConfig:
             "input and output layers); 'cameo-tiny' = the shipped model; a resume ignores it"
         },
     )
+    task: str = field(
+        default="t2v",
+        metadata={
+            "help": "t2v (text to video: cameo-tiny) | i2v (image to video, exported as a "
+            "WanImageToVideoPipeline: the transformer also reads the clip's first frame, "
+            "encoded as the pipeline encodes it, a photo's being the photo itself)"
+        },
+    )
+    vae_from: str = field(
+        default="",
+        metadata={
+            "help": "a pipeline folder ('cameo-tiny' = the shipped model) whose finished VAE, "
+            "latent statistics included, the run takes instead of training one (no VAE or "
+            "decoder stage); empty = the run's own VAE stage"
+        },
+    )
     architecture: str = field(
         default="",
         metadata={
@@ -176,8 +192,31 @@ class PretrainConfig:
                 resolve_base(self.decoder_denoiser)
             except FileNotFoundError as e:
                 raise ValueError(f"--decoder-denoiser: {e}") from e
+        if self.task not in ("t2v", "i2v"):
+            raise ValueError(f"--task must be t2v or i2v, not {self.task!r}")
+        if self.transformer.image_to_video != (self.task == "i2v"):
+            raise ValueError(
+                f"--task {self.task} needs transformer.image_to_video = {self.task == 'i2v'}"
+            )
+        if self.vae_from:
+            self._check_vae_from()
         if self.famous_weight <= 0:
             raise ValueError(f"--famous-weight must be positive, not {self.famous_weight}")
+
+    def _check_vae_from(self) -> None:
+        if self.stage not in ("transformer", "all"):
+            raise ValueError("--vae-from replaces the VAE stage: use --stage transformer or all")
+        try:
+            config = resolve_base(self.vae_from) / "vae" / "config.json"
+        except FileNotFoundError as e:
+            raise ValueError(f"--vae-from: {e}") from e
+        theirs = json.loads(config.read_text())
+        mismatched = [k for k, v in asdict(self.vae).items() if theirs.get(k, v) != v]
+        if mismatched:
+            raise ValueError(
+                f"--vae-from {self.vae_from}: its VAE differs from the run's in {mismatched}; "
+                "give an --architecture whose [vae] table is its"
+            )
 
 
 def _architecture(table: dict, source: str) -> tuple[VAEConfig, TransformerConfig]:
@@ -248,3 +287,6 @@ def resolve_architecture(cfg: PretrainConfig, resume: bool) -> None:
             )
     elif theirs is not None:
         cfg.vae, cfg.transformer = theirs
+    # the task decides whether the transformer reads a first frame (a resumed run's task is
+    # its own, so this agrees with the shapes of its checkpoints)
+    cfg.transformer.image_to_video = cfg.task == "i2v"

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..diffusion import sample_sigmas
+from ..diffusion import FirstFrame, sample_sigmas
 from ..models import FLOW_SHIFT, encode_prompts, frames_to_vae_input
+from ..models.first_frame import encode_first_frame
 from ..world import FAMOUS, training_sample, training_sample_is_pair
 from .config import PretrainConfig
 
@@ -112,30 +113,39 @@ CACHE_CHUNK = 8  # samples rendered and encoded together
 
 
 def _render_chunk(cfg, indices: list[int], frames: int, pair: bool, chunk: int):
+    """One chunk of a cache group: its pixels (F, H, W, 3) uint8 and captions."""
     samples = [
         _render_for_cache(cfg, j, frames, pair)
         for j in indices[chunk * CACHE_CHUNK : (chunk + 1) * CACHE_CHUNK]
     ]
-    return torch.stack([frames_to_vae_input(s.frames) for s in samples]), [
-        s.caption for s in samples
-    ]
+    return [s.frames for s in samples], [s.caption for s in samples]
 
 
-def _cache_group(cfg, vae, name: str, indices: list[int], frames: int, pair: bool) -> dict:
-    """Render, encode and caption one group of samples of one shape."""
+def _cache_group(
+    cfg, vae, name: str, indices: list[int], frames: int, pair: bool, first_pipe=None
+) -> dict:
+    """Render, encode and caption one group of samples of one shape; with ``first_pipe`` (a
+    ``WanImageToVideoPipeline`` around ``vae``), also each sample's first-frame condition as
+    that pipeline encodes it at generation (``encode_first_frame``), (N, 4 + C, F', h, w)."""
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-    lat, caps = [], []
+    lat, caps, conditions = [], [], []
     n_chunks = math.ceil(len(indices) / CACHE_CHUNK)
     chunks = prefetched(
         partial(_render_chunk, cfg, indices, frames, pair), 0, n_chunks, cfg.workers
     )
-    for x, captions in tqdm(chunks, total=n_chunks, desc=f"cache {name}", dynamic_ncols=True):
+    for pixels, captions in tqdm(chunks, total=n_chunks, desc=f"cache {name}", dynamic_ncols=True):
+        x = torch.stack([frames_to_vae_input(p) for p in pixels])  # (B, 3, F, H, W)
         with torch.no_grad():
             z = vae.encode(x.to(vae.device)).latent_dist.mean.cpu()
         lat.append(((z - mean) / std).half())
         caps += captions
-    return {"latents": torch.cat(lat), "captions": caps}
+        if first_pipe is not None:
+            conditions += [encode_first_frame(first_pipe, p)["condition"].half() for p in pixels]
+    group = {"latents": torch.cat(lat), "captions": caps}
+    if conditions:
+        group["conditions"] = torch.cat(conditions)
+    return group
 
 
 def _render_for_cache(cfg, j: int, frames: int, pair: bool):
@@ -146,18 +156,18 @@ def _render_for_cache(cfg, j: int, frames: int, pair: bool):
     return training_sample(k, frames=frames, size=cfg.size, pair_width=cfg.size * 2)
 
 
-def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
+def build_cache(cfg: PretrainConfig, run: Path, vae, pipe, first_pipe=None) -> dict[str, dict]:
+    """The transformer stage's cache (``cache.pt``), built once per run: per group (clip,
+    image, pair) the normalised latents (N, C, F', h, w) fp16, caption ids and, given
+    ``first_pipe`` (``--task i2v``), first-frame conditions; the caption embeddings."""
     path = run / "cache.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
+    group = partial(_cache_group, cfg, vae, first_pipe=first_pipe)
     groups = {
-        "clip": _cache_group(cfg, vae, "clip", list(range(0, cfg.n_clips)), cfg.frames, False),
-        "image": _cache_group(
-            cfg, vae, "image", list(range(50_000_000, 50_000_000 + cfg.n_images)), 1, False
-        ),
-        "pair": _cache_group(
-            cfg, vae, "pair", list(range(90_000_000, 90_000_000 + cfg.n_pairs)), cfg.frames, True
-        ),
+        "clip": group("clip", list(range(0, cfg.n_clips)), cfg.frames, False),
+        "image": group("image", list(range(50_000_000, 50_000_000 + cfg.n_images)), 1, False),
+        "pair": group("pair", list(range(90_000_000, 90_000_000 + cfg.n_pairs)), cfg.frames, True),
     }
     captions = sorted({c for g in groups.values() for c in g["captions"]} | {""})
     embeds = []
@@ -167,8 +177,8 @@ def build_cache(cfg: PretrainConfig, run: Path, vae, pipe) -> dict[str, dict]:
     cache = {
         "groups": {
             k: {
-                "latents": g["latents"],
                 "caption_ids": torch.tensor([table[c] for c in g["captions"]]),
+                **{n: t for n, t in g.items() if n != "captions"},  # latents (, conditions)
             }
             for k, g in groups.items()
         },
@@ -201,7 +211,7 @@ def famous_sample_weights(cache: dict, captions: list[str], weight: float) -> No
 
 def _transformer_batch(cache: dict, cfg: PretrainConfig, step: int):
     """The batch of step ``step``: one group (by size), random samples, caption dropout, noise
-    and sigmas, all drawn from a generator seeded by (seed, step); gathered where the cache is."""
+    and sigmas (and the samples' ``FirstFrame`` for --task i2v, else None), all drawn from a generator seeded by (seed, step); gathered where the cache is."""
     g = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
     names = list(cache["groups"])
     sizes = torch.tensor([len(cache["groups"][n]["latents"]) for n in names], dtype=torch.float)
@@ -219,4 +229,7 @@ def _transformer_batch(cache: dict, cfg: PretrainConfig, step: int):
     text = cache["text"][ids].float()  # (B, T, D)
     noise = torch.randn(x0.shape, generator=g).to(device)
     sigmas = sample_sigmas(cfg.batch, FLOW_SHIFT, g).to(device)
-    return name, x0, text, noise, sigmas
+    first = None
+    if "conditions" in group:  # --task i2v: each sample's own first frame
+        first = FirstFrame(group["conditions"][idx.to(device)].float())
+    return name, x0, text, noise, sigmas, first

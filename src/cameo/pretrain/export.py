@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..training import checkpoint as ckpt
+from .run import exported_name
 
 # A longer silence between two logged steps (one every 10 steps) is a pause between
 # invocations, possibly days apart, not training time.
@@ -32,7 +33,7 @@ def export_model(run: Path, dest: Path, notes: str = "", overwrite: bool = False
     """Copy the run's exported pipeline (fp16) to ``dest`` with a model card (README.md) that
     records the commands, seed, steps, wall time and machine, from the run's own files.
     A model already in ``dest`` is replaced only with ``overwrite``."""
-    src = run / "cameo-tiny"
+    src = run / exported_name(json.loads((run / "config.json").read_text()).get("task", "t2v"))
     if not (src / "model_index.json").is_file():
         raise FileNotFoundError(f"{src} holds no exported pipeline; finish `cameo pretrain` first")
     existing = [p for p in ("model_index.json", "vae", "transformer") if (dest / p).exists()]
@@ -58,13 +59,51 @@ def _warm_start_note(run: Path, cfg: dict) -> str:
         "The transformer stage started from another transformer's weights (--init-transformer): "
         f"`{record['source']}`, SHA-256 `{record['sha256']}` (`transformer_init.json` of the run)."
     )
-    if record.get("grown"):
+    if "patch_embedding.weight" in record.get("grown", []):
+        note += (
+            " Its patch embedding gained the first-frame input channels (mask and condition"
+            " latents) with zero weights, so the first step predicted what the source predicts,"
+            " whatever the given frame."
+        )
+    if any(k != "patch_embedding.weight" for k in record.get("grown", [])):
         note += (
             f" Its feed-forwards were grown to {cfg['transformer']['ffn_dim']} hidden units: the"
             " new units started with a zero down-projection, so the first step predicted what"
             " the source predicts."
         )
     return note
+
+
+def _vae_note(cfg: dict) -> str:
+    """What the card says of ``--vae-from``: the run took its VAE instead of training one."""
+    if not cfg.get("vae_from"):
+        return ""
+    return (
+        f"The VAE is `{cfg['vae_from']}`'s, latent statistics included (--vae-from): the run "
+        "trained no VAE of its own."
+    )
+
+
+def _summary(cfg: dict) -> list[str]:
+    """The card's title and first paragraph."""
+    size, frames = cfg["size"], cfg["frames"]
+    shape = f"{size}x{size} (two people: {size}x{2 * size}), {frames} frames at 8 fps."
+    if cfg.get("task") == "i2v":
+        return [
+            f"# {exported_name('i2v')}",
+            "",
+            "A small Wan-architecture image-to-video model (diffusers `WanImageToVideoPipeline`,",
+            "no CLIP image encoder, as Wan 2.2 I2V A14B) trained by `cameo pretrain --task i2v` on",
+            "cameo's procedural world of people: it continues a given first frame as the prompt",
+            "says. The transformer reads the noisy latents, a 4-channel first-frame mask and the",
+            f"first frame's VAE latents (channel concatenation, as Wan 2.1 I2V). {shape}",
+        ]
+    return [
+        "# cameo-tiny",
+        "",
+        "A small Wan-architecture text-to-video model (diffusers `WanPipeline`) trained by",
+        f"`cameo pretrain` on cameo's procedural world of people. {shape}",
+    ]
 
 
 def model_card(run: Path, dest: Path, notes: str = "") -> str:
@@ -85,13 +124,8 @@ def model_card(run: Path, dest: Path, notes: str = "") -> str:
     }
     width = json.loads((dest / "vae" / "config.json").read_text()).get("decoder_base_dim")
     wide = f", decoder widened to base width {width} (`decoder_base_dim`)" if width else ""
-    size, frames = cfg["size"], cfg["frames"]
     lines = [
-        "# cameo-tiny",
-        "",
-        "A small Wan-architecture text-to-video model (diffusers `WanPipeline`) trained by",
-        f"`cameo pretrain` on cameo's procedural world of people. {size}x{size} (two people:",
-        f"{size}x{2 * size}), {frames} frames at 8 fps.",
+        *_summary(cfg),
         "",
         "| part | what | size (fp16) |",
         "|---|---|---|",
@@ -111,6 +145,8 @@ def model_card(run: Path, dest: Path, notes: str = "") -> str:
         *[f"- {r['time']} on {r['machine']}: `{' '.join(r['argv'])}`" for r in inv],
         "",
         _warm_start_note(run, cfg),
+        "",
+        _vae_note(cfg),
         "",
         notes,
         "",

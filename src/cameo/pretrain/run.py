@@ -18,8 +18,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKLWan
 
-from ..models import save_pipeline_dir
+from ..models import TINY_I2V, resolve_base, save_pipeline_dir
+from ..models.first_frame import I2V_PIPELINE
 from .config import PretrainConfig, resolve_architecture
 from .decoder import _latest_decoder, _load_finished_vae, check_denoiser, decoder_stage
 from .stage import pick_device, start_invocation
@@ -39,6 +41,30 @@ def _record_invocation(run: Path) -> None:
     }
     with open(run / "invocations.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")
+
+
+def exported_name(task: str) -> str:
+    """The folder of a run's exported pipeline: cameo-tiny, or cameo-tiny-i2v for --task i2v."""
+    return TINY_I2V if task == "i2v" else "cameo-tiny"
+
+
+def _run_vae(cfg: PretrainConfig, run: Path, device: torch.device):
+    """The run's finished VAE with its latent statistics, on ``device``: ``--vae-from``'s, or
+    the VAE stage's (trained first when the stage is vae or all); None when the time budget
+    or Ctrl+C stopped the VAE stage."""
+    if cfg.vae_from:  # its statistics are the ones its transformer learnt on: kept as they are
+        return (
+            AutoencoderKLWan.from_pretrained(resolve_base(cfg.vae_from) / "vae")
+            .float()
+            .to(device)
+            .eval()
+        )
+    if cfg.stage in ("vae", "all") and train_vae(cfg, run, device) is None:
+        return None
+    vae = _load_finished_vae(cfg, run).to(device)
+    mean, std = latent_stats(vae, cfg)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    return vae
 
 
 def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
@@ -64,14 +90,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
         torch.backends.cudnn.benchmark = True
     if cfg.stage == "decoder":
         return decoder_stage(cfg, run)
-    if cfg.stage in ("vae", "all"):
-        vae = train_vae(cfg, run, device)
-        if vae is None:
-            return None
-    vae = _load_finished_vae(cfg, run).to(device)
-    mean, std = latent_stats(vae, cfg)
-    vae.register_to_config(latents_mean=mean, latents_std=std)
-    if cfg.stage == "vae":
+    vae = _run_vae(cfg, run, device)
+    if vae is None or cfg.stage == "vae":
         return None
     pipe = _pipeline_for(vae)
     pipe.text_encoder.to(device)
@@ -79,6 +99,12 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> Path | None:
     if model is None:
         return None
     vae = _latest_decoder(cfg, run, vae.cpu())
-    out = save_pipeline_dir(run / "cameo-tiny", vae, model.cpu(), dtype=torch.float16)
+    out = save_pipeline_dir(
+        run / exported_name(cfg.task),
+        vae,
+        model.cpu(),
+        dtype=torch.float16,
+        pipeline=I2V_PIPELINE if cfg.task == "i2v" else "WanPipeline",
+    )
     (run / "timing.json").write_text(json.dumps({"this_invocation_s": time.time() - t0}))
     return out

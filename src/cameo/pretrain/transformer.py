@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from diffusers import WanPipeline
+from diffusers import WanImageToVideoPipeline, WanPipeline
 
 from ..diffusion import flow_matching_loss
 from ..models import build_scheduler, load_text_encoder, quiet_diffusers
@@ -21,9 +21,22 @@ from .transformer_init import warm_start
 
 def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.device):
     """Train (or resume) the transformer stage in ``<run>/transformer`` on the latent cache,
-    built first with ``vae`` and ``pipe``'s text encoder when the run has none; returns the
+    built first with ``vae`` and ``pipe``'s text encoder when the run has none (for --task
+    i2v with each sample's first-frame condition, read beside the noisy latents); returns the
     transformer in eval mode, or None when the time budget or Ctrl+C stopped the stage."""
-    cache = _cache_to(build_cache(cfg, run, vae, pipe), device)
+    torch.manual_seed(cfg.seed + 1)
+    model = cfg.transformer.build()
+    if cfg.init_transformer and ckpt.latest(run / "transformer") is None:
+        record = warm_start(model, cfg.init_transformer)
+        (run / "transformer_init.json").write_text(json.dumps(record, indent=2))
+    model = model.to(device).train()
+    first_pipe = _first_frame_pipeline(pipe, model) if cfg.task == "i2v" else None
+    cache = _cache_to(build_cache(cfg, run, vae, pipe, first_pipe), device)
+    if first_pipe is not None and "conditions" not in cache["groups"]["clip"]:
+        raise FileNotFoundError(
+            f"{run / 'cache.pt'} holds no first-frame conditions (a text-to-video cache); "
+            "delete it to rebuild it for --task i2v"
+        )
     if cfg.famous_weight != 1:
         listed = run / "cache_captions.json"
         if not listed.is_file():
@@ -33,16 +46,10 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.d
             )
         captions = json.loads(listed.read_text())
         famous_sample_weights(cache, captions, cfg.famous_weight)
-    torch.manual_seed(cfg.seed + 1)
-    model = cfg.transformer.build()
-    if cfg.init_transformer and ckpt.latest(run / "transformer") is None:
-        record = warm_start(model, cfg.init_transformer)
-        (run / "transformer_init.json").write_text(json.dumps(record, indent=2))
-    model = model.to(device).train()
 
     def step_loss(batch) -> dict:
-        _name, x0, text, noise, sigmas = batch
-        loss = flow_matching_loss(model, x0, text, sigmas, noise).mean()
+        _name, x0, text, noise, sigmas, first = batch
+        loss = flow_matching_loss(model, x0, text, sigmas, noise, first=first).mean()
         loss.backward()
         return {"loss": loss.detach()}
 
@@ -77,3 +84,15 @@ def _pipeline_for(vae, transformer=None):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _first_frame_pipeline(pipe, transformer):
+    """A ``WanImageToVideoPipeline`` (no CLIP image encoder) over ``pipe``'s VAE and text
+    encoder, to encode each cached clip's first frame exactly as generation will."""
+    return WanImageToVideoPipeline(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        vae=pipe.vae,
+        scheduler=pipe.scheduler,
+        transformer=transformer,
+    )

@@ -148,6 +148,14 @@ class TrainConfig:
             "made once before training (DreamBooth's class images)"
         },
     )
+    image_to_video: bool = field(
+        default=False,
+        metadata={
+            "help": "train for animating a given first frame (each clip's first frame, each "
+            "photo itself). Image-to-video bases (Wan 2.1/2.2 I2V, cameo-tiny-i2v) always do; "
+            "this asks it of Wan 2.2 TI2V-5B, which otherwise trains text-to-video"
+        },
+    )
     ema: float = field(
         default=0.0, metadata={"help": "EMA decay of the LoRA weights saved at the end (0 = off)"}
     )

@@ -116,7 +116,12 @@ class Trainer:
             cfg.mixed_precision, torch.float32
         )
         # on the CPU first: the encoders visit the GPU for the cache, then the transformer
-        self.pipe = load_pipeline(self.base_dir, device="cpu", dtype=dtype)
+        self.pipe = load_pipeline(
+            self.base_dir,
+            device="cpu",
+            dtype=dtype,
+            image_to_video=True if cfg.image_to_video else None,
+        )
         self.store = store = DiskCache(
             self.out / "cache" if cfg.disk_cache else None,
             self.base_dir,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from .. import faces
 from ..data.media import save_clip_outputs
@@ -22,6 +23,7 @@ from ..metrics.judges import Judge, is_tiny_base, resolve_identity
 from ..metrics.prompts import validation_prompts
 from ..metrics.world_identity import Eyes, WorldJudge, to_model_size
 from ..models import memory
+from ..models.first_frame import is_image_to_video
 from .objective import unwrap_model
 
 if TYPE_CHECKING:
@@ -98,13 +100,17 @@ class Validator:
         return {**self.judge.summarise(recs), "identity_judge": self.judge.name}
 
     def _previews(self, step: int) -> list[dict]:
-        """Generate, save and (with a judge) score one preview per prompt."""
+        """Generate, save and (with a judge) score one preview per prompt. An image-to-video
+        base starts each preview from a training photo, and is judged on the frames it drew
+        (all but the given first)."""
         t, recs = self.trainer, []
+        starts = reference_photos(t) if is_image_to_video(t.pipe) else []
         for k, prompt in enumerate(self.prompts):
             gen = GenerateConfig(prompt=prompt, seed=k, height=t.cfg.height, width=t.cfg.width)
-            frames = generate_frames(t.pipe, gen)
+            first = Image.fromarray(starts[k % len(starts)]) if starts else None
+            frames = generate_frames(t.pipe, gen, image=first)
             if self.judge is not None:
-                recs.append(self.judge.score(frames, prompt))
+                recs.append(self.judge.score(frames[1:] if starts else frames, prompt))
             save_clip_outputs(
                 frames,
                 t.out / "previews" / f"step{step:05d}-{k}.mp4",
