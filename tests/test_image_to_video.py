@@ -301,3 +301,20 @@ def test_a_first_frame_on_the_wrong_base_is_a_clear_error(
     assert main(["generate", "mike", "--base", str(i2v_dir), "--image", "nope.png",
                  *common]) == 2  # fmt: skip
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_eval_starts_image_to_video_clips_from_the_given_photos(i2v_dir, tmp_path):
+    photos = _person(tmp_path, clips=1)
+    out = tmp_path / "run"
+    assert main(train_argv(photos, i2v_dir, out, "--height", "32", "--width", "32")) == 0
+    others = write_person_folder(5, tmp_path / "others", 3)
+    report, prompts = tmp_path / "eval.json", tmp_path / "prompts.txt"
+    prompts.write_text("[trigger], speaking\n[trigger], smiling\n[trigger] in a red room\n")
+    argv = ["eval", "--lora", str(out / "mike.safetensors"), "--photos", str(photos), "--base",
+            str(i2v_dir), "--identity", "world", "--seeds", "1", "--first-frames", str(others),
+            "--prompts", str(prompts), "--out", str(report)]  # fmt: skip
+    assert main(argv) == 0
+    got = json.loads(report.read_text())
+    assert got["first_frames"] == str(others)
+    starts = {r["first_frame"] for g in got["clips"].values() for v in g.values() for r in v}
+    assert starts == {"photo_000.png", "photo_001.png", "photo_002.png"}

@@ -76,6 +76,7 @@ def _eval_lora(args: argparse.Namespace, eyes: Eyes | None) -> dict:
         dtype=args.dtype,
         save_clips=Path(args.save_clips) if args.save_clips else None,
         identity=args.identity,
+        first_frames=Path(args.first_frames) if args.first_frames else None,
     )
 
 
@@ -97,6 +98,12 @@ def add_parsers(sub) -> None:
         "--clips", help="folder of clips to score (each with a same-name .txt or .json prompt)"
     )
     ev.add_argument("--lora", help="LoRA .safetensors to generate with and score")
+    ev.add_argument(
+        "--first-frames",
+        default=None,
+        help="image-to-video bases: folder of photos the clips start from, in turn (default: "
+        "--photos); someone else's photos test whether the LoRA or the first frame wins",
+    )
     ev.add_argument("--base", default=None, help="base model directory (default: cameo-tiny)")
     ev.add_argument(
         "--trigger",

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..data import DatasetError
 from ..estimate import advise, estimate, to_json
 from ..lora import DEFAULT_TARGETS, LoraSpec
-from ..models import TINY_DIR, resolve_base, tiny_model_dir
+from ..models import resolve_base, tiny_model_dir
 from ..models.profiles import detect_profile
 from ..pretrain import PER_INVOCATION as PRETRAIN_PER_INVOCATION
 from ..pretrain import (
@@ -21,6 +21,7 @@ from ..pretrain import (
     export_model,
     resolve_architecture,
     run_pretrain,
+    shipped_dir,
 )
 from ..training import PER_INVOCATION, TrainConfig, TrainingInterrupted, run_training
 from ..training.config import LORA_FIELDS, PRIOR_SOURCES
@@ -120,13 +121,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_model_export(args: argparse.Namespace) -> int:
-    dest = Path(args.to) if args.to else TINY_DIR
+    dest = Path(args.to) if args.to else shipped_dir(Path(args.run))
     print(f"exported to {export_model(Path(args.run), dest, args.notes, args.overwrite)}")
     return 0
 
 
 def cmd_model_path(args: argparse.Namespace) -> int:
-    print(tiny_model_dir())
+    print(tiny_model_dir(args.name))
     return 0
 
 
@@ -243,14 +244,24 @@ def _add_model_parser(sub) -> None:
     m = sub.add_parser("model", help="the built-in model")
     msub = m.add_subparsers(dest="model_command", required=True)
     mp = msub.add_parser(
-        "path", help="print the cameo-tiny directory (loadable with WanPipeline.from_pretrained)"
+        "path",
+        help="print a built-in model's directory (loadable with WanPipeline, or for "
+        "cameo-tiny-i2v WanImageToVideoPipeline, .from_pretrained)",
+    )
+    mp.add_argument(
+        "name", nargs="?", default="cameo-tiny", choices=["cameo-tiny", "cameo-tiny-i2v"]
     )
     mp.set_defaults(func=cmd_model_path)
     mx = msub.add_parser(
         "export", help="copy a finished pretraining run's pipeline here, with its model card"
     )
     mx.add_argument("--run", default="runs/pretrain", help="the pretraining run folder")
-    mx.add_argument("--to", default=None, help="destination (default: the package's cameo-tiny)")
+    mx.add_argument(
+        "--to",
+        default=None,
+        help="destination (default: the package's cameo-tiny, or cameo-tiny-i2v for a "
+        "--task i2v run)",
+    )
     mx.add_argument("--notes", default="", help="text added to the model card")
     mx.add_argument("--overwrite", action="store_true", help="replace the model in --to")
     mx.set_defaults(func=cmd_model_export)

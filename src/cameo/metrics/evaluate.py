@@ -14,12 +14,14 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+from PIL import Image
 
 from ..data.images import IMAGE_EXT, open_image
 from ..data.media import save_clip_outputs
 from ..generation import GenerateConfig, generate_frames
 from ..generation.sampling import load_for
 from ..lora_files import read_metadata
+from ..models.first_frame import is_image_to_video
 from .judges import Judge, is_tiny_base, make_judge, resolve_identity
 from .prompts import default_prompts, fill_trigger, prompts_for_base
 from .world_identity import (
@@ -188,6 +190,15 @@ def sample_size(lora: Path, tiny: bool) -> tuple[int, int]:
     return REAL_SIZE
 
 
+def start_images(folder: Path) -> list[tuple[str, Image.Image]]:
+    """(name, image) of every photo in ``folder``, by name: the first frames an image-to-video
+    evaluation starts its clips from."""
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXT)
+    if not paths:
+        raise ValueError(f"{folder}: no photos to start image-to-video clips from")
+    return [(p.name, open_image(p, STILL_MAX_SIDE).image) for p in paths]
+
+
 def eval_lora(
     eyes: Eyes | None,
     lora: Path,
@@ -202,6 +213,7 @@ def eval_lora(
     identity: str = "auto",
     device: str = "cpu",
     dtype: str = "auto",
+    first_frames: Path | None = None,
 ) -> dict:
     """Generate every prompt x seed with the LoRA and with the base model, and score both:
     identity (and, with the world judge, prompt fidelity) on prompts naming the subject,
@@ -211,6 +223,11 @@ def eval_lora(
     defaults otherwise (:mod:`cameo.metrics.prompts`). ``identity``: ``world``, ``face`` or
     ``auto`` (world on cameo-tiny, face on any other base). ``device``/``dtype``: where and in
     what precision the base runs (``auto``: CUDA when present; bf16 there for Wan).
+
+    On an image-to-video base every clip starts from a given first frame: the images in
+    ``first_frames`` (default: ``photos``), taken in turn; the judge scores the frames the
+    model drew, after the given one. A folder of someone else's photos asks whether the LoRA
+    holds the face or the first frame wins.
     """
     trigger = trigger or read_lora_trigger(lora)
     if not trigger:
@@ -225,6 +242,7 @@ def eval_lora(
 
     where = GenerateConfig(prompt="-", base=base or "cameo-tiny", device=device, dtype=dtype)
     pipe, _ = load_for(replace(where, lora=[f"{lora}:{scale}"]))
+    starts = start_images(first_frames or photos) if is_image_to_video(pipe) else []
     results: dict[str, dict[str, list]] = {}
     for group, plist in prompts.items():
         for variant in ("lora", "base"):
@@ -236,9 +254,12 @@ def eval_lora(
                     cfg = GenerateConfig(
                         prompt=prompt, seed=seed, height=height, width=2 * width if wide else width
                     )
-                    frames = generate_frames(pipe, cfg)
-                    rec = judge.score(frames, prompt)
+                    start = starts[(pi * seeds + seed) % len(starts)] if starts else None
+                    frames = generate_frames(pipe, cfg, image=start and start[1])
+                    rec = judge.score(frames[1:] if start else frames, prompt)
                     rec["seed"] = seed
+                    if start:
+                        rec["first_frame"] = start[0]
                     recs.append(rec)
                     if save_clips is not None:
                         save_clip_outputs(
@@ -261,6 +282,7 @@ def eval_lora(
         "seeds": seeds,
         "identity_judge": judge.name,
         **judge.report_fields(),
+        **({"first_frames": str(first_frames or photos)} if starts else {}),
         "summary": summary,
         "clips": results,
     }

@@ -25,7 +25,7 @@ from .decoder import (
     load_redraw,
 )
 from .decoder import _load_finished_vae as _load_finished_vae
-from .export import export_model, model_card, stage_minutes
+from .export import export_model, model_card, shipped_dir, stage_minutes
 from .run import run_pretrain
 from .stage import _psnr as _psnr
 from .stage import pick_device, run_stage
@@ -53,6 +53,7 @@ __all__ = [
     "resolve_architecture",
     "run_pretrain",
     "run_stage",
+    "shipped_dir",
     "stage_minutes",
     "train_transformer",
     "train_vae",

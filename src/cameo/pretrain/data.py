@@ -14,12 +14,13 @@ import signal
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..diffusion import FirstFrame, sample_sigmas
 from ..models import FLOW_SHIFT, encode_prompts, frames_to_vae_input
-from ..models.first_frame import encode_first_frame
+from ..models.first_frame import as_image, encode_first_frame
 from ..world import FAMOUS, training_sample, training_sample_is_pair
 from .config import PretrainConfig
 
@@ -141,11 +142,38 @@ def _cache_group(
         lat.append(((z - mean) / std).half())
         caps += captions
         if first_pipe is not None:
-            conditions += [encode_first_frame(first_pipe, p)["condition"].half() for p in pixels]
+            conditions.append(_first_frame_conditions(first_pipe, pixels).half())
     group = {"latents": torch.cat(lat), "captions": caps}
     if conditions:
         group["conditions"] = torch.cat(conditions)
     return group
+
+
+def _first_frame_conditions(first_pipe, pixels: list[np.ndarray]) -> torch.Tensor:
+    """Each clip's first-frame condition (N, 4 + C, F', h, w), as ``encode_first_frame`` gives
+    it, with one VAE call for all but the first: the frame mask is the first clip's (the same
+    for clips of one shape), the latents those of [first frame, zero frames...] normalised as
+    ``WanImageToVideoPipeline.prepare_latents`` does. Equal to ``encode_first_frame`` up to
+    float rounding (tested); a batch of one encode per clip takes about 4x longer on a CPU."""
+    exact = encode_first_frame(first_pipe, pixels[0])["condition"]  # (1, 4 + C, F', h, w)
+    if len(pixels) == 1:
+        return exact
+    n, height, width = pixels[0].shape[:3]
+    images = torch.cat(
+        [
+            first_pipe.video_processor.preprocess(as_image(p[0]), height=height, width=width)
+            for p in pixels[1:]
+        ]
+    )  # (B, 3, H, W) in [-1, 1]
+    zeros = images.new_zeros(len(images), 3, n - 1, height, width)
+    video = torch.cat([images[:, :, None], zeros], dim=2)  # (B, 3, F, H, W)
+    vae = first_pipe.vae
+    with torch.no_grad():
+        z = vae.encode(video.to(vae.device, vae.dtype)).latent_dist.mode().float().cpu()
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    mask = exact[:, :4].expand(len(z), -1, -1, -1, -1)
+    return torch.cat([exact, torch.cat([mask, (z - mean) * inv_std], dim=1)])
 
 
 def _render_for_cache(cfg, j: int, frames: int, pair: bool):

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..models.wan import ASSETS
 from ..training import checkpoint as ckpt
 from .run import exported_name
 
@@ -29,11 +30,21 @@ def stage_minutes(run: Path) -> dict[str, float]:
     }
 
 
+def _task(run: Path) -> str:
+    config = run / "config.json"
+    return json.loads(config.read_text()).get("task", "t2v") if config.is_file() else "t2v"
+
+
+def shipped_dir(run: Path) -> Path:
+    """Where the package ships the model of ``run``'s task: cameo-tiny or cameo-tiny-i2v."""
+    return ASSETS / exported_name(_task(run))
+
+
 def export_model(run: Path, dest: Path, notes: str = "", overwrite: bool = False) -> Path:
     """Copy the run's exported pipeline (fp16) to ``dest`` with a model card (README.md) that
     records the commands, seed, steps, wall time and machine, from the run's own files.
     A model already in ``dest`` is replaced only with ``overwrite``."""
-    src = run / exported_name(json.loads((run / "config.json").read_text()).get("task", "t2v"))
+    src = run / exported_name(_task(run))
     if not (src / "model_index.json").is_file():
         raise FileNotFoundError(f"{src} holds no exported pipeline; finish `cameo pretrain` first")
     existing = [p for p in ("model_index.json", "vae", "transformer") if (dest / p).exists()]
