@@ -164,6 +164,17 @@ def text_encoder_shape(base_dir: Path) -> dict:
     }
 
 
+def image_encoder_params(base_dir: Path) -> int:
+    """Parameters of Wan 2.1 I2V's CLIP image encoder (0 for a base without one)."""
+    path = Path(base_dir) / "image_encoder"
+    if not (path / "config.json").is_file():
+        return 0
+    config = transformers.AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        model = transformers.CLIPVisionModelWithProjection(config)
+    return sum(p.numel() for p in model.parameters())
+
+
 def vae_shape(base_dir: Path) -> dict:
     """Parameters and first-stage width of the base's VAE (Wan 2.1's when absent)."""
     path = Path(base_dir) / "vae" / "config.json"
@@ -273,7 +284,7 @@ def estimate(
 
     te, vae = text_encoder_shape(base_dir), vae_shape(base_dir)
     te_bytes = te["params" if offload == "none" else "streamed_params"] * b
-    vae_bytes = vae["params"] * b
+    vae_bytes = (vae["params"] + image_encoder_params(base_dir)) * b  # both encode frames
     te_work = (
         ENCODE_BATCH
         * text_tokens
@@ -309,7 +320,7 @@ def estimate(
     rate = matmul_tflops or measured_matmul_tflops()
     passes = 2 + (1 if prior_preservation and prior_source == "photos" else 0)
     transfer = moved * passes / H2D_BYTES_PER_S  # forward, recompute (and the teacher's)
-    host = full * (2 if _two_experts(base_dir) else 1) + (te["params"] + vae["params"]) * b
+    host = full * (2 if _two_experts(base_dir) else 1) + te["params"] * b + vae_bytes
     return Estimate(
         params_total=n_params,
         params_lora=n_lora,

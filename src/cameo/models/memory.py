@@ -243,7 +243,7 @@ def choose_offload(pipe, device: torch.device) -> str:
     if device.type != "cuda":
         return "none"
     free = torch.cuda.mem_get_info(device)[0] * HEADROOM
-    parts = [pipe.text_encoder, pipe.vae, *transformers_of(pipe)]
+    parts = [pipe.text_encoder, pipe.vae, *image_encoder(pipe), *transformers_of(pipe)]
     sizes = [_bytes(m) for m in parts]
     if len(transformers_of(pipe)) == 1 and sum(sizes) <= free:
         return "none"
@@ -279,7 +279,7 @@ def place_pipeline(
         for m in models:
             if m not in placed:
                 offload_for_inference(m, device, "block")
-        for m in (pipe.text_encoder, pipe.vae, *models):
+        for m in (pipe.text_encoder, pipe.vae, *image_encoder(pipe), *models):
             if not is_offloaded(m):
                 m.to(device)
         return pipe
@@ -289,8 +289,15 @@ def place_pipeline(
     for m in models:
         offload_for_inference(m, device, offload if m in placed else "block")
     offload_layers(pipe.text_encoder, device, offload)  # layer by layer: it encodes, then leaves
-    pipe.vae.to(device)
+    for m in (pipe.vae, *image_encoder(pipe)):
+        m.to(device)
     return pipe
+
+
+def image_encoder(pipe) -> list[torch.nn.Module]:
+    """Wan 2.1 I2V's CLIP image encoder, as a list: empty for every other base."""
+    found = getattr(pipe, "image_encoder", None)
+    return [found] if found is not None else []
 
 
 def expert_module(pipe, expert: str | None) -> torch.nn.Module:
@@ -399,7 +406,7 @@ def encoding(
     own samples for prior preservation). Modules with placement hooks are left to them."""
     device = resolve_device(device)
     stream_text = offload in ("block", "leaf")
-    names = ["vae", *([] if stream_text else ["text_encoder"])]
+    names = ["vae", "image_encoder", *([] if stream_text else ["text_encoder"])]
     names += ["transformer", "transformer_2"] if transformer else []
     moved = [m for n in names if (m := getattr(pipe, n, None)) is not None and not has_hooks(m)]
     if device.type == "cpu":
