@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -60,6 +60,7 @@ class Coverage:
     keys_in: int
     modules: int
     keys_out: int
+    files: list[str] = field(default_factory=list)  # what a conversion wrote
 
     def format(self) -> str:
         return (
@@ -77,6 +78,11 @@ def detect_format(sd: dict[str, torch.Tensor]) -> str:
     if keys and all(k.startswith("lora_unet_") for k in keys):
         return "kohya"
     prefixes = sorted({k.split(".", 1)[0].split("_blocks")[0] for k in keys})[:5]
+    if prefixes == ["transformer", "transformer_2"]:
+        raise ConversionError(
+            "this LoRA adapts both Wan 2.2 experts (transformer. and transformer_2. keys); use "
+            "its halves, NAME_high_noise.safetensors and NAME_low_noise.safetensors"
+        )
     raise ConversionError(f"not a Wan LoRA in a known format (key prefixes: {prefixes})")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .lora import LoraSpec
 
 FORMAT_VERSION = "1"
+EXPERTS = ("high", "low")  # Wan 2.2 A14B: transformer (noisy steps), transformer_2
+LOW_COMPONENT = "transformer_2"
 
 
 def write_safetensors(
@@ -51,16 +53,18 @@ def save_lora_file(
     spec: LoraSpec,
     cameo_meta: dict[str, object],
     overwrite: bool = False,
+    components: tuple[str, ...] = ("transformer",),
 ) -> Path:
     """Write a LoRA file that stock diffusers loads (keys + PEFT config metadata) and that
     describes itself (``cameo.*`` metadata). ``spec`` is a ``LoraSpec`` (any dataclass with a
-    ``peft_config()``). Written to a temporary name, then renamed."""
+    ``peft_config()``); ``components``: the pipeline components whose keys the file holds, each
+    given the config. Written to a temporary name, then renamed."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists")
     cfg = spec.peft_config().to_dict()
     cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
-    packed = {f"transformer.{k}": v for k, v in cfg.items()}
+    packed = {f"{c}.{k}": v for c in components for k, v in cfg.items()}
     meta = {
         "format": "pt",
         PEFT_METADATA_KEY: json.dumps(packed, indent=2, sort_keys=True, default=str),
@@ -71,6 +75,62 @@ def save_lora_file(
         {f"cameo.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in cameo_meta.items()}
     )
     return write_safetensors(path, tensors, meta)
+
+
+def expert_halves(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The two halves of a Wan 2.2 A14B LoRA that adapts both experts, ``{"high": ..., "low":
+    ...}``, each under ``transformer.`` keys as a one-expert file has them; None for a LoRA
+    of one transformer. Such a file keys the low-noise expert by its pipeline component,
+    ``transformer_2.``."""
+    low = {k: v for k, v in tensors.items() if k.startswith(f"{LOW_COMPONENT}.")}
+    if not low:
+        return None
+    return {
+        "high": {k: v for k, v in tensors.items() if not k.startswith(f"{LOW_COMPONENT}.")},
+        "low": {f"transformer.{k.split('.', 1)[1]}": v for k, v in low.items()},
+    }
+
+
+def half_paths(path: Path) -> dict[str, Path]:
+    """Where the halves of a two-expert LoRA ``path`` go: NAME_high_noise.safetensors and
+    NAME_low_noise.safetensors beside it, the names Wan 2.2's high- and low-noise LoRAs carry
+    in ComfyUI and AI Toolkit."""
+    path = Path(path)
+    return {side: path.with_name(f"{path.stem}_{side}_noise{path.suffix}") for side in EXPERTS}
+
+
+def save_expert_files(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    spec: LoraSpec,
+    cameo_meta: dict[str, object],
+    overwrite: bool = False,
+) -> list[Path]:
+    """A two-expert LoRA as cameo's one file (``cameo.expert`` "both") and as its two halves
+    (``half_paths``; "high" and "low", each loadable alone, by stock diffusers too)."""
+    halves = expert_halves(tensors)
+    if halves is None:
+        raise ValueError("save_expert_files: the tensors adapt one transformer")
+    meta = {**cameo_meta, "expert": "both"}
+    written = [save_lora_file(path, tensors, spec, meta, overwrite, ("transformer", LOW_COMPONENT))]
+    for side, half_path in half_paths(path).items():
+        half_meta = {**cameo_meta, "expert": side}
+        written.append(save_lora_file(half_path, halves[side], spec, half_meta, overwrite))
+    return written
+
+
+def split_experts_file(path: Path, out_dir: Path) -> tuple[Path, Path] | None:
+    """The halves of a two-expert LoRA file written to ``out_dir`` as one-expert files (high,
+    low); None when ``path`` adapts one transformer."""
+    tensors, meta = read_lora_file(path)
+    halves = expert_halves(tensors)
+    if halves is None:
+        return None
+    written = []
+    for side, half_path in half_paths(Path(out_dir) / Path(path).name).items():
+        write_safetensors(half_path, halves[side], {**meta, "cameo.expert": side})
+        written.append(half_path)
+    return written[0], written[1]
 
 
 def _only_safetensors(path: Path) -> None:
@@ -189,20 +249,55 @@ def convert_file(
 
     The kohya format needs layers that the LoRA may not adapt (see ``formats``); their sizes come
     from ``base``, or else from the base model named in the file's ``cameo.base`` metadata when it
-    is on this machine."""
+    is on this machine. A LoRA of both Wan 2.2 experts stays one file in the diffusers format and
+    becomes its two halves (``half_paths(dst)``) in the others, whose files hold one transformer
+    each. The coverage's ``files`` lists what was written."""
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists")
     sd, meta = read_lora_file(src)
-    shapes = None
-    if to == "kohya":
-        if base is not None:
-            shapes = base_layer_shapes(base)
-        elif "cameo.base" in meta:
-            try:
-                shapes = base_layer_shapes(meta["cameo.base"])
-            except (OSError, ValueError, KeyError):
-                shapes = None  # not here: fine unless the export needs it (then a clear error)
-    out, new_meta, cov = convert_state_dict(sd, to, meta, shapes)
-    write_safetensors(dst, out, new_meta)
-    return cov
+    halves = expert_halves(sd)
+    targets = [dst] if halves is None or to == "diffusers" else list(half_paths(dst).values())
+    taken = [t for t in targets if t.exists()]
+    if taken and not overwrite:
+        raise FileExistsError(f"{taken[0]} exists")
+    shapes = _kohya_shapes(meta, base) if to == "kohya" else None
+    if halves is None:
+        out, new_meta, cov = convert_state_dict(sd, to, meta, shapes)
+        write_safetensors(dst, out, new_meta)
+        return replace(cov, files=[str(dst)])
+    parts = {
+        side: convert_state_dict(half, to, {**meta, "cameo.expert": side}, shapes)
+        for side, half in halves.items()
+    }
+    (high, high_meta, a), (low, low_meta, b) = parts["high"], parts["low"]
+    cov = replace(
+        a, keys_in=len(sd), modules=a.modules + b.modules, keys_out=a.keys_out + b.keys_out
+    )
+    if to != "diffusers":
+        for target, (out, new_meta, _) in zip(targets, parts.values(), strict=True):
+            write_safetensors(target, out, new_meta)
+        return replace(cov, files=[str(t) for t in targets])
+    joined = {**high, **{f"{LOW_COMPONENT}.{k.split('.', 1)[1]}": v for k, v in low.items()}}
+    peft = {
+        **json.loads(high_meta[PEFT_METADATA_KEY]),
+        **{
+            f"{LOW_COMPONENT}.{k.split('.', 1)[1]}": v
+            for k, v in json.loads(low_meta[PEFT_METADATA_KEY]).items()
+        },
+    }
+    new_meta = {**high_meta, "cameo.expert": "both", PEFT_METADATA_KEY: json.dumps(peft, indent=2)}
+    write_safetensors(dst, joined, new_meta)
+    return replace(cov, files=[str(dst)])
+
+
+def _kohya_shapes(meta: dict[str, str], base: str | Path | None):
+    """The base's layer shapes for a kohya export: from ``base``, or the base model named in
+    the file (None when it is not on this machine: fine unless the export needs it, which then
+    fails with a clear error)."""
+    if base is not None:
+        return base_layer_shapes(base)
+    if "cameo.base" in meta:
+        try:
+            return base_layer_shapes(meta["cameo.base"])
+        except (OSError, ValueError, KeyError):
+            return None
+    return None

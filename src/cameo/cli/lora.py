@@ -28,7 +28,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     except (ConversionError, ValueError) as e:
         raise UserError(str(e)) from e
     print(cov.format())
-    print(f"wrote {args.dst}")
+    for written in cov.files:
+        print(f"wrote {written}")
     return 0
 
 

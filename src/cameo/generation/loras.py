@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..compose import MERGES, check_slots, load_modules, merge, save_modules
-from ..lora_files import check_compatible, read_metadata
+from ..lora_files import check_compatible, read_metadata, split_experts_file
 from .config import parse_lora_arg, parse_region
 
 
@@ -34,7 +34,7 @@ def apply_loras(
     ``dare_linear``), ``regional`` (each acts on its own region) or ``windows`` (each draws its
     region as a window of its own); see ``cameo.compose``."""
 
-    paths = [parse_lora_arg(s) for s in specs]
+    paths = _with_halves([parse_lora_arg(s) for s in specs])
     metas = [read_metadata(Path(p)) for p, _ in paths]
     for (path, _), meta in zip(paths, metas, strict=True):
         check_compatible(_expert_of(pipe, meta), Path(path), base_dir)  # never a silent no-op
@@ -68,6 +68,21 @@ def apply_loras(
         pipe.fuse_lora(components=["transformer"], adapter_names=loaded.names, lora_scale=1.0)
         pipe.unload_lora_weights()  # the change now lives in the weights
     return loaded
+
+
+def _with_halves(paths: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Each LoRA of both Wan 2.2 experts (``cameo.expert`` "both") as its two halves, written
+    to a temporary folder, at its scale; the others as they are."""
+    out = []
+    for path, scale in paths:
+        if read_metadata(Path(path)).get("cameo.expert") != "both":
+            out.append((path, scale))
+            continue
+        halves = split_experts_file(Path(path), Path(tempfile.mkdtemp(prefix="cameo-experts-")))
+        if halves is None:
+            raise ValueError(f"{path}: marked as both Wan 2.2 experts, but holds one")
+        out.extend((str(h), scale) for h in halves)
+    return out
 
 
 def _expert_of(pipe, meta: dict):

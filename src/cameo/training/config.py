@@ -52,10 +52,14 @@ class TrainConfig:
             "flatten": True,  # its fields are flags of their own: --rank, --alpha, --targets...
         },
     )
-    expert: str = field(
-        default="high",
+    expert: str | None = field(
+        default=None,
         metadata={
-            "help": "Wan 2.2 A14B: which expert to adapt, high (noisy steps, `transformer`) or low (`transformer_2`)"
+            "help": "Wan 2.2 A14B: which expert to adapt: both (the default on a two-expert base: "
+            "each step trains the one its noise level belongs to, as generation routes it, "
+            "and NAME_high_noise / NAME_low_noise files come out beside the one file), high "
+            "(noisy steps, `transformer`) or low (`transformer_2`); one-transformer bases "
+            "train their one"
         },
     )
     orthogonal_slot: int = field(
@@ -259,6 +263,8 @@ class TrainConfig:
             "grad_checkpointing": profile.grad_checkpointing,
             "mixed_precision": profile.mixed_precision if on_gpu else "no",
         }
+        if profile.experts == 2:
+            wanted["expert"] = "both"
         filled = {k: v for k, v in wanted.items() if getattr(self, k) is None}
         for k, v in filled.items():
             setattr(self, k, v)
@@ -290,8 +296,8 @@ class TrainConfig:
             raise ValueError(f"--lr must be in (0, 1), not {self.lr}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError("--schedule must be cosine or constant")
-        if self.expert not in ("high", "low"):
-            raise ValueError("--expert must be high or low")
+        if self.expert not in (None, "both", "high", "low"):
+            raise ValueError(f"--expert must be both, high or low, not {self.expert!r}")
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise ValueError("--mixed-precision must be no, bf16 or fp16")
         if not 0 <= self.ema < 1 or not 0 <= self.caption_dropout < 1:

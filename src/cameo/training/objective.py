@@ -12,11 +12,13 @@ from ..lora import (
     adapters_disabled,
 )
 from .config import TrainConfig
+from .experts import SigmaDraw, TwoExperts
 
 
-def expert_and_range(pipe, expert: str) -> tuple[torch.nn.Module, tuple[float, float]]:
+def expert_and_range(pipe, expert: str | None) -> tuple[torch.nn.Module, tuple[float, float]]:
     """The transformer to adapt and the sigma range it serves. Wan 2.2 A14B hands steps with
-    t >= boundary_ratio * 1000 to ``transformer`` and the rest to ``transformer_2``."""
+    t >= boundary_ratio * 1000 to ``transformer`` and the rest to ``transformer_2``; "both"
+    adapts the two (``TwoExperts``, whose steps draw their own side of the range)."""
     boundary = getattr(pipe.config, "boundary_ratio", None)
     second = getattr(pipe, "transformer_2", None)
     if boundary is None or second is None:
@@ -25,6 +27,8 @@ def expert_and_range(pipe, expert: str) -> tuple[torch.nn.Module, tuple[float, f
                 "--expert low needs a two-expert base (Wan 2.2 A14B); this one has one transformer"
             )
         return pipe.transformer, (0.0, 1.0)
+    if expert == "both":
+        return TwoExperts(pipe.transformer, second, boundary), (0.0, 1.0)
     return (pipe.transformer, (boundary, 1.0)) if expert == "high" else (second, (0.0, boundary))
 
 
@@ -34,12 +38,14 @@ def make_batch(
     step: int,
     rank: int = 0,
     world: int = 1,
-    sigma_range: tuple[float, float] = (0.0, 1.0),
+    sigma_range: tuple[float, float] | SigmaDraw = (0.0, 1.0),
 ) -> dict:
     """The global batch of ``step`` (a pure function of seed and step); this process's slice.
 
     A batch comes from one cache group, i.e. one shape (frames, bucket height and width),
-    drawn in proportion to the groups' sizes; its samples are drawn within it."""
+    drawn in proportion to the groups' sizes; its samples are drawn within it. Its sigmas are
+    the training distribution mapped into ``sigma_range`` (lo, hi), or ``sigma_range(batch,
+    generator)`` when it is a draw of its own (``TwoExperts.sigmas_for_step``)."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     sizes = torch.tensor([len(gr["latents"]) for gr in cache["groups"]], dtype=torch.float)
     group = cache["groups"][int(torch.multinomial(sizes, 1, generator=g))]
@@ -50,9 +56,8 @@ def make_batch(
     drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
     text[drop] = cache["empty"]
     noise = torch.randn(x0.shape, generator=g)
-    lo, hi = sigma_range
-    # within this expert's range
-    sigmas = lo + (hi - lo) * sample_sigmas(cfg.batch, cfg.sigma_shift, g)
+    draw = _sigma_draw(sigma_range, cfg.sigma_shift)
+    sigmas = draw(cfg.batch, g)
     alone = torch.zeros(cfg.batch, dtype=torch.bool)
     # drawn last and only when asked, so the default batches stay as they were
     if cfg.trigger_only > 0:
@@ -76,7 +81,7 @@ def make_batch(
         pidx = torch.randint(len(cache["prior_latents"]), (cfg.batch,), generator=g)
         px0 = cache["prior_latents"][pidx]
         pnoise = torch.randn(px0.shape, generator=g)
-        psig = lo + (hi - lo) * sample_sigmas(cfg.batch, cfg.sigma_shift, g)
+        psig = draw(cfg.batch, g)
         batch.update(
             prior_x0=px0[sl],
             prior_noise=pnoise[sl],
@@ -84,6 +89,13 @@ def make_batch(
             class_text=cache["class_text"][pidx][sl],
         )
     return batch
+
+
+def _sigma_draw(sigma_range: tuple[float, float] | SigmaDraw, shift: float) -> SigmaDraw:
+    if callable(sigma_range):
+        return sigma_range
+    lo, hi = sigma_range  # within this expert's range
+    return lambda n, g: lo + (hi - lo) * sample_sigmas(n, shift, g)
 
 
 def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.Tensor:

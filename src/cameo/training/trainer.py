@@ -24,13 +24,12 @@ from ..compose import set_orthogonal_down
 from ..data import scan_folder, training_target
 from ..lora import (
     LoraSpec,
-    adapter_state_dict,
     add_lora,
     load_adapter,
     lora_parameters,
     parameter_counts,
 )
-from ..lora_files import base_hash, save_lora_file
+from ..lora_files import base_hash, save_expert_files, save_lora_file
 from ..models import fast, load_pipeline, memory, resolve_base, text_tokens_for
 from ..models.profiles import detect_profile
 from . import checkpoint as ckpt
@@ -38,6 +37,7 @@ from . import flat
 from .cache import build_cache
 from .config import TrainConfig
 from .disk_cache import DiskCache
+from .experts import TwoExperts, adapter_tensors, members
 from .loop import Checkpointed, Events, LoopResult, OptimisationLoop, Schedule, stop_on_sigint
 from .objective import expert_and_range, make_batch, training_loss, unwrap_model
 from .progress import ProgressBar
@@ -97,6 +97,11 @@ class Trainer:
         )
         if cfg.offload != "none" and self.acc.num_processes > 1:
             raise ValueError("--offload needs one process: DDP keeps every weight on each GPU")
+        if cfg.expert == "both" and self.profile.experts == 2 and self.acc.num_processes > 1:
+            raise ValueError(
+                "--expert both needs one process (DDP would keep both experts on each GPU); "
+                "train --expert high and --expert low in runs of their own"
+            )
         self.report = scan_folder(
             Path(cfg.data),
             cfg.trigger,
@@ -140,6 +145,8 @@ class Trainer:
                 f"{store.reused['text']}"
             )
         model, self.sigma_range = expert_and_range(self.pipe, cfg.expert)
+        if cfg.expert == "both" and not isinstance(model, TwoExperts):
+            self.log("--expert both: this base has one transformer, which trains alone")
         if self.acc.device.type == "cpu":
             torch.set_num_threads(flat.cpu_threads(cfg.threads, model))
         self.spec = self._add_adapter(model)
@@ -147,9 +154,12 @@ class Trainer:
             p.data = p.data.float()
         if cfg.grad_checkpointing:
             model.enable_gradient_checkpointing()
-        placed = memory.place_for_training(
-            self.pipe, model, device=self.acc.device, fp8=cfg.fp8_base, offload=cfg.offload
-        )
+        if isinstance(model, TwoExperts):
+            placed = model.place(self.acc.device, fp8=cfg.fp8_base, offload=cfg.offload)
+        else:
+            placed = memory.place_for_training(
+                self.pipe, model, device=self.acc.device, fp8=cfg.fp8_base, offload=cfg.offload
+            )
         for line in placed:
             self.log(line)
         trainable, frozen = parameter_counts(model)
@@ -173,12 +183,16 @@ class Trainer:
         and targets then win over the flags, and are written to config.json and the file)."""
         cfg = self.cfg
         if not cfg.init_from:
-            add_lora(model, cfg.lora, "default")
-            if cfg.orthogonal_slot >= 0:
-                set_orthogonal_down(model, cfg.orthogonal_slot, cfg.lora.rank, cfg.orthogonal_seed)
+            for m in members(model):
+                add_lora(m, cfg.lora, "default")
+                if cfg.orthogonal_slot >= 0:
+                    set_orthogonal_down(m, cfg.orthogonal_slot, cfg.lora.rank, cfg.orthogonal_seed)
             return cfg.lora
         model.requires_grad_(False)
-        load_adapter(model, Path(cfg.init_from), "default")
+        if isinstance(model, TwoExperts):
+            model.load_adapter(Path(cfg.init_from), "default", self.out / "init-from")
+        else:
+            load_adapter(model, Path(cfg.init_from), "default")
         for n, p in model.named_parameters():
             p.requires_grad_("lora_" in n)
         spec = adapter_spec(model)
@@ -196,13 +210,20 @@ class Trainer:
         cfg = self.cfg
         lora = lora_parameters(model)
         self.flat, params = None, lora
-        if cfg.fast and self.acc.num_processes == 1:  # DDP keeps its own gradient buckets
+        two = isinstance(model, TwoExperts)
+        if cfg.fast and two:
+            self.log(
+                "--expert both: the LoRA tensors step one by one, not as one flat buffer, so "
+                "that the expert a step leaves idle takes no AdamW step"
+            )
+        if cfg.fast and self.acc.num_processes == 1 and not two:  # DDP: its own buckets
             # the model is on its device already: a later move would replace the views' tensors
             self.flat = flat.FlatParameters(lora)
             params = [self.flat.param]
         adamw = flat.fused_adamw if cfg.fast else torch.optim.AdamW
         self.opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        placement = [not memory.is_offloaded(model), True]  # offload hooks own the weights
+        # offload hooks own the weights; two experts place their own
+        placement = [not (memory.is_offloaded(model) or two), True]
         self.model, self.opt = self.acc.prepare(model, self.opt, device_placement=placement)
         self.params = params  # what the optimiser steps and clipping reads
         self.lora = lora  # the adapter's own tensors (views of the flat one, if any)
@@ -216,7 +237,9 @@ class Trainer:
         prompts = [c["text"], c["class_text"]] if self.cfg.prior_preservation > 0 else [c["text"]]
         if "stranger_text" in c:
             prompts.append(c["stranger_text"].flatten(0, 1))  # (n_captions * K, T, D)
-        fast.enable(model).cache_text(torch.cat([*prompts, c["empty"][None]]).to(self.acc.device))
+        table = torch.cat([*prompts, c["empty"][None]]).to(self.acc.device)
+        for m in members(model):
+            fast.enable(m).cache_text(table)
 
     def _make_loop(self) -> OptimisationLoop:
         cfg = self.cfg
@@ -294,7 +317,7 @@ class Trainer:
             step,
             self.acc.process_index,
             self.acc.num_processes,
-            self.sigma_range,
+            self._sigmas_at(step),
         )
         batch = {k: v.to(self.acc.device) for k, v in batch.items()}
         with self.acc.autocast():
@@ -305,6 +328,14 @@ class Trainer:
         if self.acc.num_processes > 1:
             return {"loss": self.acc.reduce(loss.detach(), "mean").item()}
         return {"loss": loss.item()}
+
+    def _sigmas_at(self, step: int):
+        """The sigma range of ``step``'s batch: the trained expert's, or with both experts the
+        side drawn for the step (``TwoExperts.sigmas_for_step``)."""
+        model = unwrap_model(self.model)
+        if isinstance(model, TwoExperts):
+            return model.sigmas_for_step(self.cfg.seed, step, self.cfg.sigma_shift)
+        return self.sigma_range
 
     def _clip(self, params, max_norm: float):
         if self.cfg.fast:
@@ -357,7 +388,7 @@ class Trainer:
                 score=score,
                 step=done,
                 metrics=metrics,
-                tensors=adapter_state_dict(unwrap_model(self.model)),
+                tensors=adapter_tensors(unwrap_model(self.model)),
             )
             return True
         return False
@@ -413,7 +444,9 @@ class Trainer:
             for e, p in zip(self.ema, lora_parameters(model), strict=True):
                 with torch.no_grad():  # not .data: the version must move for caches
                     p.copy_(e)
-        last = adapter_state_dict(model)
+        last = adapter_tensors(model)
+        # both experts: one file, and its halves for the tools that load one expert a file
+        write = save_expert_files if isinstance(model, TwoExperts) else save_lora_file
         meta = self._file_metadata(seconds)
         chosen, chosen_meta = (
             last,
@@ -422,14 +455,14 @@ class Trainer:
         if self.best["tensors"] is not None and self.ema is None:
             chosen = self.best["tensors"]
             chosen_meta = {**meta, "step": self.best["step"], "metrics": self.best["metrics"]}
-            save_lora_file(
+            write(
                 self.out / f"{cfg.name}-last.safetensors",
                 last,
                 self.spec,
                 {**meta, "step": cfg.steps},
                 overwrite=True,
             )
-        save_lora_file(self.lora_path, chosen, self.spec, chosen_meta, overwrite=True)
+        write(self.lora_path, chosen, self.spec, chosen_meta, overwrite=True)
         summary = {
             "best_step": chosen_meta["step"],
             "metrics": chosen_meta["metrics"],

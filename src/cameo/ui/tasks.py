@@ -242,6 +242,6 @@ def export_formats(lora: Path, exports: Path, stem: str) -> list[Path]:
     out = []
     for fmt in FORMATS:
         dst = exports / f"{stem}-{fmt}.safetensors"
-        convert_file(lora, dst, fmt, overwrite=True)
-        out.append(dst)
+        cov = convert_file(lora, dst, fmt, overwrite=True)
+        out.extend(Path(f) for f in cov.files)  # two files for both Wan 2.2 experts
     return out
