@@ -318,3 +318,39 @@ def test_eval_starts_image_to_video_clips_from_the_given_photos(i2v_dir, tmp_pat
     assert got["first_frames"] == str(others)
     starts = {r["first_frame"] for g in got["clips"].values() for v in g.values() for r in v}
     assert starts == {"photo_000.png", "photo_001.png", "photo_002.png"}
+
+
+@pytest.fixture(scope="module")
+def i2v_a14b_dir(tmp_path_factory, i2v_dir):
+    """Wan 2.2 I2V A14B's layout: two concatenation experts, handing over at t = 900."""
+    pipe = WanImageToVideoPipeline.from_pretrained(i2v_dir)
+    torch.manual_seed(4)
+    two = WanImageToVideoPipeline(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        vae=pipe.vae,
+        scheduler=pipe.scheduler,
+        transformer=pipe.transformer,
+        transformer_2=_i2v_transformer(),
+        boundary_ratio=0.9,
+    )
+    path = tmp_path_factory.mktemp("i2va14b") / "pipe"
+    two.save_pretrained(path)
+    return path
+
+
+def test_both_experts_of_an_image_to_video_base_train_in_one_run(i2v_a14b_dir, tmp_path):
+    photos = _person(tmp_path, clips=1)
+    out = tmp_path / "run"
+    argv = train_argv(photos, i2v_a14b_dir, out, "--height", "32", "--width", "32", steps=4)
+    assert main([*argv, "--lr", "2e-2"]) == 0
+    assert json.loads((out / "config.json").read_text())["expert"] == "both"
+    assert (out / "mike_high_noise.safetensors").is_file()
+    assert (out / "mike_low_noise.safetensors").is_file()
+    cfg = GenerateConfig(prompt="mike, speaking", base=str(i2v_a14b_dir), steps=4, **SIZE,
+                         fps=8, image=str(photos / "photo_000.png"))  # fmt: skip
+    plain = generate_clip(cfg)
+    both = generate_clip(
+        GenerateConfig(**{**cfg.__dict__, "lora": [str(out / "mike.safetensors")]})
+    )
+    assert np.abs(both.astype(int) - plain).max() > 0

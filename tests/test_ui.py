@@ -383,6 +383,27 @@ def test_two_people_read_their_own_half_of_the_prompt(ui_app, tmp_path, monkeypa
     assert own_prompts_choice("regional")["interactive"] is True
 
 
+def test_a_first_frame_is_kept_in_the_session_for_image_to_video(ui_app, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cameo.ui.workspace import UploadError
+
+    sid, _ = ui_app.start_session()
+    session = ui_app.session(sid)
+    mine = tmp_path / "mike.safetensors"
+    mine.write_bytes(b"-")
+    monkeypatch.setattr(ui_app, "trained_lora", lambda s: mine)
+    photo = tmp_path / "me.png"
+    Image.new("RGB", (64, 64), "red").save(photo)
+    cfg = ui_app._generate_config(session, "mike", 1.0, 0, 4, None, 1.0, "linear", True, str(photo))
+    assert Path(cfg.image).parent == session.uploads and Path(cfg.image).is_file()
+    photo.unlink()  # the browser's temporary copy goes; the session keeps its own
+    assert Path(cfg.image).is_file()
+    assert ui_app._generate_config(session, "mike", 1.0, 0, 4, None, 1.0, "linear").image == ""
+    with pytest.raises(UploadError):
+        ui_app._generate_config(session, "mike", 1.0, 0, 4, None, 1.0, "linear", True, str(mine))
+
+
 def test_training_job_shows_the_trainers_validation_events(
     tmp_path, tiny_pipeline_dir, monkeypatch
 ):

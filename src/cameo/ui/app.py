@@ -21,6 +21,7 @@ import gradio as gr
 
 from ..compose import MIXES as COMPOSE_MIXES
 from ..data import DatasetError, PhotoReport, check_photos, scan_folder
+from ..data.images import IMAGE_EXT
 from ..data.world_folders import write_person_folder
 from ..generation import GenerateConfig, auto_region_prompts
 from ..training import TrainConfig
@@ -346,11 +347,21 @@ class CameoApp:
         raise UploadError("no trained LoRA yet: train one on the Train tab first")
 
     def _generate_config(
-        self, session, prompt, scale, seed, steps, second, second_scale, mix, own_prompts=True
+        self,
+        session,
+        prompt,
+        scale,
+        seed,
+        steps,
+        second,
+        second_scale,
+        mix,
+        own_prompts=True,
+        first_frame=None,
     ):
         """The clip's settings; with a second person's LoRA, a 128-wide canvas for two, where
         (``own_prompts``) each half reads its own part of an 'on the left ... on the right ...'
-        prompt."""
+        prompt. ``first_frame``: the photo an image-to-video base animates."""
         lora = self.trained_lora(session)
         loras = [f"{lora}:{float(scale)}"]
         if second:
@@ -372,10 +383,22 @@ class CameoApp:
             region_prompt=["auto"]
             if second and own_prompts and auto_region_prompts(prompt)
             else [],
+            image=str(self._keep_image(session, Path(first_frame))) if first_frame else "",
             overwrite=True,
         )
         cfg.validate()
         return cfg
+
+    @staticmethod
+    def _keep_image(session: Session, src: Path) -> Path:
+        """The first-frame photo, copied into the session (the browser's copy is temporary)."""
+        if src.suffix.lower() not in IMAGE_EXT:
+            raise UploadError(f"the first frame must be a photo, not {src.name!r}")
+        dest = session.uploads / f"first-{safe_name(src.name)}"
+        if not inside(dest, session.uploads):
+            raise UploadError(f"refused file name {src.name!r}")
+        shutil.copyfile(src, dest)
+        return dest
 
     @staticmethod
     def _keep_upload(session: Session, src: Path) -> Path:
@@ -388,13 +411,32 @@ class CameoApp:
         return dest
 
     def generate(
-        self, sid, prompt, scale, seed, steps, second, second_scale, mix, own_prompts=True
+        self,
+        sid,
+        prompt,
+        scale,
+        seed,
+        steps,
+        second,
+        second_scale,
+        mix,
+        own_prompts=True,
+        first_frame=None,
     ) -> Iterator[tuple]:
         """Queue a clip and report until it is ready; then the page plays it."""
         try:
             session = self.session(sid)
             cfg = self._generate_config(
-                session, prompt, scale, seed, steps, second, second_scale, mix, own_prompts
+                session,
+                prompt,
+                scale,
+                seed,
+                steps,
+                second,
+                second_scale,
+                mix,
+                own_prompts,
+                first_frame,
             )
         except USER_ERRORS as e:
             yield _error(e, self.workdir), gr.skip()

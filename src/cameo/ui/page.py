@@ -147,6 +147,13 @@ def _generate_tab(app: CameoApp, sid) -> None:
             scale = gr.Slider(0, 1.5, value=1.0, step=0.05, label="LoRA scale")
             seed = gr.Number(0, precision=0, label="Seed", elem_id="gen-seed")
             steps = gr.Slider(4, 50, value=20, step=1, label="Sampling steps")
+        with gr.Accordion("First frame (image-to-video bases)", open=False):
+            first_frame = gr.Image(
+                type="filepath",
+                label="The photo the clip starts from (needed by cameo-tiny-i2v and Wan I2V "
+                "bases; a text-to-video base refuses it)",
+                elem_id="first-frame",
+            )
         with gr.Accordion("A second person", open=False):
             gr.Markdown(
                 "Two people stand side by side (a 128-wide clip). Name both by their trigger "
@@ -183,7 +190,7 @@ def _generate_tab(app: CameoApp, sid) -> None:
         )
     go.click(
         app.generate,
-        [sid, prompt, scale, seed, steps, second, second_scale, mix, own_prompts],
+        [sid, prompt, scale, seed, steps, second, second_scale, mix, own_prompts, first_frame],
         [status, video],
         concurrency_limit=None,  # waiting happens in cameo's own queue, with positions
     )
