@@ -20,10 +20,10 @@ TARGET_SETS = {
 EXPORTS = ("diffusers", "comfyui", "kohya")
 
 
-def _lora_file(base_dir, spec, path, base=None):
+def _lora_file(base_dir, spec, path, base=None, pipeline=WanPipeline):
     """A cameo LoRA for ``base_dir`` whose B matrices are not zero (so it changes the clip);
     its metadata names ``base`` (default: ``base_dir``) as the base model."""
-    pipe = WanPipeline.from_pretrained(base_dir)
+    pipe = pipeline.from_pretrained(base_dir)
     add_lora(pipe.transformer, spec)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -16,11 +16,12 @@ from cameo.cli import main
 from cameo.data.world_folders import write_person_folder
 from cameo.diffusion import FirstFrame, flow_matching_loss
 from cameo.generation import GenerateConfig, generate_clip
-from cameo.lora import LoraSpec, adapter_state_dict, add_lora
-from cameo.lora_files import convert_file, save_lora_file
+from cameo.lora import LoraSpec
+from cameo.lora_files import convert_file
 from cameo.models import TransformerConfig, VAEConfig, load_pipeline, save_pipeline_dir
 from cameo.models.first_frame import encode_first_frame
 from conftest import TINY_TRANSFORMER, TINY_VAE, train_argv
+from test_exports import _lora_file
 from test_real_wan import wan21_dir  # noqa: F401  (a fixture: the UMT5 text side of Wan 2.1)
 
 SIZE = dict(height=32, width=32, frames=5)
@@ -236,25 +237,14 @@ def test_ti2v_trains_for_a_first_frame_when_asked(ti2v_dir, tmp_path):
     assert clip.shape == (5, 32, 32, 3)
 
 
-def _random_lora(base_dir, spec: LoraSpec, path):
-    """A cameo LoRA file for an image-to-video base, with non-zero B (so it changes the clip)."""
-    pipe = WanImageToVideoPipeline.from_pretrained(base_dir)
-    add_lora(pipe.transformer, spec)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for n, p in pipe.transformer.named_parameters():
-            if "lora_" in n:
-                p.add_(torch.randn(p.shape, generator=g) * 0.3)
-    meta = {"trigger": "mike", "base": str(base_dir)}
-    return save_lora_file(path, adapter_state_dict(pipe.transformer), spec, meta)
-
-
 @pytest.mark.parametrize(
     "targets", ["attn1.to_q,attn1.to_v,attn2.to_k", "attn2.to_k,attn2.add_k_proj,attn2.add_v_proj"]
 )
 def test_every_export_loads_in_stock_image_to_video_pipeline(wan21_i2v_dir, tmp_path, targets):
     spec = LoraSpec(rank=4, alpha=2.0, targets=targets)
-    native = _random_lora(wan21_i2v_dir, spec, tmp_path / "native.safetensors")
+    native = _lora_file(
+        wan21_i2v_dir, spec, tmp_path / "native.safetensors", pipeline=WanImageToVideoPipeline
+    )
     pipe = WanImageToVideoPipeline.from_pretrained(wan21_i2v_dir)
     pipe.set_progress_bar_config(disable=True)
     image = Image.fromarray(_frames()[0])

@@ -410,34 +410,12 @@ class CameoApp:
         shutil.copyfile(src, dest)
         return dest
 
-    def generate(
-        self,
-        sid,
-        prompt,
-        scale,
-        seed,
-        steps,
-        second,
-        second_scale,
-        mix,
-        own_prompts=True,
-        first_frame=None,
-    ) -> Iterator[tuple]:
-        """Queue a clip and report until it is ready; then the page plays it."""
+    def generate(self, sid, *settings) -> Iterator[tuple]:
+        """Queue a clip and report until it is ready; then the page plays it. ``settings``:
+        the Generate tab's fields, as ``_generate_config`` takes them after the session."""
         try:
             session = self.session(sid)
-            cfg = self._generate_config(
-                session,
-                prompt,
-                scale,
-                seed,
-                steps,
-                second,
-                second_scale,
-                mix,
-                own_prompts,
-                first_frame,
-            )
+            cfg = self._generate_config(session, *settings)
         except USER_ERRORS as e:
             yield _error(e, self.workdir), gr.skip()
             return
