@@ -16,9 +16,9 @@ from cameo.cli import main
 from cameo.data.world_folders import write_person_folder
 from cameo.diffusion import FirstFrame, flow_matching_loss
 from cameo.generation import GenerateConfig, generate_clip
-from cameo.lora import LoraSpec
+from cameo.lora import LoraSpec, add_lora, lora_parameters
 from cameo.lora_files import convert_file
-from cameo.models import TransformerConfig, VAEConfig, load_pipeline, save_pipeline_dir
+from cameo.models import TransformerConfig, VAEConfig, fast, load_pipeline, save_pipeline_dir
 from cameo.models.first_frame import encode_first_frame
 from conftest import TINY_TRANSFORMER, TINY_VAE, train_argv
 from test_exports import _lora_file
@@ -344,3 +344,32 @@ def test_both_experts_of_an_image_to_video_base_train_in_one_run(i2v_a14b_dir, t
         GenerateConfig(**{**cfg.__dict__, "lora": [str(out / "mike.safetensors")]})
     )
     assert np.abs(both.astype(int) - plain).max() > 0
+
+
+def test_the_fast_path_serves_concatenated_conditions_exactly():
+
+    model = _i2v_transformer()
+    add_lora(model, LoraSpec(rank=4, alpha=4))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in lora_parameters(model):
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    x0 = torch.randn(2, 4, 2, 8, 8, generator=g)
+    first = FirstFrame(torch.randn(2, 8, 2, 8, 8, generator=g))
+    text, noise = torch.randn(2, 5, 384, generator=g), torch.randn(x0.shape, generator=g)
+    sigmas = torch.tensor([0.3, 0.7])
+
+    def loss_and_grads():
+        for p in model.parameters():
+            p.grad = None
+        loss = flow_matching_loss(model, x0, text, sigmas, noise, first=first).mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in lora_parameters(model)]
+
+    plain_loss, plain_grads = loss_and_grads()
+    ff = fast.enable(model)
+    fast_loss, fast_grads = loss_and_grads()
+    assert ff.served > 0 and not ff.fallbacks, "the fast path must have computed the step"
+    torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=1e-4)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
