@@ -8,6 +8,14 @@ For each held-out person: write 20 captioned photos, train a LoRA with the defau
   clone = the LoRA at scale 1 called by its trigger word;
 and, on prompts that do not name the person, the base model with and without the LoRA (leakage);
 and the ceiling: the person's real clips through the base's VAE, scored as the clones are.
+Beside the eyes' identity it measures what a person sees: sharpness and visible speech against
+the person's real render of each clone prompt, and a second identity judge that cameo's
+training never saw (dlib's face descriptor, ``cameo.metrics.face_lineup``).
+
+With --work every person's row, their clone clips' latents (clone_latents.safetensors, for
+decoding again with another decoder) and a contact sheet (sheet.png: real, real through the
+VAE, clone) are kept in work/p<N>/; a rerun with the same settings skips finished people.
+Persons 11-20 are the development set; persons 100-119 (--fresh) are never used for decisions.
 Writes docs/clone_quality.json; docs/quality.md quotes it.
 """
 
@@ -27,20 +35,30 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from safetensors.torch import save_file
+
+from cameo import faces
+from cameo.data.media import contact_sheet, write_png
 from cameo.data.world_folders import CAPTION_STYLES, write_person_folder
 from cameo.generation import GenerateConfig, generate_frames
 from cameo.metrics.evaluate import Eyes, default_prompts, load_references, score_clip, summarise
-from cameo.metrics.scores import self_similarity
+from cameo.metrics.face_lineup import FaceLineup, person_descriptor
+from cameo.metrics.scores import prompt_attributes, self_similarity
+from cameo.metrics.sharpness import laplacian_energy
+from cameo.metrics.speech import mouth_range, speech_visible
+from cameo.metrics.world_identity import distractor_stills
 from cameo.models import load_pipeline
 from cameo.training import TrainConfig, run_training
 from cameo.world import identity, person_sample
 from cameo.world.captions import full_description
-from cameo.world.traits import BACKGROUND_COLOURS
-from common import add_gen_option, parse_overrides, vae_roundtrip, write_json
+from cameo.world.traits import BACKGROUND_COLOURS, SCENE_COLOURS, Scene
+from common import add_gen_option, decoded_latents, parse_overrides, vae_roundtrip, write_json
 
 TRIGGER = "mike"
+FRESH = (100, 20)  # persons 100-119: never used for any decision
 
 
 def unseen_scenes(photos: Path, n: int = 4) -> list[str]:
@@ -52,6 +70,83 @@ def unseen_scenes(photos: Path, n: int = 4) -> list[str]:
         f"{acts[i % len(acts)]}, in front of {('an ' if free[i % len(free)][0] in 'aeiou' else 'a ')}{free[i % len(free)]} wall"
         for i in range(n)
     ]
+
+
+def real_scene_clip(person: int, scene: str, seed: int) -> np.ndarray:
+    """The person's real 17-frame render of a clone prompt's scene: its background colour,
+    speaking or silent, smiling when it says so, no hat; pose and light drawn by ``seed``."""
+    said = prompt_attributes(scene)
+    rng = random.Random(f"bench/real/{person}/{scene}/{seed}")
+    drawn = Scene.sample(rng)
+    bg = said.get("background", drawn.background_name)
+    sc = drawn.replace(
+        background_name=bg,
+        background=SCENE_COLOURS[bg],
+        action="speaking" if said.get("speaking") else "silent",
+        expression="smiling" if "smiling" in scene else "neutral",
+        hat="none",
+    )
+    return person_sample("heldout", person, rng, scene=sc).frames
+
+
+def what_a_person_sees(eyes: Eyes, clone: list, real: list, vae: list, speak: list) -> dict:
+    """Sharpness and visible speech of the clone clips against the person's real renders of the
+    same prompts (and those renders through the VAE: the ceiling). ``speak``: which clips the
+    prompt asks to speak."""
+    sharp = {
+        k: np.mean([laplacian_energy(c) for c in v])
+        for k, v in (("clone", clone), ("real", real), ("vae", vae))
+    }
+    ranges = {
+        k: [mouth_range(eyes, c) for c in v]
+        for k, v in (("clone", clone), ("real", real), ("vae", vae))
+    }
+    thr = eyes.speaking_threshold
+    spoken = {k: [r for r, s in zip(v, speak, strict=True) if s] for k, v in ranges.items()}
+    silent = {k: [r for r, s in zip(v, speak, strict=True) if not s] for k, v in ranges.items()}
+    return {
+        "sharpness_clone": float(sharp["clone"]),
+        "sharpness_real": float(sharp["real"]),
+        "sharpness_ratio": float(sharp["clone"] / max(sharp["real"], 1e-9)),
+        "sharpness_vae_ratio": float(sharp["vae"] / max(sharp["real"], 1e-9)),
+        "mouth_range_clone": float(np.mean(spoken["clone"])),
+        "mouth_range_real": float(np.mean(spoken["real"])),
+        "mouth_range_vae": float(np.mean(spoken["vae"])),
+        "mouth_range_ratio": float(np.mean(spoken["clone"]) / max(np.mean(spoken["real"]), 1e-9)),
+        "speech_visible_clone": speech_visible(spoken["clone"], thr),
+        "speech_visible_real": speech_visible(spoken["real"], thr),
+        "speech_visible_vae": speech_visible(spoken["vae"], thr),
+        # the threshold's false alarms: real silent clips read as speaking
+        "speech_false_real": speech_visible(silent["real"], thr),
+        "speech_false_clone": speech_visible(silent["clone"], thr),
+    }
+
+
+def face_judge(lineup: FaceLineup, photos: np.ndarray, clone: list, real: list, vae: list) -> dict:
+    """dlib's face descriptor as a second judge: identification in the line-up and the share
+    of frames with a face found, for the clones, the real renders of the same prompts (the
+    judge's ceiling) and those through the VAE."""
+    person = person_descriptor(photos)
+    out: dict = {"face_lineup": lineup.size}
+    if person is None:
+        return out
+    for name, clips in (("clone", clone), ("real", real), ("vae", vae)):
+        judged = [lineup.judge(person, c) for c in clips]
+        out[f"face_identification_{name}"] = float(np.mean([j["identified"] for j in judged]))
+        out[f"face_found_{name}"] = float(np.mean([j["face_found"] for j in judged]))
+    return out
+
+
+def keep_clips(folder: Path, latents: list, prompts: list[str], sheet: list[np.ndarray]) -> None:
+    """The clone clips' latents (one tensor a clip, (1, C, F', h, w), as the VAE decodes them)
+    and a contact sheet, rows: real render, real through the VAE, clone (frames 0, 4, ...)."""
+    save_file(
+        {f"clip{i:02d}": z.contiguous() for i, z in enumerate(latents)},
+        str(folder / "clone_latents.safetensors"),
+        metadata={"prompts": json.dumps(prompts)},
+    )
+    rows = [np.asarray(contact_sheet(c[::4], columns=5, scale=2)) for c in sheet]
+    write_png(Image.fromarray(np.concatenate(rows)), folder / "sheet.png")
 
 
 def trained_lora(cfg: TrainConfig, record: Path) -> tuple[Path, float]:
@@ -93,6 +188,7 @@ def one_person(
     trigger: str = TRIGGER,
     captions: str = "named",
     gen: dict | None = None,
+    lineup: FaceLineup | None = None,
 ) -> dict:
     photos = write_person_folder(
         person, work / f"p{person}" / "photos", 20, captions=captions, overwrite=True
@@ -113,6 +209,7 @@ def one_person(
     base, clone = load_pipeline(cfg.base), load_pipeline(cfg.base)  # --set base=DIR: another
     clone.load_lora_weights(str(lora), adapter_name="subject")
     res: dict[str, list] = {"base": [], "clone": [], "leak_base": [], "leak_lora": []}
+    seen: dict[str, list] = {k: [] for k in ("clone", "real", "vae", "speak", "prompt", "latents")}
     for k, scene in enumerate(unseen_scenes(photos)):
         for seed in range(seeds):
             g = dict(seed=100 * k + seed, **(gen or {}))
@@ -125,15 +222,16 @@ def one_person(
                     self_sim,
                 )
             )
-            res["clone"].append(
-                score_clip(
-                    eyes,
-                    generate_frames(clone, GenerateConfig(prompt=f"{trigger}, {scene}", **g)),
-                    f"{trigger}, {scene}",
-                    refs,
-                    self_sim,
-                )
-            )
+            with decoded_latents(clone.vae) as latents:
+                frames = generate_frames(clone, GenerateConfig(prompt=f"{trigger}, {scene}", **g))
+            res["clone"].append(score_clip(eyes, frames, f"{trigger}, {scene}", refs, self_sim))
+            real = real_scene_clip(person, scene, seed)
+            seen["clone"].append(frames)
+            seen["real"].append(real)
+            seen["vae"].append(vae_roundtrip(base.vae, real))
+            seen["speak"].append(bool(prompt_attributes(scene).get("speaking")))
+            seen["prompt"].append(f"{trigger}, {scene} (seed {g['seed']})")
+            seen["latents"].extend(latents)
     for k, prompt in enumerate(default_prompts(trigger)["others"]):
         for seed in range(seeds):
             cfg_g = GenerateConfig(prompt=prompt, seed=100 * k + seed, **(gen or {}))
@@ -145,6 +243,16 @@ def one_person(
             )
     s = {k: summarise(v) for k, v in res.items()}
     ceiling = vae_ceiling(eyes, base.vae, person, refs, self_sim, len(res["clone"]))
+    sees = what_a_person_sees(eyes, seen["clone"], seen["real"], seen["vae"], seen["speak"])
+    if lineup is not None:
+        pix = load_references(photos)
+        sees.update(face_judge(lineup, pix, seen["clone"], seen["real"], seen["vae"]))
+    sheet = [
+        c
+        for k in range(min(2, len(seen["clone"]) // seeds))
+        for c in (seen["real"][k * seeds], seen["vae"][k * seeds], seen["clone"][k * seeds])
+    ]
+    keep_clips(work / f"p{person}", seen["latents"], seen["prompt"], sheet)
     per_frame = np.array([c["people"][0]["identity_per_frame"] for c in res["clone"]]) / self_sim
     others = default_prompts(trigger)["others"]
     by_prompt = {  # the rise per leakage prompt: which look the LoRA drags towards the person
@@ -175,7 +283,9 @@ def one_person(
         "ceiling_identity": ceiling["identity"],
         "base_fidelity": s["base"]["prompt_fidelity"],
         "clone_fidelity": s["clone"]["prompt_fidelity"],
+        "fidelity_ratio": s["clone"]["prompt_fidelity"] / max(s["base"]["prompt_fidelity"], 1e-9),
         "leakage": s["leak_lora"]["identity"] - s["leak_base"]["identity"],
+        **sees,
         "leakage_by_prompt": by_prompt,
     }
 
@@ -190,25 +300,64 @@ def person_in_process(
     threads: int,
     gen: dict,
     work: str = "",
+    lineup: np.ndarray | None = None,
 ) -> dict:
-    """``one_person`` with its own eyes and scratch folder (one of ``--jobs`` processes)."""
+    """``one_person`` with its own eyes and scratch folder (one of ``--jobs`` processes).
+    With ``work``, a row kept there for the same settings is returned without measuring."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    judge = FaceLineup(lineup) if lineup is not None else None
+    settings = {"seeds": seeds, "sets": sets, "trigger": trigger, "captions": captions, "gen": gen}
     if work:  # kept: a later run with other --gen settings reuses the trained LoRAs
-        row = one_person(person, Eyes(), seeds, Path(work), sets, trigger, captions, gen)
+        kept = Path(work) / f"p{person}" / "row.json"
+        if kept.is_file() and json.loads(kept.read_text())["settings"] == settings:
+            return json.loads(kept.read_text())["row"]
+        row = one_person(person, Eyes(), seeds, Path(work), sets, trigger, captions, gen, judge)
+        kept.write_text(json.dumps({"settings": settings, "row": row}, indent=1))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            row = one_person(person, Eyes(), seeds, Path(tmp), sets, trigger, captions, gen)
+            row = one_person(person, Eyes(), seeds, Path(tmp), sets, trigger, captions, gen, judge)
     print(row, flush=True)
     return row
+
+
+def summary(rows: list[dict]) -> dict:
+    """Means over people of every number, the worst fifth of people (the mean of the lowest
+    fifth, at least one) for identification, and the worst person for leakage and fidelity."""
+    keys = [k for k in rows[0] if k not in ("person", "steps", "leakage_by_prompt")]
+    mean = {}
+    for k in keys:
+        vals = [r[k] for r in rows if isinstance(r.get(k), (int, float))]
+        if vals:
+            mean[k] = float(np.mean(vals))
+    mean["fidelity_ratio"] = mean["clone_fidelity"] / max(mean["base_fidelity"], 1e-9)
+    for k in ("identification", "identity"):  # how much of what the VAE lets through
+        mean[f"clone_{k}_of_ceiling"] = mean[f"clone_{k}"] / max(mean[f"ceiling_{k}"], 1e-9)
+    if "face_identification_real" in mean:
+        mean["face_identification_of_ceiling"] = mean["face_identification_clone"] / max(
+            mean["face_identification_real"], 1e-9
+        )
+    fifth = max(1, len(rows) // 5)
+    for k in ("clone_identification", "face_identification_clone"):
+        vals = sorted(r[k] for r in rows if k in r)
+        if vals:
+            mean[f"{k}_worst_fifth"] = float(np.mean(vals[:fifth]))
+    mean["leakage_max"] = max(r["leakage"] for r in rows)
+    mean["fidelity_ratio_min"] = min(r["fidelity_ratio"] for r in rows)
+    return mean
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--people", type=int, default=5)
     ap.add_argument("--first", type=int, default=11, help="first held-out person index")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help=f"the fresh people, persons {FRESH[0]}-{sum(FRESH) - 1} (instead of --first/--people)",
+    )
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument(
         "--set",
@@ -233,6 +382,13 @@ def main() -> None:
         help="people measured at once, each in its own process on one thread",
     )
     ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads a process (default: torch's own, or 1 with --jobs over 1); "
+        "1 beside another heavy job",
+    )
+    ap.add_argument(
         "--work",
         default="",
         help="keep photos and LoRAs in this folder and reuse LoRAs trained with the same "
@@ -242,16 +398,22 @@ def main() -> None:
     args = ap.parse_args()
     sets = parse_overrides(args.set, TrainConfig())
     gen = parse_overrides(args.gen, GenerateConfig())
-    people = list(range(args.first, args.first + args.people))
+    first, count = FRESH if args.fresh else (args.first, args.people)
+    people = list(range(first, first + count))
+    lineup = None
+    if faces.available():  # the face judge's line-up, once for every person
+        cache = Path(args.work) / "face_lineup.npy" if args.work else None
+        lineup = FaceLineup.from_stills(distractor_stills, cache).gallery
     job = functools.partial(
         person_in_process,
         seeds=args.seeds,
         sets=sets,
         trigger=args.trigger,
         captions=args.captions,
-        threads=1 if args.jobs > 1 else 0,
+        threads=args.threads or (1 if args.jobs > 1 else 0),
         gen=gen,
         work=args.work,
+        lineup=lineup,
     )
     if args.jobs > 1:
         ctx = multiprocessing.get_context("spawn")
@@ -259,11 +421,7 @@ def main() -> None:
             rows = list(pool.map(job, people))
     else:
         rows = [job(p) for p in people]
-    keys = [k for k in rows[0] if k not in ("person", "steps", "leakage_by_prompt")]
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    mean["fidelity_ratio"] = mean["clone_fidelity"] / max(mean["base_fidelity"], 1e-9)
-    for k in ("identification", "identity"):  # how much of what the VAE lets through
-        mean[f"clone_{k}_of_ceiling"] = mean[f"clone_{k}"] / max(mean[f"ceiling_{k}"], 1e-9)
+    mean = summary(rows)
     print(json.dumps(mean, indent=1))
     print(
         write_json(
@@ -274,6 +432,7 @@ def main() -> None:
                 "generate_settings": {**gen, "defaults": "cameo generate"},
                 "captions": args.captions,
                 "jobs": args.jobs,
+                "speaking_threshold": Eyes().speaking_threshold,
                 "people": rows,
                 "mean": mean,
             },

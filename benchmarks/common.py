@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
@@ -91,3 +92,25 @@ def vae_roundtrip(vae, frames: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
     return ((rec[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
+
+
+@contextlib.contextmanager
+def decoded_latents(vae):
+    """Inside the block, every latent tensor ``vae.decode`` is given is kept, on the CPU, in the
+    list the block receives: a generated clip's latents exactly as the pipeline decodes them
+    (un-normalised), so that another decoder of the same latent space can decode them again."""
+    kept: list[torch.Tensor] = []
+    own = vae.__dict__.get("decode")  # an instance attribute someone else set, or None
+
+    def decode(z, *args, **kwargs):
+        kept.append(z.detach().to("cpu", torch.float32).clone())
+        return (own or type(vae).decode.__get__(vae))(z, *args, **kwargs)
+
+    vae.decode = decode
+    try:
+        yield kept
+    finally:
+        if own is None:
+            del vae.decode
+        else:
+            vae.decode = own

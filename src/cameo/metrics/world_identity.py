@@ -9,6 +9,7 @@ what the attribute probes read against what the prompt states.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,13 +102,20 @@ class Eyes:
     def distractors(self) -> torch.Tensor:
         """Centroids of 99 fixed held-out people (5 renders each): the identification lineup."""
         if self._distractors is None:
-            rng = random.Random("cameo-eval/distractors")
-            cents = []
-            for k in range(N_DISTRACTORS):
-                pix = np.stack([random_still("heldout", 100_000 + k, rng)[0] for _ in range(5)])
-                cents.append(centroid(self.embed(pix)))
-            self._distractors = torch.stack(cents)
+            self._distractors = torch.stack([centroid(self.embed(p)) for p in distractor_stills()])
         return self._distractors
+
+
+@functools.cache
+def distractor_stills() -> np.ndarray:
+    """The line-up's 99 fixed held-out people, 5 renders each: uint8 (99, 5, 64, 64, 3)."""
+    rng = random.Random("cameo-eval/distractors")
+    return np.stack(
+        [
+            np.stack([random_still("heldout", 100_000 + k, rng)[0] for _ in range(5)])
+            for k in range(N_DISTRACTORS)
+        ]
+    )
 
 
 def regions(frames: np.ndarray) -> list[np.ndarray]:
