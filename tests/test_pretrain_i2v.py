@@ -110,6 +110,7 @@ def test_exported_i2v_model_loads_in_stock_diffusers_and_animates_a_frame(t2v, t
     card = (dest / "README.md").read_text()
     assert card.startswith("# cameo-tiny-i2v") and "--task i2v" in card
     assert "first-frame input channels" in card and "--vae-from" in card
+    assert "_name_or_path" not in (dest / "vae" / "config.json").read_text()
     _link_minilm(dest)  # as cameo does for a shipped model on first use
     pipe = WanImageToVideoPipeline.from_pretrained(dest)
     pipe.set_progress_bar_config(disable=True)

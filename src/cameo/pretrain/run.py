@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
+from diffusers.configuration_utils import FrozenDict
 
 from ..models import TINY_I2V, resolve_base, save_pipeline_dir
 from ..models.first_frame import I2V_PIPELINE
@@ -53,12 +54,11 @@ def _run_vae(cfg: PretrainConfig, run: Path, device: torch.device):
     the VAE stage's (trained first when the stage is vae or all); None when the time budget
     or Ctrl+C stopped the VAE stage."""
     if cfg.vae_from:  # its statistics are the ones its transformer learnt on: kept as they are
-        return (
-            AutoencoderKLWan.from_pretrained(resolve_base(cfg.vae_from) / "vae")
-            .float()
-            .to(device)
-            .eval()
-        )
+        vae = AutoencoderKLWan.from_pretrained(resolve_base(cfg.vae_from) / "vae").float()
+        # where it was loaded from is no part of the exported config (the run's config.json is)
+        config = {k: v for k, v in vae.config.items() if k != "_name_or_path"}
+        vae._internal_dict = FrozenDict(config)
+        return vae.to(device).eval()
     if cfg.stage in ("vae", "all") and train_vae(cfg, run, device) is None:
         return None
     vae = _load_finished_vae(cfg, run).to(device)
