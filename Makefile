@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q $${CAMEO_TORCH:-torch==2.13.0}
 	$(BIN)/pip install -q -e ".[dev,faces]"
 	$(BIN)/cameo model path > /dev/null
+	$(BIN)/cameo model path cameo-tiny-i2v > /dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)
