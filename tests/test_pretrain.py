@@ -495,3 +495,40 @@ def test_stage_minutes_fix_the_step_count_and_a_resume_keeps_it(tmp_path, monkey
     assert _losses(tmp_path)[-1]["step"] == timed  # the last step is logged
     assert train_vae(_cfg(tmp_path, vae_steps=30, **small), tmp_path, cpu) is not None
     assert ckpt.latest(tmp_path / "vae").name == f"step-{timed + 1:07d}"
+
+
+def test_adversarial_decoder_stage_trains_a_discriminator_and_ships_without_it(tmp_path):
+    """--decoder-adversarial: the stage refines the decoder stage's checkpoint in
+    decoder-adversarial/, the discriminator learns from the first step and judges the decoder
+    only from --decoder-adversarial-start on, a resume continues both exactly, and the export
+    keeps the VAE's own keys and encoder."""
+    out = tmp_path / "run"
+    assert run_pretrain(_cfg(out, stage="vae")) is None
+    assert run_pretrain(_cfg(out, stage="decoder", decoder_steps=1), resume=True) is None
+    exported = run_pretrain(_cfg(out, stage="transformer", steps=1), resume=True)
+    before = load_file(str(ckpt.latest(out / "decoder") / "model.safetensors"))
+    adv = dict(stage="decoder", decoder_adversarial=0.5, decoder_adversarial_start=1,
+               decoder_batch=1, decoder_lr=1e-3)  # fmt: skip
+    assert run_pretrain(_cfg(out, decoder_steps=1, **adv), resume=True) is not None
+    one = load_file(str(ckpt.latest(out / "decoder-adversarial") / "model.safetensors"))
+    assert any(k.startswith("discriminator.") for k in one)
+    assert run_pretrain(_cfg(out, decoder_steps=3, **adv), resume=True) is not None
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if r.get("stage") == "decoder-adversarial"]
+    assert "generator" not in steps[0] and "generator" in steps[-1]  # judged after the start
+    assert all("discriminator" in r for r in steps)
+    tuned = load_file(str(ckpt.latest(out / "decoder-adversarial") / "model.safetensors"))
+    key = "decoder.conv_out.weight"
+    assert not torch.equal(tuned[key], before[key])
+    sd = WanPipeline.from_pretrained(exported).vae.state_dict()
+    assert not any(k.startswith("discriminator.") for k in sd)
+    torch.testing.assert_close(sd[key].float(), tuned[key].half().float())
+    enc = next(k for k in before if k.startswith("encoder.") and k.endswith("weight"))
+    torch.testing.assert_close(sd[enc].float(), before[enc].half().float())
+    # three steps straight give what one step and a resume to three gave
+    straight = tmp_path / "straight"
+    shutil.copytree(out, straight, ignore=shutil.ignore_patterns("decoder-adversarial"))
+    assert run_pretrain(_cfg(straight, decoder_steps=3, **adv), resume=True) is not None
+    again = load_file(str(ckpt.latest(straight / "decoder-adversarial") / "model.safetensors"))
+    for k in (key, next(k for k in again if k.startswith("discriminator."))):
+        torch.testing.assert_close(again[k], tuned[k])

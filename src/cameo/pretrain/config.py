@@ -63,6 +63,24 @@ class PretrainConfig:
             "latents as they are, so reconstruction is kept"
         },
     )
+    decoder_adversarial: float = field(
+        default=0.0,
+        metadata={
+            "help": "decoder stage: weight of a patch discriminator's hinge loss beside the "
+            "pixel losses (times LDM's adaptive weight; 0 = pixel losses only); trains the "
+            "run's decoder on in its own folder (<stage>-adversarial) and rewrites the run's "
+            "export; per invocation, like --decoder-denoiser"
+        },
+    )
+    decoder_adversarial_start: int = field(
+        default=100,
+        metadata={
+            "help": "with --decoder-adversarial: steps of pixel losses alone (the "
+            "discriminator learns from the first step) before the decoder is also judged"
+        },
+    )
+    decoder_lr: float = field(default=3e-4, metadata={"help": "decoder stage learning rate"})
+    decoder_batch: int = field(default=4, metadata={"help": "decoder stage: clips a step"})
     seed: int = field(default=0, metadata={"help": "seed of the data order and initialisation"})
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = all cores"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
@@ -183,6 +201,10 @@ class PretrainConfig:
                 f"--decoder-width {self.decoder_width} is narrower than the VAE's base width "
                 f"{self.vae.base_dim}; pick 0 (keep it) or a wider one"
             )
+        if self.decoder_adversarial < 0 or self.decoder_adversarial_start < 0:
+            raise ValueError("--decoder-adversarial and --decoder-adversarial-start must be >= 0")
+        if self.decoder_lr <= 0 or self.decoder_batch < 1:
+            raise ValueError("--decoder-lr must be positive and --decoder-batch at least 1")
         if not 0 < self.decoder_denoise_sigma <= 1 or not 0 <= self.decoder_clean_share <= 1:
             raise ValueError(
                 "--decoder-denoise-sigma must be in (0, 1] and --decoder-clean-share in [0, 1]"
@@ -257,6 +279,10 @@ PER_INVOCATION = (
     "decoder_denoiser",
     "decoder_denoise_sigma",
     "decoder_clean_share",
+    "decoder_adversarial",
+    "decoder_adversarial_start",
+    "decoder_lr",
+    "decoder_batch",
     "vae",
     "transformer",
 )

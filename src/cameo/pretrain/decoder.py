@@ -19,11 +19,18 @@ from ..diffusion import euler_flow_sample, guided_velocity, noisy_latents
 from ..generation import GenerateConfig
 from ..models import encode_prompts, load_pipeline, resolve_base
 from ..training import checkpoint as ckpt
+from .adversarial import (
+    PatchDiscriminator,
+    adaptive_weight,
+    discriminator_hinge_loss,
+    generator_loss,
+)
 from .config import PretrainConfig
 from .data import _captioned_clips, _full_clips
 from .stage import _psnr, pick_device, run_stage
 
 DENOISED = "-denoised"  # suffix of a decoder stage refined on redrawn latents
+ADVERSARIAL = "-adversarial"  # suffix of a decoder stage refined against a discriminator
 
 
 class PretrainSetupError(ValueError):
@@ -37,14 +44,15 @@ def decoder_stage_name(cfg: PretrainConfig) -> str:
     with ``-denoised`` when ``--decoder-denoiser`` trains it on redrawn latents."""
     wide = cfg.decoder_width and cfg.decoder_width != cfg.vae.base_dim
     name = f"decoder-w{cfg.decoder_width}" if wide else "decoder"
-    return f"{name}{DENOISED}" if cfg.decoder_denoiser else name
+    name = f"{name}{DENOISED}" if cfg.decoder_denoiser else name
+    return f"{name}{ADVERSARIAL}" if cfg.decoder_adversarial > 0 else name
 
 
 def _stage_width(stage: str) -> int:
     """The decoder width a stage folder holds: ``decoder-w32`` -> 32; 0 for the others."""
     if not stage.startswith("decoder-w"):
         return 0
-    return int(stage.removeprefix("decoder-w").removesuffix(DENOISED))
+    return int(stage.removeprefix("decoder-w").removesuffix(ADVERSARIAL).removesuffix(DENOISED))
 
 
 def _load_finished_vae(cfg: PretrainConfig, run: Path, stage: str = "vae"):
@@ -68,7 +76,7 @@ def _grown_decoder(cfg: PretrainConfig, run: Path):
         d.name
         for d in run.glob("decoder*")
         if d.is_dir()
-        and not d.name.endswith(DENOISED)
+        and not d.name.endswith((DENOISED, ADVERSARIAL))
         and ckpt.latest(d)
         and _stage_width(d.name) < cfg.decoder_width
     ]
@@ -82,7 +90,7 @@ def _grown_decoder(cfg: PretrainConfig, run: Path):
 def _refined_stage(cfg: PretrainConfig) -> str:
     """The decoder stage a ``--decoder-denoiser`` stage refines: ``decoder`` or
     ``decoder-w<width>`` (the configured stage itself when there is no denoiser)."""
-    return decoder_stage_name(replace(cfg, decoder_denoiser=""))
+    return decoder_stage_name(replace(cfg, decoder_denoiser="", decoder_adversarial=0.0))
 
 
 def _denoised_source(cfg: PretrainConfig, run: Path) -> str:
@@ -180,20 +188,23 @@ def load_redraw(cfg: PretrainConfig, device: torch.device):
     return redraw
 
 
-def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4, lr: float = 3e-4):
+def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int):
     """Teach the decoder full-length clips with the encoder frozen, so latents (and the
     transformer trained on them) stay valid. Needed by runs whose VAE stage saw only 5-frame
     clips: its causal temporal cache did not carry to 17 frames (reconstruction fell from
     ~24 dB at frame 4 to ~10 dB at frame 16). With ``--decoder-width`` it first grows the
     decoder wider (models.widen_decoder) and trains that in its own stage folder. With
     ``--decoder-denoiser`` it refines the run's decoder on latents redrawn by a transformer
-    (``load_redraw``), still against the clip's own pixels. Returns None when the time budget
-    or Ctrl+C stopped it (a checkpoint is saved)."""
+    (``load_redraw``), still against the clip's own pixels. With ``--decoder-adversarial`` it
+    refines the run's decoder against a patch discriminator as well (``adversarial``).
+    Returns None when the time budget or Ctrl+C stopped it (a checkpoint is saved)."""
     device = pick_device(cfg.device)
     stage = decoder_stage_name(cfg)
-    if cfg.decoder_denoiser:
+    refined = cfg.decoder_denoiser or cfg.decoder_adversarial > 0
+    if refined:
         source = _denoised_source(cfg, run)
-        print(f"refining the decoder of {source} on redrawn latents", file=sys.stderr)
+        how = "redrawn latents" if cfg.decoder_denoiser else "a patch discriminator"
+        print(f"refining the decoder of {source} against {how}", file=sys.stderr)
         vae = _load_finished_vae(cfg, run, source)
     elif stage != "decoder":
         vae = _grown_decoder(cfg, run)
@@ -202,12 +213,16 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
     vae = vae.to(device)
     vae.requires_grad_(False)
     trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    if cfg.decoder_adversarial > 0:  # a submodule while training: checkpointed with the VAE
+        torch.manual_seed(cfg.seed + 2)
+        vae.add_module("discriminator", PatchDiscriminator().to(device))
+        trainable += list(vae.discriminator.parameters())
     for p in trainable:
         p.requires_grad_(True)
     redraw = load_redraw(cfg, device) if cfg.decoder_denoiser else None
 
     def step_loss(batch) -> dict:
-        x, captions, step = batch if redraw else (batch, None, None)
+        x, captions, step = batch if refined else (batch, None, None)
         x = x.to(device, non_blocking=True)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean  # (B, C, F', h, w)
@@ -216,8 +231,13 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
         rec = vae.decode(z).sample
         mse = ((rec - x) ** 2).mean()
         loss = (rec - x).abs().mean() + mse
-        loss.backward()
-        return {"loss": loss.detach(), "psnr_f17": _psnr(mse)}
+        logs = {"psnr_f17": _psnr(mse)}
+        if cfg.decoder_adversarial > 0:
+            loss, more = _with_discriminator(vae, x, rec, loss, step, cfg)
+            logs.update(more)
+        else:
+            loss.backward()
+        return {"loss": loss.detach(), **logs}
 
     finished = run_stage(
         cfg,
@@ -227,13 +247,40 @@ def finetune_decoder(cfg: PretrainConfig, run: Path, steps: int, batch: int = 4,
         trainable,
         steps=steps,
         minutes=0,
-        lr=lr,
+        lr=cfg.decoder_lr,
         warmup=10,
         weight_decay=0.01,
-        make_batch=partial(_captioned_clips if redraw else _full_clips, cfg, batch),
+        make_batch=partial(_captioned_clips if refined else _full_clips, cfg, cfg.decoder_batch),
         step_loss=step_loss,
     )
+    if cfg.decoder_adversarial > 0:  # the VAE ships without its judge
+        del vae.discriminator
     return vae.eval() if finished else None
+
+
+def _with_discriminator(vae, x, rec, pixel, step: int, cfg: PretrainConfig):
+    """Backward of one adversarial decoder step; returns the decoder's loss and what to log.
+
+    The decoder minimises the pixel losses plus, from ``--decoder-adversarial-start`` on,
+    ``--decoder-adversarial`` x the adaptive weight x the generator loss (the discriminator's
+    weights frozen for it); the discriminator minimises its hinge loss on the clip's frames
+    against the decoded ones (the decoder's output detached)."""
+    disc = vae.discriminator
+    logs = {}
+    if step >= cfg.decoder_adversarial_start:
+        disc.requires_grad_(False)
+        fooled = generator_loss(disc(rec))
+        weight = adaptive_weight(pixel, fooled, vae.decoder.conv_out.weight)
+        disc.requires_grad_(True)
+        loss = pixel + cfg.decoder_adversarial * weight * fooled
+        logs.update(generator=fooled.detach(), adaptive_weight=weight)
+    else:
+        loss = pixel
+    loss.backward()
+    judged = discriminator_hinge_loss(disc(x), disc(rec.detach()))
+    judged.backward()
+    logs["discriminator"] = judged.detach()
+    return loss, logs
 
 
 def decoder_stage(cfg: PretrainConfig, run: Path) -> Path | None:
