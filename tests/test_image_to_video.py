@@ -196,6 +196,8 @@ def test_image_to_video_train_then_generate(i2v_dir, tmp_path):
     assert plain.shape == (5, 32, 32, 3)
     assert np.abs(with_lora.astype(int) - plain).max() > 0, "the LoRA must change the clip"
     assert np.array_equal(with_lora, again), "reloading the file gives the same clip"
+    off = generate_clip(GenerateConfig(**{**cfg.__dict__, "lora": [f"{lora}:0"]}))
+    assert np.array_equal(off, plain), "at scale 0 the LoRA is not there"
     other = generate_clip(
         GenerateConfig(**{**cfg.__dict__, "image": str(photos / "photo_001.png")})
     )
@@ -373,3 +375,18 @@ def test_the_fast_path_serves_concatenated_conditions_exactly():
     torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=1e-4)
     for a, b in zip(fast_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_validation_previews_start_from_training_photos(i2v_dir, tmp_path):
+    from cameo.training import run_training
+    from conftest import train_config
+
+    photos = _person(tmp_path, clips=1)
+    out = tmp_path / "run"
+    cfg = train_config(photos, i2v_dir, out, steps=2, validate_every=2, identity="world",
+                       height=32, width=32)  # fmt: skip
+    run_training(cfg, log=lambda m: None)
+    sheets = sorted((out / "previews").glob("step00002-*.png"))
+    assert sheets, "the previews were written"
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["identity_judge"] == "world" and "identity_normalised" in metrics
