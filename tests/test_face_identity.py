@@ -234,7 +234,8 @@ def test_face_judge_picks_the_best_checkpoint(
     astronaut scores about 0.73 and a stranger about 0.30; at native size 1.05 and 0.10.)"""
     calls = []
 
-    def fake_frames(pipe, gen):
+    def fake_frames(pipe, gen, image=None):
+        assert image is None  # a text-to-video base: no first frame
         calls.append(gen.prompt)
         return astronaut_clip(astronaut, 0) if len(calls) <= 3 else stranger_clip(lfw[0])
 
