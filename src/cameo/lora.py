@@ -77,6 +77,15 @@ def add_lora(transformer, spec: LoraSpec, name: str = "default") -> None:
     transformer.add_adapter(spec.peft_config(), adapter_name=name)
 
 
+def adapter_spec(model, name: str = "default") -> LoraSpec:
+    """The ``LoraSpec`` of an adapter as PEFT holds it (rank, alpha, targets, rsLoRA), so a run
+    started from a LoRA file describes the adapter it trained, not the command line's flags."""
+    c = model.peft_config[name]
+    targets = c.target_modules
+    targets = ",".join(sorted(targets)) if not isinstance(targets, str) else targets
+    return LoraSpec(rank=c.r, alpha=float(c.lora_alpha), targets=targets, rslora=c.use_rslora)
+
+
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, frozen) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

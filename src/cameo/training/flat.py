@@ -13,6 +13,14 @@ Tensor = torch.Tensor
 SMALL_WIDTH = 512  # hidden width up to which CPU training runs on one thread by default
 
 
+def launched_on_cpus() -> bool:
+    """Whether this process is one of several (torchrun, ``accelerate launch``) on a machine
+    without a GPU. Accelerate joins such processes into one run (gloo) only when told to use the
+    CPU; otherwise each trains alone on all the data, and all of them write the same files."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return several and not torch.cuda.is_available()
+
+
 def cpu_threads(requested: int, transformer) -> int:
     """Torch CPU threads for a training loop: ``requested`` if set, else the user's
     OMP_NUM_THREADS, else 1 for small models, whose operations are too short to share (on the

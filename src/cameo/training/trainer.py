@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from ..compose import set_orthogonal_down
 from ..data import scan_folder, training_target
 from ..lora import (
     LoraSpec,
+    adapter_spec,
     add_lora,
     load_adapter,
     lora_parameters,
@@ -47,23 +47,6 @@ from .validation import Validator, describe_validation
 class TrainingInterrupted(Exception):
     """The run was stopped (Ctrl+C or ``Trainer.stop()``) after a complete step; a checkpoint
     was saved."""
-
-
-def launched_on_cpus() -> bool:
-    """Whether this process is one of several (torchrun, ``accelerate launch``) on a machine
-    without a GPU. Accelerate joins such processes into one run (gloo) only when told to use the
-    CPU; otherwise each trains alone on all the data, and all of them write the same files."""
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return several and not torch.cuda.is_available()
-
-
-def adapter_spec(model, name: str = "default") -> LoraSpec:
-    """The ``LoraSpec`` of an adapter as PEFT holds it (rank, alpha, targets, rsLoRA), so a run
-    started from a LoRA file describes the adapter it trained, not the command line's flags."""
-    c = model.peft_config[name]
-    targets = c.target_modules
-    targets = ",".join(sorted(targets)) if not isinstance(targets, str) else targets
-    return LoraSpec(rank=c.r, alpha=float(c.lora_alpha), targets=targets, rslora=c.use_rslora)
 
 
 class Trainer:
@@ -90,7 +73,7 @@ class Trainer:
             raise FileExistsError(f"{self.lora_path} exists")
         trackers = None if cfg.log_with in ("", "none") else cfg.log_with
         self.acc = Accelerator(
-            cpu=launched_on_cpus(),
+            cpu=flat.launched_on_cpus(),
             mixed_precision=cfg.mixed_precision,
             log_with=trackers,
             project_dir=str(self.out / "logs"),
