@@ -56,21 +56,21 @@ class FirstFrame:
     frame_mask: Tensor | None = None  # first-frame replacement only
     token_mask: Tensor | None = None
 
+    def _tensors(self) -> tuple[Tensor | None, ...]:
+        """The fields in order (not ``dataclasses.astuple``, which would copy every tensor)."""
+        return tuple(getattr(self, f.name) for f in fields(self))
+
     def select(self, rows: Tensor | slice) -> FirstFrame:
         """The rows ``rows`` of every tensor (a batch's samples)."""
-        return FirstFrame(*(None if t is None else t[rows] for t in astuple_shallow(self)))
+        return FirstFrame(*(None if t is None else t[rows] for t in self._tensors()))
 
     def to(self, device: torch.device | str) -> FirstFrame:
-        return FirstFrame(*(None if t is None else t.to(device) for t in astuple_shallow(self)))
+        return FirstFrame(*(None if t is None else t.to(device) for t in self._tensors()))
 
     def cat(self, other: FirstFrame) -> FirstFrame:
         """Both batches, one after the other along the batch axis."""
-        pairs = zip(astuple_shallow(self), astuple_shallow(other), strict=True)
+        pairs = zip(self._tensors(), other._tensors(), strict=True)
         return FirstFrame(*(None if a is None else torch.cat([a, b]) for a, b in pairs))
-
-
-def astuple_shallow(first: FirstFrame) -> tuple:
-    return tuple(getattr(first, f.name) for f in fields(first))
 
 
 def transformer_inputs(xt: Tensor, sigmas: Tensor, first: FirstFrame | None = None) -> dict:

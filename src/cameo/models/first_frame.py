@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from ..diffusion import FirstFrame
+from .memory import transformers_of
 from .wan import WanImageToVideoPipeline
 
 I2V_PIPELINE = "WanImageToVideoPipeline"
@@ -67,8 +68,7 @@ def encode_first_frame(pipe, frames: np.ndarray) -> dict[str, torch.Tensor]:
         else:
             condition = out[1]  # (1, 4 + C, F', h, w)
         result["condition"] = condition.float().cpu()
-        model = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        if model.config.image_dim is not None:
+        if transformers_of(pipe)[0].config.image_dim is not None:
             result["image_embeds"] = pipe.encode_image(first, device).float().cpu()
     return result
 
@@ -76,8 +76,7 @@ def encode_first_frame(pipe, frames: np.ndarray) -> dict[str, torch.Tensor]:
 def token_mask(pipe, frame_mask: torch.Tensor) -> torch.Tensor:
     """(B, tokens) per-token timestep scale of first-frame replacement: 0 for the tokens of the
     given frame, as ``WanImageToVideoPipeline`` builds it from the patch grid."""
-    model = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-    _, ph, pw = model.config.patch_size
+    _, ph, pw = transformers_of(pipe)[0].config.patch_size
     return frame_mask[:, 0, :, ::ph, ::pw].flatten(1)  # (B, F' * h/ph * w/pw)
 
 
