@@ -198,9 +198,7 @@ def one_person(
         trigger=trigger,
         name=trigger,
         out=str(work / f"p{person}" / "lora"),
-        log_with="none",
-        validate_every=0,
-        **sets,
+        **{"log_with": "none", "validate_every": 0, **sets},
     )
     lora, train_s = trained_lora(cfg, work / f"p{person}" / "trained.json")
     refs = eyes.embed(load_references(photos))

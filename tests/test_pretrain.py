@@ -532,3 +532,35 @@ def test_adversarial_decoder_stage_trains_a_discriminator_and_ships_without_it(t
     again = load_file(str(ckpt.latest(straight / "decoder-adversarial") / "model.safetensors"))
     for k in (key, next(k for k in again if k.startswith("discriminator."))):
         torch.testing.assert_close(again[k], tuned[k])
+
+
+def test_transformer_ema_is_exported_and_resumes_exactly(tmp_path):
+    """--ema: the exported transformer is the moving average (not the last weights, which the
+    checkpoint keeps), and a stage stopped and resumed averages as an uninterrupted one."""
+    stage = dict(stage="transformer", steps=4, lr=1e-2, ema=0.5)
+    for run in ("whole", "split"):
+        assert run_pretrain(_cfg(tmp_path / run, stage="vae")) is None
+    whole = run_pretrain(_cfg(tmp_path / "whole", **stage), resume=True)
+    out = tmp_path / "split"
+    assert run_pretrain(_cfg(out, **stage, max_minutes=1e-9), resume=True) is None
+    stopped = ckpt.latest(out / "transformer")
+    assert stopped is not None and stopped.name != "step-0000004"  # stopped early, saved
+    split = run_pretrain(_cfg(out, **stage), resume=True)
+    name = "transformer/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(whole / name)), load_file(str(split / name))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    saved = load_file(str(ckpt.latest(tmp_path / "whole" / "transformer") / "model.safetensors"))
+    names = [
+        n
+        for n, _ in TransformerConfig(**{**TINY_TRANSFORMER, "text_dim": 384})
+        .build()
+        .named_parameters()
+    ]
+    moved = 0
+    for i, n in enumerate(names):
+        average = saved[f"ema::{i}"].to(a[n].dtype)
+        torch.testing.assert_close(a[n], average, rtol=0, atol=0)  # exported = the average
+        moved += not torch.equal(saved[n].to(a[n].dtype), a[n])
+    assert moved > len(names) // 2  # ... which differs from the last weights

@@ -58,15 +58,19 @@ def test_cli_train_then_generate(photos, tiny_pipeline_dir, tmp_path):
     assert code == 0 and clip.stat().st_size > 0
 
 
-def test_resume_matches_an_uninterrupted_run(photos, tiny_pipeline_dir, tmp_path, monkeypatch):
-    full = Trainer(_cfg(photos, tmp_path / "full", tiny_pipeline_dir)).train()
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_resume_matches_an_uninterrupted_run(photos, tiny_pipeline_dir, tmp_path, monkeypatch, ema):
+    """Also with --ema: the average is checkpointed and saved as the LoRA."""
+    full = Trainer(_cfg(photos, tmp_path / "full", tiny_pipeline_dir, ema=ema)).train()
     # Stop after step index 2 (three steps done), as the web app's Cancel or Ctrl+C would.
-    cut = Trainer(_cfg(photos, tmp_path / "cut", tiny_pipeline_dir))
+    cut = Trainer(_cfg(photos, tmp_path / "cut", tiny_pipeline_dir, ema=ema))
     cut.events.on_step.append(lambda done, logs: cut.stop() if done == 3 else None)
     with pytest.raises(TrainingInterrupted):
         cut.train()
     assert cut.loop.step == 3
-    resumed = Trainer(_cfg(photos, tmp_path / "cut", tiny_pipeline_dir), resume=True).train()
+    resumed = Trainer(
+        _cfg(photos, tmp_path / "cut", tiny_pipeline_dir, ema=ema), resume=True
+    ).train()
     a, b = load_file(str(full)), load_file(str(resumed))
     assert a.keys() == b.keys()
     for k in a:

@@ -123,6 +123,14 @@ class PretrainConfig:
     batch: int = field(default=32, metadata={"help": "transformer batch size"})
     lr: float = field(default=5e-4, metadata={"help": "peak transformer learning rate"})
     warmup: int = field(default=200, metadata={"help": "warmup steps (both stages)"})
+    ema: float = field(
+        default=0.0,
+        metadata={
+            "help": "decay of an exponential moving average of the transformer's weights, "
+            "exported instead of the last weights (0 = off; 0.999 is usual); checkpoints keep "
+            "both, and a run resumed with an EMA it did not have starts the average there"
+        },
+    )
     n_clips: int = field(
         default=2000, metadata={"help": "single-person 17-frame clips in the cache"}
     )
@@ -203,6 +211,8 @@ class PretrainConfig:
             )
         if self.decoder_adversarial < 0 or self.decoder_adversarial_start < 0:
             raise ValueError("--decoder-adversarial and --decoder-adversarial-start must be >= 0")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"--ema must be in [0, 1) (0 = off), not {self.ema}")
         if self.decoder_lr <= 0 or self.decoder_batch < 1:
             raise ValueError("--decoder-lr must be positive and --decoder-batch at least 1")
         if not 0 < self.decoder_denoise_sigma <= 1 or not 0 <= self.decoder_clean_share <= 1:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..training.ema import ParameterEMA, without_averages
 from ..training.loop import Checkpointed, Events, OptimisationLoop, Schedule, stop_on_sigint
 from .config import PretrainConfig
 from .data import prefetched
@@ -140,16 +141,31 @@ def run_stage(
     step_loss: Callable[[object], dict[str, torch.Tensor]],
     weight_decay: float = 0.0,
     workers: int | None = None,
+    ema: float = 0.0,
 ) -> bool:
     """Train ``params`` of ``module`` for ``steps`` steps (or what fits ``minutes``) on
     ``make_batch(step)``, resuming from ``<run>/<stage>``. ``step_loss(batch)`` calls backward
     and returns detached tensors to log. Returns True when the stage has taken all its steps,
-    False when the time budget or Ctrl+C stopped it (a checkpoint is saved)."""
+    False when the time budget or Ctrl+C stopped it (a checkpoint is saved).
+
+    ``ema`` > 0 keeps a moving average of ``params`` with that decay (``training.ema``),
+    checkpointed beside the weights; once the stage is done the average is written into
+    ``module`` (the checkpoints keep the last weights as trained)."""
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         return step_loss(next(batches))  # batches: set below, once the resumed step is known
 
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+    average = ParameterEMA(params, ema) if ema > 0 else None
+
+    def tensors() -> dict[str, torch.Tensor]:
+        return {**module.state_dict(), **(average.tensors() if average else {})}
+
+    def restore(saved: dict[str, torch.Tensor], _state: dict) -> None:
+        module.load_state_dict(without_averages(saved))
+        if average is not None and not average.load(saved):
+            print(f"{stage}: the checkpoint holds no average; it starts here", file=sys.stderr)
+
     loop = OptimisationLoop(
         optimizer,
         params,
@@ -158,14 +174,15 @@ def run_stage(
         schedule=Schedule(lr, warmup),
         checkpoint=Checkpointed(
             root=run / stage,
-            tensors=module.state_dict,
-            restore=lambda tensors, _state: module.load_state_dict(tensors),
+            tensors=tensors,
+            restore=restore,
         ),
         checkpoint_every=cfg.checkpoint_every,
         deadline=deadline(cfg),
         check_every=LOG_EVERY,
         name=stage,
         hint="Lower the stage's learning rate (--vae-lr, --lr).",
+        after_step=average.update if average is not None else None,
     )
     loop.resume()
     workers = cfg.workers if workers is None else workers
@@ -178,4 +195,6 @@ def run_stage(
     log.close()
     if not result.finished:
         print(f"{stage}: stopped at step {result.step}; continue with --resume", file=sys.stderr)
+    elif average is not None:
+        average.copy_to()
     return result.finished

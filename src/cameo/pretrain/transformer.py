@@ -64,6 +64,7 @@ def train_transformer(cfg: PretrainConfig, run: Path, vae, pipe, device: torch.d
         lr=cfg.lr,
         warmup=cfg.warmup,
         weight_decay=0.01,
+        ema=cfg.ema,
         workers=0,  # batches are gathered from the cache where it lives (the GPU): no rendering
         make_batch=partial(_transformer_batch, cache, cfg),
         step_loss=step_loss,

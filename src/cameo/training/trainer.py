@@ -37,6 +37,7 @@ from . import flat
 from .cache import build_cache
 from .config import TrainConfig
 from .disk_cache import DiskCache
+from .ema import ParameterEMA
 from .experts import TwoExperts, adapter_tensors, members
 from .loop import Checkpointed, Events, LoopResult, OptimisationLoop, Schedule, stop_on_sigint
 from .objective import expert_and_range, make_batch, training_loss, unwrap_model
@@ -151,7 +152,7 @@ class Trainer:
             f"{trainable:,} trainable, {frozen:,} frozen parameters"
         )
         self._prepare_optimiser(model)
-        self.ema = [p.detach().clone() for p in self.lora] if cfg.ema > 0 else None
+        self.ema = ParameterEMA(self.lora, cfg.ema) if cfg.ema > 0 else None
         self.best = {"score": -math.inf, "step": 0, "tensors": None, "metrics": None}
         self.validator = (
             Validator(self) if self.acc.is_main_process and cfg.validate_every >= 0 else None
@@ -248,7 +249,7 @@ class Trainer:
             checkpoint_every=cfg.checkpoint_every,
             clip=self._clip,
             zero_grad=self.flat.zero_grad if self.flat is not None else None,
-            after_step=self._update_ema if self.ema is not None else None,
+            after_step=self.ema.update if self.ema is not None else None,
             is_main_process=self.acc.is_main_process,
             events=events,
             name=f"train {cfg.name}",
@@ -325,11 +326,6 @@ class Trainer:
             return flat.clip_grad_norm_(self.acc, params, max_norm)
         return self.acc.clip_grad_norm_(params, max_norm)
 
-    def _update_ema(self, step: int) -> None:
-        with torch.no_grad():
-            for e, p in zip(self.ema, self.lora, strict=True):
-                e.lerp_(p.detach(), 1 - self.cfg.ema)
-
     def _on_step(self, done: int, logs: dict[str, float]) -> bool:
         """Log the step, validate when due; True asks the loop to stop early."""
         loss = logs["loss"]
@@ -382,15 +378,13 @@ class Trainer:
         model = unwrap_model(self.model)
         tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
         if self.ema is not None:
-            tensors.update({f"ema::{i}": e for i, e in enumerate(self.ema)})
+            tensors.update(self.ema.tensors())
         if self.best["tensors"] is not None:
             tensors.update({f"best::{k}": v for k, v in self.best["tensors"].items()})
         return tensors
 
     def _checkpoint_state(self) -> dict:
         state = {"best": {k: self.best[k] for k in ("score", "step", "metrics")}}
-        if self.ema is not None:
-            state["ema"] = [f"ema::{i}" for i in range(len(self.ema))]
         if self.best["tensors"] is not None:
             state["best_tensors"] = True
         return state
@@ -401,9 +395,8 @@ class Trainer:
             for n, p in model.named_parameters():
                 if n in tensors:
                     p.copy_(tensors[n])
-            if self.ema is not None and "ema" in state:
-                for e, k in zip(self.ema, state["ema"], strict=True):
-                    e.copy_(tensors[k])
+            if self.ema is not None:
+                self.ema.load(tensors)
         self.best.update({k: state["best"][k] for k in ("score", "step", "metrics")})
         if state.get("best_tensors"):
             self.best["tensors"] = {
@@ -423,10 +416,8 @@ class Trainer:
         if not self.acc.is_main_process:
             return self.lora_path
         cfg, model = self.cfg, unwrap_model(self.model)
-        if self.ema is not None:
-            for e, p in zip(self.ema, lora_parameters(model), strict=True):
-                with torch.no_grad():  # not .data: the version must move for caches
-                    p.copy_(e)
+        if self.ema is not None:  # in place, not .data: the version must move for caches
+            self.ema.copy_to(lora_parameters(model))
         last = adapter_tensors(model)
         # both experts: one file, and its halves for the tools that load one expert a file
         write = save_expert_files if isinstance(model, TwoExperts) else save_lora_file
