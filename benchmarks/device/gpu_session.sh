@@ -5,7 +5,8 @@
 #      checkpointing), the same with fp8 and with block offload, 14B with fp8 + offload under a
 #      24 GB cap, generation seconds per clip -> $OUT/gpu_performance.json (for docs/performance.md);
 #   2. optionally benchmarks/estimate_gpu.py (ESTIMATE_S > 0) -> $OUT/estimate_gpu.json;
-#   3. pretraining cameo-tiny on the GPU in whatever time is left (ARCH, FROM, INIT as before).
+#   3. pretraining cameo-tiny on the GPU in whatever time is left (ARCH, FROM, INIT as before;
+#      EMA, default 0.999, the transformer's weight average that is exported).
 # Prepare here, then carry both (they are git-ignored):
 #   pip download diffusers==0.42.1 --no-deps -d .whl
 #   python benchmarks/device/minilm_transport.py pack .minilm
@@ -58,7 +59,7 @@ fi
 timeout "$PRETRAIN_S" python3 -c "import sys; from cameo.cli import main; sys.exit(main())" pretrain \
   --out $RUN --device cuda --workers 14 --seed 0 ${ARCH:+--architecture "$ARCH"} \
   --vae-steps 30000 --vae-minutes "$VAE_MIN" --vae-batch-images 32 --vae-batch-clips 8 --vae-clip-frames 17 --vae-lr 6e-4 \
-  --steps 60000 --transformer-minutes "$TR_MIN" --batch 128 --lr 7e-4 --warmup 200 \
+  --steps 60000 --transformer-minutes "$TR_MIN" --batch 128 --lr 7e-4 --warmup 200 --ema "${EMA:-0.999}" \
   --n-clips 6000 --n-images 12000 --n-pairs 1500 --checkpoint-every 500 --max-minutes "$MAX_MIN" \
   $EXTRA > "$OUT/pretrain.log" 2>&1
 echo "pretrain exit $? after ${SECONDS}s"
