@@ -537,7 +537,7 @@ def test_adversarial_decoder_stage_trains_a_discriminator_and_ships_without_it(t
 def test_transformer_ema_is_exported_and_resumes_exactly(tmp_path):
     """--ema: the exported transformer is the moving average (not the last weights, which the
     checkpoint keeps), and a stage stopped and resumed averages as an uninterrupted one."""
-    stage = dict(stage="transformer", steps=4, lr=1e-2, ema=0.5)
+    stage = dict(stage="transformer", steps=4, lr=1e-2, ema=0.5, schedule="constant")
     for run in ("whole", "split"):
         assert run_pretrain(_cfg(tmp_path / run, stage="vae")) is None
     whole = run_pretrain(_cfg(tmp_path / "whole", **stage), resume=True)
@@ -564,3 +564,10 @@ def test_transformer_ema_is_exported_and_resumes_exactly(tmp_path):
         torch.testing.assert_close(a[n], average, rtol=0, atol=0)  # exported = the average
         moved += not torch.equal(saved[n].to(a[n].dtype), a[n])
     assert moved > len(names) // 2  # ... which differs from the last weights
+
+
+def test_schedule_and_ema_settings_are_checked():
+    with pytest.raises(ValueError, match="--schedule"):
+        _cfg("x", schedule="linear").validate()
+    with pytest.raises(ValueError, match="--ema"):
+        _cfg("x", ema=1.0).validate()

@@ -123,6 +123,14 @@ class PretrainConfig:
     batch: int = field(default=32, metadata={"help": "transformer batch size"})
     lr: float = field(default=5e-4, metadata={"help": "peak transformer learning rate"})
     warmup: int = field(default=200, metadata={"help": "warmup steps (both stages)"})
+    schedule: str = field(
+        default="cosine",
+        metadata={
+            "help": "learning rate after the warm-up, every stage: cosine (down to a tenth of "
+            "the peak at the last step) | constant (usual with --ema, whose average then "
+            "smooths the last steps' noise)"
+        },
+    )
     ema: float = field(
         default=0.0,
         metadata={
@@ -211,6 +219,8 @@ class PretrainConfig:
             )
         if self.decoder_adversarial < 0 or self.decoder_adversarial_start < 0:
             raise ValueError("--decoder-adversarial and --decoder-adversarial-start must be >= 0")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"--schedule must be cosine or constant, not {self.schedule!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"--ema must be in [0, 1) (0 = off), not {self.ema}")
         if self.decoder_lr <= 0 or self.decoder_batch < 1:

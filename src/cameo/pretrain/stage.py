@@ -1,5 +1,6 @@
 """What every stage shares: the one optimisation loop (``training.loop.OptimisationLoop``) with
-pretraining's settings (AdamW, cosine schedule after a warm-up, gradients clipped to norm 1),
+pretraining's settings (AdamW, a cosine or constant schedule after a warm-up, gradients
+clipped to norm 1, optionally a moving average of the weights),
 its log (``log.jsonl``, one record every ``LOG_EVERY`` steps), its progress bar, the
 ``--max-minutes`` deadline and the ``--*-minutes`` step planning.
 
@@ -171,7 +172,7 @@ def run_stage(
         params,
         step_fn,
         total_steps=_planned_steps(run, stage, steps),
-        schedule=Schedule(lr, warmup),
+        schedule=Schedule(lr, warmup, cfg.schedule),
         checkpoint=Checkpointed(
             root=run / stage,
             tensors=tensors,
