@@ -77,6 +77,7 @@ def _eval_lora(args: argparse.Namespace, eyes: Eyes | None) -> dict:
         save_clips=Path(args.save_clips) if args.save_clips else None,
         identity=args.identity,
         first_frames=Path(args.first_frames) if args.first_frames else None,
+        second_judge=args.second_judge,
     )
 
 
@@ -120,6 +121,13 @@ def add_parsers(sub) -> None:
     ev.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
     ev.add_argument("--scale", type=float, default=1.0, help="LoRA scale")
     ev.add_argument("--save-clips", default=None, help="also write the generated clips here")
+    ev.add_argument(
+        "--no-second-judge",
+        dest="second_judge",
+        action="store_false",
+        help="cameo-tiny: leave out dlib's face descriptor as a second identity judge (its "
+        "line-up is built once and kept in ~/.cache/cameo)",
+    )
     add_placement_args(ev, ("device", "dtype"))
     ev.add_argument(
         "--encoder",

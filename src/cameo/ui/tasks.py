@@ -222,7 +222,7 @@ def metrics_table(run: Path) -> tuple[list[str], list[list[str]]]:
     if report is not None:
         summary = report.get("summary", {})
         for group, d in summary.items():
-            if isinstance(d, dict):
+            if isinstance(d, dict) and group != "sees":  # sees: one dict, not LoRA and base
                 rows += [_row(group, variant, s, face) for variant, s in d.items()]
         if "leakage" in summary:
             what = "same person on others' prompts" if face else "others"
