@@ -187,6 +187,11 @@ def test_the_combined_file_generates_as_its_halves_in_stock_diffusers(run, wan22
     high_only = WanPipeline.from_pretrained(wan22_dir)
     high_only.load_lora_weights(str(halves["high"]))
     assert not torch.allclose(_clip(high_only), with_halves, atol=1e-4)
+    # --fuse writes both halves into their experts' weights and leaves no adapter behind
+    fused = WanPipeline.from_pretrained(wan22_dir)
+    apply_loras(fused, [str(path)], fuse=True)
+    assert not fused.get_list_adapters()
+    assert torch.allclose(_clip(fused), with_halves, atol=1e-5)
 
 
 def test_resume_continues_both_experts_exactly(photos, wan22_dir, tmp_path):  # noqa: F811

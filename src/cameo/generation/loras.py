@@ -50,7 +50,7 @@ def apply_loras(
         check_slots(metas)
     if mix in MERGES and mix != "linear" and len(paths) > 1:
         paths = [(_merged_file(paths, mix), 1.0)]
-    loaded = LoadedLoras()
+    loaded, into_second = LoadedLoras(), False
     for i, (path, _) in enumerate(paths):
         name = f"lora{i}_{Path(path).stem}".replace(".", "_").replace("-", "_")
         low = len(paths) == len(metas) and metas[i].get("cameo.expert") == "low"
@@ -58,6 +58,7 @@ def apply_loras(
             str(path), adapter_name=name, **({"load_into_transformer_2": True} if low else {})
         )
         loaded.names.append(name)
+        into_second |= low
     if not loaded.names:
         return loaded
     pipe.set_adapters(loaded.names, [w for _, w in paths])
@@ -65,7 +66,9 @@ def apply_loras(
         loaded.regional = _regions(loaded.names, metas, regions or [])
         loaded.windows = mix == "windows"
     elif fuse:
-        pipe.fuse_lora(components=["transformer"], adapter_names=loaded.names, lora_scale=1.0)
+        # Wan 2.2 A14B: the low-noise expert's adapters live in transformer_2
+        parts = ["transformer", "transformer_2"] if into_second else ["transformer"]
+        pipe.fuse_lora(components=parts, adapter_names=loaded.names, lora_scale=1.0)
         pipe.unload_lora_weights()  # the change now lives in the weights
     return loaded
 
