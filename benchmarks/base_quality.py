@@ -26,6 +26,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from cameo.generation import GenerateConfig, generate_frames
 from cameo.metrics.evaluate import Eyes
 from cameo.metrics.scores import centroid, prompt_attributes
+from cameo.metrics.sharpness import laplacian_energy
 from cameo.metrics.train_eyes import random_still
 from cameo.models import frames_to_vae_input, load_pipeline
 from cameo.world import FAMOUS, Scene, identity, person_sample
@@ -131,7 +132,7 @@ def prompt_following(pipe, eyes: Eyes, n: int, seeds: int, gen: dict | None = No
     rng = random.Random("bench/prompts")
     hair = [h for h in HAIR_COLOURS if h not in ("white", "grey")]
     hits: dict[str, list[bool]] = {k: [] for k in ("hair", "background", "glasses", "speaking")}
-    all_ok = []
+    all_ok, sharp = [], []
     for i in range(n):
         h, bg = rng.choice(hair), rng.choice(BACKGROUND_COLOURS)
         glasses = rng.choice(["round glasses", "square glasses", "no glasses"])
@@ -145,6 +146,7 @@ def prompt_following(pipe, eyes: Eyes, n: int, seeds: int, gen: dict | None = No
                 pipe, GenerateConfig(prompt=prompt, seed=1000 * i + seed, **(gen or {}))
             )
             got = eyes.read(frames).attributes
+            sharp.append(laplacian_energy(frames))
             ok = [got[k] == want[k] for k in hits]
             for k, o in zip(hits, ok, strict=True):
                 hits[k].append(o)
@@ -153,6 +155,8 @@ def prompt_following(pipe, eyes: Eyes, n: int, seeds: int, gen: dict | None = No
     res["clips"] = len(all_ok)
     res["all_four_agree"] = float(np.mean(all_ok))
     res["mean_agreement"] = float(np.mean([np.mean(v) for v in hits.values()]))
+    # mean absolute Laplacian (metrics.sharpness): only comparable between models on these prompts
+    res["sharpness"] = float(np.mean(sharp))
     return res
 
 
