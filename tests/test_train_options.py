@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from cameo.cli import main
 from cameo.data.world_folders import write_person_folder
+from cameo.diffusion import flow_matching_loss, min_snr_weights
 from cameo.training import Trainer
 from conftest import train_config
 
@@ -68,6 +69,7 @@ def test_prior_preservation_strangers_and_ema_change_the_result(
         photos, tiny_pipeline_dir, tmp_path / "prior", prior_preservation=1.0, prior_strangers=0.0
     )
     ema = _run(photos, tiny_pipeline_dir, tmp_path / "ema", prior_preservation=0.0, ema=0.5)
+    snr = _run(photos, tiny_pipeline_dir, tmp_path / "snr", prior_preservation=0.0, min_snr_gamma=5)
     others = _run(
         photos, tiny_pipeline_dir, tmp_path / "others", prior_preservation=1.0, prior_strangers=1.0
     )
@@ -78,6 +80,23 @@ def test_prior_preservation_strangers_and_ema_change_the_result(
     # runs are bitwise deterministic, so any difference is theirs
     assert not torch.equal(prior[key], others[key])
     assert not torch.allclose(plain[key], ema[key])
+    assert not torch.allclose(plain[key], snr[key])
+
+
+def test_min_snr_weights_the_velocity_loss_by_noise_level():
+    sigmas = torch.tensor([0.5, 0.1, 0.9])
+    torch.testing.assert_close(min_snr_weights(sigmas, 5.0), torch.tensor([1.0, 0.2, 0.04]))
+    assert torch.equal(min_snr_weights(sigmas, 0.0), torch.ones(3))
+
+    def model(hidden_states, timestep, encoder_hidden_states, return_dict):
+        return (0.5 * hidden_states,)  # any prediction: the weighting is per sample
+
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 2, 1, 4, 4, generator=g), torch.randn(3, 2, 1, 4, 4, generator=g)
+    text = torch.zeros(3, 1, 8)
+    plain = flow_matching_loss(model, x0, text, sigmas, noise)
+    weighted = flow_matching_loss(model, x0, text, sigmas, noise, min_snr_gamma=5.0)
+    torch.testing.assert_close(weighted, plain * torch.tensor([1.0, 0.2, 0.04]))
 
 
 def test_tensorboard_logs_are_written(photos, tiny_pipeline_dir, tmp_path):

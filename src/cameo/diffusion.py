@@ -30,6 +30,20 @@ def sample_sigmas(
     return shift_sigmas(torch.sigmoid(u), shift)
 
 
+def min_snr_weights(sigmas: Tensor, gamma: float) -> Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023) for the velocity loss, (B,); ones when
+    ``gamma`` is 0.
+
+    x_t = (1 - s) x0 + s n has SNR (1 - s)^2 / s^2, and the x0 error is s times the velocity
+    error, so the paper's weight min(SNR, gamma) on the x0 error is s^2 min(SNR, gamma) =
+    min((1 - s)^2, gamma s^2) on the velocity error. Divided by its value at s = 0.5 (0.25 for
+    gamma >= 1), so the middle of the noise range keeps weight 1 and both ends weigh less."""
+    if gamma <= 0:
+        return torch.ones_like(sigmas)
+    s = sigmas.float()
+    return torch.minimum((1 - s) ** 2, gamma * s**2) / min(0.25, gamma * 0.25)
+
+
 def noisy_latents(x0: Tensor, noise: Tensor, sigmas: Tensor) -> Tensor:
     """x_t = (1 - sigma) x0 + sigma noise, with sigma broadcast over (B, C, F, H, W)."""
     s = sigmas.view(-1, *([1] * (x0.dim() - 1)))
@@ -100,10 +114,12 @@ def flow_matching_loss(
     noise: Tensor,  # like x0
     target_velocity: Tensor | None = None,
     first: FirstFrame | None = None,
+    min_snr_gamma: float = 0.0,
 ) -> Tensor:
     """Mean squared velocity error per sample, (B,). ``target_velocity`` replaces n - x0 when a
     teacher's prediction is the target (prior preservation). ``first``: the given first frame
-    of an image-to-video model (``FirstFrame``)."""
+    of an image-to-video model (``FirstFrame``). ``min_snr_gamma`` > 0 weighs each sample by
+    ``min_snr_weights``."""
     xt = noisy_latents(x0, noise, sigmas)
     inputs = transformer_inputs(xt, sigmas, first)
     pred = transformer(**inputs, encoder_hidden_states=text, return_dict=False)[0]
@@ -111,8 +127,10 @@ def flow_matching_loss(
     err = (pred.float() - target.float()) ** 2  # (B, C, F, H, W)
     if first is not None and first.frame_mask is not None:  # the given frame is not predicted
         m = first.frame_mask.float().expand_as(err)
-        return (err * m).sum(dim=tuple(range(1, x0.dim()))) / m.sum(dim=tuple(range(1, x0.dim())))
-    return err.mean(dim=tuple(range(1, x0.dim())))
+        per = (err * m).sum(dim=tuple(range(1, x0.dim()))) / m.sum(dim=tuple(range(1, x0.dim())))
+    else:
+        per = err.mean(dim=tuple(range(1, x0.dim())))
+    return per * min_snr_weights(sigmas, min_snr_gamma) if min_snr_gamma > 0 else per
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str = "cosine") -> float:

@@ -105,6 +105,14 @@ class TrainConfig:
             "fine details do; default: the base scheduler's own shift, shared with sampling"
         },
     )
+    min_snr_gamma: float = field(
+        default=0.0,
+        metadata={
+            "help": "weigh each sample's loss by Min-SNR-gamma (Hang et al. 2023) of its noise "
+            "level, as a velocity loss: the middle of the noise range weighs 1, both ends less; "
+            "5 is the paper's gamma; 0 = off, every noise level weighs the same"
+        },
+    )
     still_clips: int = field(
         default=0,
         metadata={
@@ -300,6 +308,8 @@ class TrainConfig:
             raise ValueError(f"--expert must be both, high or low, not {self.expert!r}")
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise ValueError("--mixed-precision must be no, bf16 or fp16")
+        if self.min_snr_gamma < 0:
+            raise ValueError("--min-snr-gamma must be >= 0 (0 = off)")
         if not 0 <= self.ema < 1 or not 0 <= self.caption_dropout < 1:
             raise ValueError("--ema and --caption-dropout must be in [0, 1)")
         if self.sigma_shift is not None and not 0 < self.sigma_shift <= 20:

@@ -107,11 +107,13 @@ def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.T
     first = batch.get("first")  # image-to-video: the given first frames
     own = (x0, text, sigmas, noise, noise - x0, first)
     if cfg.prior_preservation <= 0:
-        return flow_matching_loss(model, *own[:4], first=first).mean()
+        return flow_matching_loss(
+            model, *own[:4], first=first, min_snr_gamma=cfg.min_snr_gamma
+        ).mean()
     if "prior_x0" in batch:  # generated class samples: their own flow-matching target
         px0, pnoise = batch["prior_x0"], batch["prior_noise"]
         kept = (px0, batch["class_text"], batch["prior_sigmas"], pnoise, pnoise - px0, None)
-        return _own_plus_kept(model, own, kept, cfg.prior_preservation)
+        return _own_plus_kept(model, own, kept, cfg.prior_preservation, cfg.min_snr_gamma)
 
     xt = noisy_latents(x0, noise, sigmas)
     base = (
@@ -124,17 +126,21 @@ def training_loss(model, batch: dict, cfg: TrainConfig, teacher=None) -> torch.T
             return_dict=False,
         )[0]
     kept = (x0, batch["class_text"], sigmas, noise, prior, first)
-    return _own_plus_kept(model, own, kept, cfg.prior_preservation)
+    return _own_plus_kept(model, own, kept, cfg.prior_preservation, cfg.min_snr_gamma)
 
 
-def _own_plus_kept(model, own: tuple, kept: tuple, weight: float) -> torch.Tensor:
+def _own_plus_kept(
+    model, own: tuple, kept: tuple, weight: float, min_snr_gamma: float = 0.0
+) -> torch.Tensor:
     """mean loss on ``own`` + weight x mean loss on ``kept``, each (x0, text, sigmas, noise,
     target velocity, first frame or None). One forward over both halves ((2B, ...)) when their
     shapes agree: the same objective, as samples never interact, at about half the per-call
     overhead; two when they differ (a batch of clips beside one-frame class samples)."""
     if own[0].shape[1:] != kept[0].shape[1:]:
         a, b = (
-            flow_matching_loss(model, *p[:4], target_velocity=p[4], first=p[5]).mean()
+            flow_matching_loss(
+                model, *p[:4], target_velocity=p[4], first=p[5], min_snr_gamma=min_snr_gamma
+            ).mean()
             for p in (own, kept)
         )
         return a + weight * b
@@ -142,7 +148,14 @@ def _own_plus_kept(model, own: tuple, kept: tuple, weight: float) -> torch.Tenso
     x0, text, sigmas, noise, target = (torch.cat(t) for t in zip(own[:5], kept[:5], strict=True))
     first = own[5].cat(kept[5]) if own[5] is not None else None
     per_sample = flow_matching_loss(
-        model, x0, text, sigmas, noise, target_velocity=target, first=first
+        model,
+        x0,
+        text,
+        sigmas,
+        noise,
+        target_velocity=target,
+        first=first,
+        min_snr_gamma=min_snr_gamma,
     )
     return per_sample[:n].mean() + weight * per_sample[n:].mean()
 
