@@ -18,6 +18,7 @@ is the same judge on the person's real renders.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,7 +53,8 @@ class FaceLineup:
         """The line-up of distractors whose stills ``stills()`` gives, uint8 (N, S, H, W, 3):
         each distractor is the mean of the faces found in its S stills, and left out without
         one. ``cache``: an .npy file that keeps the gallery between runs (the stills are fixed;
-        rendering them is most of the cost)."""
+        rendering them is most of the cost), written whole or not at all (two runs at once see
+        a complete file or none); a folder that cannot be written only costs the rebuild."""
         if cache is not None and Path(cache).is_file():
             return cls(np.load(cache))
         rows = []
@@ -62,8 +64,7 @@ class FaceLineup:
                 rows.append(d.mean(0))
         lineup = cls(np.stack(rows))
         if cache is not None:
-            Path(cache).parent.mkdir(parents=True, exist_ok=True)
-            np.save(cache, lineup.gallery)
+            _save_atomically(Path(cache), lineup.gallery)
         return lineup
 
     @property
@@ -89,3 +90,14 @@ def person_descriptor(photos: np.ndarray) -> np.ndarray | None:
     None when no photo shows a face the detector finds."""
     d, _ = found_descriptors(photos)
     return d.mean(0) if len(d) else None
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        with part.open("wb") as f:
+            np.save(f, array)
+        part.replace(path)
+    except OSError:
+        pass

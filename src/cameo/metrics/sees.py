@@ -79,18 +79,7 @@ def world_face_lineup() -> FaceLineup:
     if digest in _lineups:
         return _lineups[digest]
     path = cache_dir() / LINEUP_CACHE.format(digest=digest)
-    if path.is_file():
-        lineup = FaceLineup(np.load(path))
-    else:
-        lineup = FaceLineup.from_stills(lambda: stills)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_name(f"{path.name}.{os.getpid()}.part")
-            with part.open("wb") as f:
-                np.save(f, lineup.gallery)
-            part.replace(path)  # whole or absent, even with two evaluations at once
-        except OSError:
-            pass
+    lineup = FaceLineup.from_stills(lambda: stills, path)
     _lineups[digest] = lineup
     return lineup
 
